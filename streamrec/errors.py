@@ -1,0 +1,25 @@
+"""One root exception type: anything a user can cause ends as one clear sentence."""
+
+
+class StreamrecError(Exception):
+    """An error a user can act on; the CLI prints its message on one line and exits non-zero."""
+
+    exit_code = 1
+
+
+class DataError(StreamrecError):
+    """A dataset file is missing, malformed or in an unknown layout."""
+
+
+class KafkaUnavailable(StreamrecError):
+    """The Kafka broker cannot be reached or started."""
+
+
+class ModelStoreError(StreamrecError):
+    """The model store has no usable model, or a version is incomplete or corrupt."""
+
+
+class QualityGateFailed(StreamrecError):
+    """A trained model is worse than the current one by more than the allowed margin."""
+
+    exit_code = 3

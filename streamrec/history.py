@@ -1,0 +1,62 @@
+"""Event-time windows over a ratings table, shared by replay (the "live" part) and train
+(the "history" part), so `--split-at F` means the same cut on both sides."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+
+def parse_time(value: str) -> int:
+    """Epoch seconds from '1700000000', '2018-09-24' or '2018-09-24T12:00:00' (UTC)."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a date (YYYY-MM-DD) nor epoch seconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp())
+
+
+def in_event_order(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Ratings sorted by event time; ties keep file order (stable), so a split is deterministic."""
+    return ratings.sort_values("timestamp", kind="stable", ignore_index=True)
+
+
+def split_index(n: int, split_at: float) -> int:
+    """Rows [0, k) of the event-ordered table are history, [k, n) are live."""
+    if not 0.0 <= split_at <= 1.0:
+        raise ValueError(f"--split-at must be between 0 and 1, got {split_at}")
+    return int(np.floor(split_at * n))
+
+
+def window(
+    ratings: pd.DataFrame,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    split_at: float | None = None,
+    part: str = "after",
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Event-ordered ratings in [since, until) and on one side of the split_at cut.
+
+    part="after" is what replay publishes (the newest 1-F), part="before" what a base model
+    trains on (the oldest F). limit keeps the first N events of the result.
+    """
+    events = in_event_order(ratings)
+    if split_at is not None:
+        k = split_index(len(events), split_at)
+        events = events.iloc[k:] if part == "after" else events.iloc[:k]
+    if since is not None:
+        events = events[events["timestamp"] >= since]
+    if until is not None:
+        events = events[events["timestamp"] < until]
+    if limit is not None:
+        events = events.iloc[:limit]
+    return events.reset_index(drop=True)

@@ -1,0 +1,70 @@
+"""Thin kafka-python helpers: clients created lazily, failures turned into one clear sentence."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .errors import KafkaUnavailable
+
+
+def _unreachable(bootstrap: str, exc: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"Kafka broker not reachable at {bootstrap} ({type(exc).__name__}): start one with "
+        "`streamrec kafka start` or point --bootstrap-servers at a running cluster"
+    )
+
+
+def admin(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="streamrec-admin",
+            request_timeout_ms=int(timeout * 1000),
+            bootstrap_timeout_ms=int(timeout * 1000),
+        )
+    except (KafkaError, OSError) as exc:
+        raise _unreachable(bootstrap, exc) from exc
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, timeout: float = 10.0) -> bool:
+    """Create the topic when missing. Returns True when it was created."""
+    client = admin(bootstrap, timeout)
+    try:
+        if topic in client.list_topics():
+            return False
+        client.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+            timeout_ms=int(timeout * 1000),
+        )
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def producer(bootstrap: str, timeout: float = 10.0, **config) -> Iterator[KafkaProducer]:
+    """An idempotent, acks=all producer; closed (and flushed) on exit."""
+    settings = dict(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        retries=5,
+        bootstrap_timeout_ms=int(timeout * 1000),
+        request_timeout_ms=int(max(timeout, 5) * 1000),
+    )
+    settings.update(config)
+    try:
+        p = KafkaProducer(**settings)
+    except (KafkaError, OSError) as exc:
+        raise _unreachable(bootstrap, exc) from exc
+    try:
+        yield p
+    finally:
+        p.close(timeout=timeout)

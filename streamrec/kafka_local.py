@@ -1,0 +1,245 @@
+"""A single-node KRaft Apache Kafka broker run from the Maven jars, state under STREAMREC_HOME.
+
+`start` formats storage on first use, launches `kafka.Kafka` in its own process group and
+returns once a produce request is acknowledged; `stop` sends SIGTERM and waits for a clean
+shutdown. Nothing here runs when the user names an existing cluster with --bootstrap-servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KafkaUnavailable
+from .jars import jars
+from .settings import home
+
+HEALTH_TOPIC = "__streamrec_health"
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    """Paths and ports of the local broker; the controller listens on port + 1."""
+
+    port: int = 9092
+    state_dir: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        return (self.state_dir or home()) / "kafka"
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "broker.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def pid(self) -> int | None:
+        """The broker's pid when its process is alive, else None (a stale pid file is ignored)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        # A recycled pid belonging to something else is not our broker.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid
+        return pid if b"kafka.Kafka" in cmdline else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None and _port_open(self.port)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> bool:
+        """Start the broker unless it already runs. Returns False when it was already running."""
+        if self.pid() is not None:
+            self._wait_ready(timeout)
+            return False
+        for port in (self.port, self.port + 1):
+            if _port_open(port):
+                raise KafkaUnavailable(
+                    f"port {port} is already in use by another process: choose another with "
+                    "--kafka-port (STREAMREC_KAFKA_PORT) or stop that process"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format()
+        log = open(self.log_file, "ab")
+        proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(self.config_file)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal must not kill the broker
+        )
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            self._wait_ready(timeout, proc)
+        except KafkaUnavailable:
+            self.stop()
+            raise
+        return True
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """SIGTERM the broker and wait for it to exit. Returns False when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        classpath = ":".join(str(j) for j in jars("kafka"))
+        log4j = self.root / "log4j2.properties"
+        log4j.write_text(_LOG4J)
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.root / 'logs'}",
+            "-cp", classpath, main, *args,
+        ]  # fmt: skip
+
+    def _write_config(self) -> None:
+        ctl = self.port + 1
+        self.config_file.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=localhost:{ctl}",
+                    f"listeners=PLAINTEXT://localhost:{self.port},CONTROLLER://localhost:{ctl}",
+                    f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "log.retention.hours=-1",
+                    "",
+                ]
+            )
+        )
+
+    def _format(self) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = self._java(
+            "kafka.tools.StorageTool", "format", "--standalone",
+            "-t", cluster_id, "-c", str(self.config_file),
+        )  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise KafkaUnavailable(
+                f"formatting Kafka storage failed: {(done.stdout + done.stderr).strip()[-300:]}"
+            )
+
+    def _wait_ready(self, timeout: float, proc: subprocess.Popen | None = None) -> None:
+        """Block until the broker acknowledges a produce request (acks=all)."""
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            if proc is not None and proc.poll() is not None:
+                raise KafkaUnavailable(
+                    f"the Kafka broker exited with code {proc.returncode} during start-up; "
+                    f"see {self.log_file}: {_tail(self.log_file)}"
+                )
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"the Kafka broker did not open port {self.port} in time")
+            time.sleep(0.25)
+        from .kafka_admin import ensure_topic, producer  # kafka-python import is slowish
+
+        remaining = max(5.0, deadline - time.monotonic())
+        ensure_topic(self.address, HEALTH_TOPIC, partitions=1, timeout=remaining)
+        with producer(self.address, timeout=remaining) as p:
+            p.send(HEALTH_TOPIC, b"ping").get(timeout=remaining)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        if state == "Z":
+            os.waitpid(pid, os.WNOHANG)
+            return False
+    except (OSError, ChildProcessError):
+        pass
+    return True
+
+
+def _tail(path: Path, n: int = 400) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:].replace("\n", " | ")
+    except OSError:
+        return "(no log)"
+
+
+_LOG4J = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""

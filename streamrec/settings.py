@@ -1,0 +1,67 @@
+"""Paths and options. Every option is a CLI flag and an environment variable STREAMREC_<NAME>.
+
+`option()` registers a flag whose default comes from the environment, so
+`STREAMREC_RATE=500 streamrec replay` and `streamrec replay --rate 500` are the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STREAMREC_"
+
+#: The checkout this package lives in (the project is installed editable by `make`).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The MovieLens dataset committed with the project.
+BUNDLED_DATA = PROJECT_ROOT / "data" / "ml-latest-small"
+#: Where fetched JVM jars are cached (git-ignored).
+JAR_CACHE = Path(os.environ.get("STREAMREC_JAR_CACHE", PROJECT_ROOT / ".cache" / "jvm"))
+
+
+def home() -> Path:
+    """State directory: Kafka data and logs, models, checkpoints, the sink DB, the event log."""
+    return Path(os.environ.get("STREAMREC_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def env_name(dest: str) -> str:
+    return ENV_PREFIX + dest.upper()
+
+
+def option(
+    parser: argparse.ArgumentParser, *flags: str, env: str | None = None, **kwargs: Any
+) -> argparse.Action:
+    """Add a flag whose default is read from STREAMREC_<DEST> (or STREAMREC_<env>) when set."""
+    action = parser.add_argument(*flags, **kwargs)
+    var = env_name(env or action.dest)
+    raw = os.environ.get(var)
+    if raw is not None and raw != "":
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            conv = action.type or (lambda v: v)
+            try:
+                action.default = conv(raw)
+            except (TypeError, ValueError) as exc:
+                raise SystemExit(f"error: environment variable {var}={raw!r} is invalid: {exc}")
+    action.help = f"{action.help or ''} [env {var}]".strip()
+    return action
+
+
+def add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    """Options every Kafka-facing command shares."""
+    option(
+        parser,
+        "--bootstrap-servers",
+        env="KAFKA_BOOTSTRAP",
+        default=None,
+        help="existing Kafka cluster (host:port,...); when unset, the local broker is used",
+    )
+    option(parser, "--kafka-port", type=int, default=9092, help="port of the local broker")
+
+
+def bootstrap_servers(args: argparse.Namespace) -> str:
+    """The cluster a command talks to: the configured one, else the local broker's address."""
+    return args.bootstrap_servers or f"localhost:{args.kafka_port}"

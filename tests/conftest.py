@@ -1,0 +1,77 @@
+"""Session-wide services: one private Kafka broker and (later) one Spark session.
+
+Everything runs under a temporary STREAMREC_HOME on free ports, so a user's own broker or
+state is never touched; every test gets uuid-named topics and consumer groups.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streamrec.kafka_local import LocalKafka
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p+1 (the controller) are both free."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="session")
+def state_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("streamrec-home")
+    os.environ["STREAMREC_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def kafka(state_home) -> str:
+    """Bootstrap address of the session's broker."""
+    broker = LocalKafka(free_port_pair(), state_dir=state_home)
+    broker.start()
+    yield broker.address
+    broker.stop()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    """Read a topic from the beginning until `expected` records arrived (or the timeout)."""
+    import time
+
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{uuid.uuid4().hex[:12]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    records = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records

@@ -1,0 +1,141 @@
+"""Replay against the real local broker: payloads, order, windows, pacing, failures, lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+
+from producer.replay import replay
+from streamrec.history import window
+from streamrec.kafka_local import LocalKafka
+from streamrec.movielens import load_ratings
+from streamrec.settings import BUNDLED_DATA
+from tests.conftest import consume_all, free_port_pair
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    return load_ratings(BUNDLED_DATA)[0]
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_replay_slice_round_trips_in_per_key_event_time_order(kafka, topic, ratings):
+    done = cli("replay", "--limit", "3000", "--topic", topic, "--bootstrap-servers", kafka)
+    assert done.returncode == 0, done.stderr
+    assert "replayed 3,000 of 3,000 events" in done.stdout
+    records = consume_all(kafka, topic, 3000)
+    assert len(records) == 3000
+    expected = window(ratings, limit=3000)
+    got = [json.loads(r.value) for r in records]
+    want = expected.to_dict("records")
+    key = lambda e: (e["timestamp"], e["user_id"], e["movie_id"])  # noqa: E731
+    assert sorted(got, key=key) == sorted(
+        [{k: (float(v) if k == "rating" else int(v)) for k, v in e.items()} for e in want], key=key
+    )
+    per_key = defaultdict(list)
+    for r in records:
+        event = json.loads(r.value)
+        assert r.key == str(event["user_id"]).encode()
+        per_key[(r.partition, r.key)].append((r.offset, event["timestamp"]))
+    for seq in per_key.values():
+        stamps = [ts for _, ts in sorted(seq)]
+        assert stamps == sorted(stamps)
+
+
+def test_split_at_replays_exactly_the_live_part(kafka, topic, ratings):
+    done = cli("replay", "--split-at", "0.995", "--topic", topic, "--bootstrap-servers", kafka)
+    assert done.returncode == 0, done.stderr
+    live = window(ratings, split_at=0.995)
+    history = window(ratings, split_at=0.995, part="before")
+    records = consume_all(kafka, topic, len(live))
+    stamps = sorted(json.loads(r.value)["timestamp"] for r in records)
+    assert stamps == sorted(live["timestamp"].tolist())
+    assert min(stamps) >= history["timestamp"].max()
+    assert len(live) + len(history) == len(ratings)
+
+
+def test_since_until_select_the_window(kafka, topic, ratings):
+    since, until = "2018-01-01", "2018-03-01"
+    done = cli("replay", "--since", since, "--until", until, "--topic", topic,
+               "--bootstrap-servers", kafka)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lo, hi = 1_514_764_800, 1_519_862_400
+    expected = ratings[(ratings.timestamp >= lo) & (ratings.timestamp < hi)]
+    records = consume_all(kafka, topic, len(expected))
+    assert len(records) == len(expected) > 0
+    assert all(lo <= json.loads(r.value)["timestamp"] < hi for r in records)
+
+
+def test_rate_paces_the_replay(kafka, topic, ratings):
+    events = window(ratings, limit=1000)
+    res = replay(events, kafka, topic, rate=500, progress=False)
+    assert res.confirmed == 1000 and res.failed == 0
+    assert 1.6 < res.seconds < 4.0  # generous band: a pacing check, not a speed test
+
+
+def test_speedup_divides_event_time_gaps(kafka, topic, ratings):
+    events = window(ratings, limit=200)
+    span = int(events.timestamp.iloc[-1] - events.timestamp.iloc[0])
+    res = replay(events, kafka, topic, speedup=span / 1.5, progress=False)
+    assert res.confirmed == 200
+    assert 1.2 < res.seconds < 4.0
+
+
+def test_unreachable_broker_fails_fast_with_a_clear_message(topic):
+    start = time.monotonic()
+    done = cli("replay", "--limit", "10", "--topic", topic, "--bootstrap-servers", "localhost:1")
+    assert done.returncode != 0
+    assert time.monotonic() - start < 30
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: Kafka broker not reachable at localhost:1"
+    )
+
+
+def test_bad_flags_are_one_line_errors(kafka, topic):
+    done = cli("replay", "--split-at", "2", "--topic", topic, "--bootstrap-servers", kafka)
+    assert done.returncode != 0
+    assert done.stderr.strip() == "error: --split-at must be between 0 and 1, got 2.0"
+    done = cli("replay", "--data", "/nonexistent", "--bootstrap-servers", kafka)
+    assert done.returncode != 0 and "not a directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_kafka_start_twice_is_harmless_and_stop_leaves_no_process(tmp_path):
+    port = free_port_pair()
+    env = {"STREAMREC_HOME": str(tmp_path), "STREAMREC_KAFKA_PORT": str(port)}
+    first = cli("kafka", "start", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"started at localhost:{port}" in first.stdout
+    pid = LocalKafka(port, state_dir=tmp_path).pid()
+    second = cli("kafka", "start", env=env)
+    assert second.returncode == 0 and "already running" in second.stdout
+    assert LocalKafka(port, state_dir=tmp_path).pid() == pid
+    assert cli("kafka", "status", env=env).returncode == 0
+    stop = cli("kafka", "stop", env=env)
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+    status = cli("kafka", "status", env=env)
+    assert status.returncode == 1 and "not running" in status.stdout
+
+
+def test_kafka_start_on_a_busy_port_is_a_clear_error(tmp_path, kafka):
+    port = int(kafka.rsplit(":", 1)[1])
+    env = {"STREAMREC_HOME": str(tmp_path), "STREAMREC_KAFKA_PORT": str(port)}
+    done = cli("kafka", "start", env=env, timeout=30)
+    assert done.returncode != 0
+    assert f"port {port} is already in use" in done.stderr
