@@ -69,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
         f"in {res.seconds:.1f}s ({res.rate:,.0f} events/s)"
     )
     if res.error:
-        raise StreamrecError(
-            f"delivery failed after {res.confirmed:,} confirmed events: {res.error}"
-        )
+        raise StreamrecError(f"delivery failed after {res.confirmed:,} confirmed events: {res.error}")
     if res.interrupted:
         print(f"interrupted: {summary}")
         return 130

@@ -114,9 +114,7 @@ def _decode_lines(
                         lines.append(b.decode(enc, errors="replace").rstrip("\r\n"))
                         replaced.append(lineno + i)
                         continue
-                    raise DataError(
-                        f"{path}:{lineno + i}: not valid {enc} text (unknown encoding)"
-                    ) from None
+                    raise DataError(f"{path}:{lineno + i}: not valid {enc} text (unknown encoding)") from None
             yield lineno, lines
             lineno += len(raw)
 
@@ -148,9 +146,7 @@ def _split(lines: list[str], sep: str, n_fields: int) -> tuple[pd.DataFrame, np.
 def _split_csv(line: str) -> list[str]:
     if '"' not in line:
         return line.split(",")
-    return next(
-        iter(pd.read_csv(io.StringIO(line), header=None, dtype=str).itertuples(index=False))
-    )
+    return next(iter(pd.read_csv(io.StringIO(line), header=None, dtype=str).itertuples(index=False)))
 
 
 def _fail_or_skip(
@@ -185,9 +181,7 @@ def _iter_rating_chunks(
         wrong = (counts != 4) & ~blank
         reasons[wrong] = [f"expected 4 fields, found {c}" for c in counts[wrong]]
         bad |= wrong
-        nums = {
-            c: pd.to_numeric(df[f"f{i}"], errors="coerce") for i, c in enumerate(RATING_COLUMNS)
-        }
+        nums = {c: pd.to_numeric(df[f"f{i}"], errors="coerce") for i, c in enumerate(RATING_COLUMNS)}
         for col in RATING_COLUMNS:
             nonnum = nums[col].isna().to_numpy() & ~bad & ~blank
             reasons[nonnum] = f"{col} is not a number"

@@ -45,7 +45,7 @@ def option(
             try:
                 action.default = conv(raw)
             except (TypeError, ValueError) as exc:
-                raise SystemExit(f"error: environment variable {var}={raw!r} is invalid: {exc}")
+                raise SystemExit(f"error: environment variable {var}={raw!r} is invalid: {exc}") from None
     action.help = f"{action.help or ''} [env {var}]".strip()
     return action
 

@@ -78,9 +78,7 @@ def test_first_invalid_row_stops_the_load_with_file_and_line(tmp_path):
         ("1,-5,4.0,964981247", "movie_id is not a non-negative integer"),
         ("1,6,3.0,964981247,extra", "expected 4 fields, found 5"),
     ]:
-        (tmp_path / "ratings.csv").write_text(
-            f"userId,movieId,rating,timestamp\n1,1,4.0,1\n{row}\n"
-        )
+        (tmp_path / "ratings.csv").write_text(f"userId,movieId,rating,timestamp\n1,1,4.0,1\n{row}\n")
         (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A (2000),Drama\n")
         with pytest.raises(DataError, match=f"ratings.csv:3: {reason}"):
             load_ratings(tmp_path)
@@ -100,9 +98,7 @@ def test_skip_invalid_counts_each_reason():
 
 
 def test_undecodable_rating_row_is_an_encoding_error(tmp_path):
-    (tmp_path / "ratings.csv").write_bytes(
-        b"userId,movieId,rating,timestamp\n1,1,4.0,1\n1\xe9,2,4.0,1\n"
-    )
+    (tmp_path / "ratings.csv").write_bytes(b"userId,movieId,rating,timestamp\n1,1,4.0,1\n1\xe9,2,4.0,1\n")
     (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A (2000),Drama\n")
     with pytest.raises(DataError, match=r"ratings.csv:3: not valid utf-8 text"):
         load_ratings(tmp_path)

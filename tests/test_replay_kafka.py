@@ -101,9 +101,7 @@ def test_unreachable_broker_fails_fast_with_a_clear_message(topic):
     assert done.returncode != 0
     assert time.monotonic() - start < 30
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: Kafka broker not reachable at localhost:1"
-    )
+    assert len(lines) == 1 and lines[0].startswith("error: Kafka broker not reachable at localhost:1")
 
 
 def test_bad_flags_are_one_line_errors(kafka, topic):
