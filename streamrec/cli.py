@@ -58,17 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_kafka_options(k)
     k.set_defaults(func=_kafka)
 
+    from batch import commands as batch_commands
     from producer import commands as producer_commands
 
     producer_commands.register(sub)
-    for module in ("batch.commands", "streaming.commands"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(sub)
+    batch_commands.register(sub)
     return parser
 
 

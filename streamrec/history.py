@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,3 +62,45 @@ def window(
     if limit is not None:
         events = events.iloc[:limit]
     return events.reset_index(drop=True)
+
+
+def latest_per_pair(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Re-rating: the latest rating of each (user, movie) by event time replaces earlier ones.
+
+    Ties keep the later row, so an event replayed after the history wins over the history.
+    """
+    ordered = in_event_order(ratings)
+    return ordered.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """Which data a model was trained on; stored in model metadata so the stream can rebuild it."""
+
+    data: str
+    until: int | None = None
+    split_at: float | None = None
+    event_log: str | None = None  # event log directory, when its events were included
+    event_log_until: int | None = None  # newest event time taken from the event log
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HistorySpec:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def load_history(spec: HistorySpec, skip_invalid: bool = False) -> pd.DataFrame:
+    """Raw rating events (not de-duplicated) of a spec: the data folder window + the event log."""
+    from .event_log import read_event_log
+    from .movielens import load_ratings
+
+    base, _ = load_ratings(Path(spec.data), skip_invalid=skip_invalid)
+    parts = [window(base, until=spec.until, split_at=spec.split_at, part="before")]
+    if spec.event_log:
+        log = read_event_log(Path(spec.event_log))
+        if spec.event_log_until is not None:
+            log = log[log["timestamp"] <= spec.event_log_until]
+        parts.append(log)
+    return pd.concat(parts, ignore_index=True)

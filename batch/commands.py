@@ -1,0 +1,167 @@
+"""Batch subcommands: train, retrain, model, recommend, similar, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from streamrec.errors import StreamrecError
+from streamrec.history import parse_time
+from streamrec.settings import BUNDLED_DATA, option
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
+    option(p, "--until", type=parse_time, default=None, help="train only on events before this time")
+    option(p, "--split-at", type=float, default=None,
+           help="train only on the oldest F of events (the base model for a replay)")  # fmt: skip
+    option(p, "--event-log", action=argparse.BooleanOptionalAction, default=True,
+           help="include the stream's event log when it exists")  # fmt: skip
+    option(p, "--rank", type=int, default=20, help="latent factors")
+    option(p, "--reg", type=float, default=0.15, help="ALS regParam (lambda)")
+    option(p, "--iters", type=int, default=15, help="ALS maxIter")
+    option(p, "--bias", action=argparse.BooleanOptionalAction, default=True,
+           help="learn a baseline (mean + user/item biases) and ALS on its residuals")  # fmt: skip
+    option(p, "--tune", action="store_true", help="grid-search rank x reg x iters first")
+    option(p, "--tune-rank", type=_ints, default=[10, 20, 50], help="ranks to try")
+    option(p, "--tune-reg", type=_floats, default=[0.05, 0.1, 0.15, 0.2], help="regParams to try")
+    option(p, "--tune-iters", type=_ints, default=[15], help="maxIters to try")
+    option(p, "--folds", type=int, default=0, help="k-fold tuning (0: one validation split)")
+    option(p, "--split", choices=["random", "time"], default="random", help="holdout split")
+    option(p, "--test-fraction", type=float, default=0.2, help="holdout fraction")
+    option(p, "--seed", type=int, default=42, help="random seed (split and ALS)")
+    option(p, "--force", action="store_true", help="publish even if the quality gate refuses")
+    option(p, "--keep", type=int, default=5, help="model versions to keep")
+    option(p, "--json", action="store_true", help="print one JSON object")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train ALS, evaluate on a holdout, publish a model version")
+    add_training_options(p)
+    p.set_defaults(func=train_cmd)
+
+    p = sub.add_parser("retrain", help="train + publish periodically (SIGTERM stops between runs)")
+    add_training_options(p)
+    option(p, "--every", type=_duration, default=600.0, help="interval, e.g. 90s, 10m, 1h")
+    option(p, "--once", action="store_true", help="one run, then exit")
+    option(p, "--min-new-events", type=int, default=0,
+           help="skip a run unless the event log grew by at least N events")  # fmt: skip
+    p.set_defaults(func=retrain_cmd)
+
+    p = sub.add_parser("model", help="list, show or roll back model versions")
+    p.add_argument("action", choices=["list", "show", "rollback"])
+    p.add_argument("version", nargs="?", help="version for show / rollback (show: default CURRENT)")
+    option(p, "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=model_cmd)
+
+    from . import queries
+
+    queries.register(sub)
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 10m or 1h") from None
+
+
+def training_options(args: argparse.Namespace):
+    from .publish import TrainOptions, default_spec
+    from .train import Params
+
+    for name in ("rank", "iters", "keep"):
+        if getattr(args, name) < 1:
+            raise StreamrecError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.reg < 0:
+        raise StreamrecError(f"--reg must be >= 0, got {args.reg}")
+    if args.split_at is not None and not 0 < args.split_at <= 1:
+        raise StreamrecError(f"--split-at must be in (0, 1], got {args.split_at}")
+    if not 0 < args.test_fraction < 1:
+        raise StreamrecError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
+    spec = default_spec(args.data, args.until, args.split_at, args.event_log)
+    params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed)
+    grid = {"rank": args.tune_rank, "reg": args.tune_reg, "iters": args.tune_iters} if args.tune else None
+    return TrainOptions(spec, params, args.split, args.test_fraction, grid, args.folds,
+                        args.force, args.keep)  # fmt: skip
+
+
+def summary_line(res: dict) -> str:
+    m, p = res["metrics"], res["params"]
+    return (
+        f"published {res['version']}: RMSE {m['rmse']:.4f}, MAE {m['mae']:.4f}, "
+        f"P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
+        f"(rank {p['rank']}, reg {p['reg']}, {p['iters']} iters, bias {'on' if p['bias'] else 'off'}; "
+        f"{res['counts']['ratings']:,} ratings, {m['cold_start_dropped']} cold-start holdout rows "
+        f"dropped) in {res['seconds']}s"
+    )
+
+
+def train_cmd(args: argparse.Namespace) -> int:
+    from streamrec.spark import get_spark
+
+    from .publish import run_training
+
+    opts = training_options(args)
+    res = run_training(get_spark("streamrec-train"), opts)
+    print(json.dumps(res, default=str) if args.json else summary_line(res))
+    return 0
+
+
+def retrain_cmd(args: argparse.Namespace) -> int:
+    from .retrain import retrain_loop
+
+    return retrain_loop(args, training_options, summary_line)
+
+
+def model_cmd(args: argparse.Namespace) -> int:
+    from streamrec.model_store import ModelStore
+
+    store = ModelStore()
+    current = store.current_version()
+    if args.action == "list":
+        rows = []
+        for v in store.versions():
+            problem = store.check(v)
+            meta = {} if problem else store.metadata(v)
+            rows.append({"version": v, "current": v == current, "problem": problem,
+                         "created_at": meta.get("created_at"),
+                         "rmse": meta.get("metrics", {}).get("rmse"),
+                         "ratings": meta.get("counts", {}).get("ratings")})  # fmt: skip
+        if args.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print(f"no model versions in {store.root}")
+        for r in [] if args.json else rows:
+            mark = "*" if r["current"] else " "
+            if r["problem"]:
+                print(f"{mark} {r['version']}  UNUSABLE: {r['problem']}")
+            else:
+                print(f"{mark} {r['version']}  {r['created_at']}  RMSE {r['rmse']:.4f}  "
+                      f"{r['ratings']:,} ratings")  # fmt: skip
+        return 0
+    if args.action == "show":
+        version = args.version or current
+        if version is None:
+            raise StreamrecError(f"no model published yet in {store.root}: run `streamrec train`")
+        if not (store.root / version).is_dir():
+            raise StreamrecError(f"model {version} does not exist in {store.root}")
+        meta = store.metadata(version)
+        print(json.dumps(meta, indent=None if args.json else 2))
+        return 0
+    if not args.version:
+        raise StreamrecError("rollback needs a VERSION (see `streamrec model list`)")
+    store.rollback(args.version)
+    print(f"CURRENT is now {args.version} (was {current})")
+    return 0

@@ -1,0 +1,150 @@
+"""CLI for the read-side commands: recommend, similar, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from streamrec.errors import StreamrecError
+from streamrec.settings import BUNDLED_DATA, option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommend", help="top-k movies for a user (new users: --rated)")
+    p.add_argument("--user", type=int, default=None, help="user id (omit with --rated for a new user)")
+    p.add_argument("-k", type=int, default=10, help="how many movies")
+    p.add_argument("--rated", default=None, help="fold in these ratings now, e.g. 1:5,260:4.5")
+    p.add_argument("--genres", default=None, help="only these genres, comma-separated")
+    option(p, "--min-count", type=int, default=20, help="popularity: minimum ratings per movie")
+    option(p, "--sink", default=None, help="sink DB URL, for vectors refreshed by the stream")
+    option(p, "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=recommend_cmd)
+
+    p = sub.add_parser("similar", help="movies similar to a movie (cosine, euclidean, lsh)")
+    p.add_argument("--movie", type=int, required=True, help="movie id")
+    p.add_argument("-k", type=int, default=10, help="how many movies")
+    p.add_argument("--metric", choices=["cosine", "euclidean", "lsh"], default="cosine")
+    option(p, "--lsh-bucket-length", type=float, default=2.0, help="LSH bucket length")
+    option(p, "--lsh-tables", type=int, default=5, help="LSH hash tables")
+    option(p, "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=similar_cmd)
+
+    p = sub.add_parser("report", help="OLAP report with Spark SQL (Markdown; CSV + PNG with --out)")
+    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
+    option(p, "--out", type=Path, default=None, help="also write CSV per query and PNG charts here")
+    option(p, "--min-count", type=int, default=50, help="minimum ratings for 'best movies'")
+    option(p, "--top", type=int, default=10, help="rows in top-N tables")
+    p.set_defaults(func=report_cmd)
+
+
+def _load_context():
+    from streamrec.history import HistorySpec, latest_per_pair, load_history
+    from streamrec.model_store import ModelStore
+    from streamrec.movielens import load_movies
+
+    model = ModelStore().load()
+    spec = HistorySpec.from_dict(model.meta["history"])
+    history = latest_per_pair(load_history(spec))
+    return model, history, load_movies(Path(spec.data))
+
+
+def recommend_cmd(args: argparse.Namespace) -> int:
+    from .recommend import parse_rated, recommend
+
+    if args.user is None and args.rated is None:
+        raise StreamrecError("give --user ID, or --rated MOVIE:RATING,... for a brand-new user")
+    rated = parse_rated(args.rated) if args.rated else None
+    model, history, movies = _load_context()
+    streamed = None
+    if args.user is not None and rated is None:
+        streamed = _streamed_vector(args.sink, args.user, model.version)
+    genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
+    recs = recommend(model, args.user, history, movies, args.k, rated, genres, args.min_count, streamed)
+    if args.json:
+        print(json.dumps(recs.to_dict(), default=_np))
+        return 0
+    who = f"user {args.user}" if args.user is not None else "a new user"
+    for note in recs.notes:
+        print(f"note: {note}")
+    print(_markdown(recs.items))
+    print(f"{len(recs.items)} recommendations for {who} from {recs.source} (model {recs.model_version})")
+    return 0
+
+
+def _streamed_vector(sink_url: str | None, user_id: int, version: str):
+    """The stream's vector for this user when it was computed against CURRENT, else None."""
+    try:
+        from streamrec.sink import open_sink
+    except ModuleNotFoundError:
+        return None
+    with open_sink(sink_url) as sink:
+        return sink.user_vector(user_id, version)
+
+
+def similar_cmd(args: argparse.Namespace) -> int:
+    from streamrec.model_store import ModelStore
+    from streamrec.movielens import load_movies
+
+    from .recommend import recall, similar_exact, similar_lsh
+
+    if args.k < 1:
+        raise StreamrecError(f"-k must be >= 1, got {args.k}")
+    model = ModelStore().load()
+    movies = load_movies(Path(model.meta["history"]["data"])).set_index("movie_id")
+    if args.metric == "lsh":
+        from streamrec.spark import get_spark
+
+        ids, score = similar_lsh(get_spark("streamrec-similar"), model, args.movie, args.k,
+                                 args.lsh_bucket_length, args.lsh_tables)  # fmt: skip
+        exact, _ = similar_exact(model, args.movie, args.k, "euclidean")
+        extra = {"recall_vs_exact": recall(ids, exact)}
+        column = "distance"
+    else:
+        ids, score = similar_exact(model, args.movie, args.k, args.metric)
+        extra, column = {}, "similarity" if args.metric == "cosine" else "distance"
+    table = pd.DataFrame({
+        "rank": np.arange(1, len(ids) + 1), "movie_id": ids,
+        "title": [movies["title"].get(i, f"movie {i}") for i in ids], column: np.round(score, 4),
+    })  # fmt: skip
+    title = movies["title"].get(args.movie, f"movie {args.movie}")
+    if args.json:
+        print(json.dumps({"movie_id": args.movie, "title": title, "metric": args.metric,
+                          "model_version": model.version, **extra,
+                          "items": table.to_dict("records")}, default=_np))  # fmt: skip
+        return 0
+    print(_markdown(table))
+    tail = f"; LSH recall@{args.k} vs exact Euclidean: {extra['recall_vs_exact']:.2f}" if extra else ""
+    print(f"{len(table)} movies similar to {title} by {args.metric} (model {model.version}){tail}")
+    return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(args)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v).replace("|", "\\|")
+
+
+def _np(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    raise TypeError(type(v).__name__)

@@ -1,0 +1,219 @@
+"""Versioned model store: <home>/models/<version>/ and an atomically replaced CURRENT.
+
+A version directory holds metadata.json (params, metrics, counts, the history it was trained
+on, newest event time), item_factors/ and user_factors/ as Parquet with Spark's id/features
+columns, and factors.npz for fast loading. It is written under a temporary name and renamed
+into place, and metadata.json lists every file with its size, so a partial or damaged version
+is detected and never selected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelStoreError
+from .foldin import ItemFactors
+from .settings import home
+
+NPZ = "factors.npz"
+META = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model version: factors as NumPy arrays plus its metadata."""
+
+    version: str
+    path: Path
+    meta: dict[str, Any]
+    items: ItemFactors
+    user_ids: np.ndarray
+    user_factors: np.ndarray
+    user_bias: np.ndarray
+
+    @property
+    def reg(self) -> float:
+        return float(self.meta["params"]["reg"])
+
+    def user_vector(self, user_id: int) -> tuple[np.ndarray, float] | None:
+        """(vector, bias) of a trained user, None for a user the model has not seen."""
+        i = np.searchsorted(self.user_ids, user_id)
+        if i < len(self.user_ids) and self.user_ids[i] == user_id:
+            return self.user_factors[i], float(self.user_bias[i])
+        return None
+
+
+class ModelStore:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else home() / "models"
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def versions(self) -> list[str]:
+        """All version directories, oldest first (complete or not)."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v"))
+
+    def current_version(self) -> str | None:
+        try:
+            v = self.current_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return v or None
+
+    def check(self, version: str) -> str | None:
+        """None when the version is complete and intact, else what is wrong with it."""
+        path = self.root / version
+        try:
+            meta = json.loads((path / META).read_text())
+        except FileNotFoundError:
+            return "metadata.json is missing (incomplete version)"
+        except ValueError:
+            return "metadata.json is not valid JSON (corrupt version)"
+        for rel, size in meta.get("files", {}).items():
+            f = path / rel
+            if not f.exists():
+                return f"{rel} is missing (incomplete version)"
+            if f.stat().st_size != size:
+                return f"{rel} has {f.stat().st_size} bytes, expected {size} (corrupt version)"
+        if NPZ not in meta.get("files", {}):
+            return "factors.npz is not recorded (incomplete version)"
+        return None
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        problem = self.check(version)
+        if problem:
+            raise ModelStoreError(f"model {version} is unusable: {problem}")
+        return json.loads((self.root / version / META).read_text())
+
+    def load(self, version: str | None = None) -> Model:
+        """Load a version (default: CURRENT)."""
+        version = version or self.current_version()
+        if version is None:
+            raise ModelStoreError(f"no model published yet in {self.root}: run `streamrec train` first")
+        if not (self.root / version).is_dir():
+            raise ModelStoreError(f"model {version} does not exist in {self.root}")
+        meta = self.metadata(version)
+        baseline = meta["params"].get("baseline") or {}
+        with np.load(self.root / version / NPZ) as z:
+            items = ItemFactors(
+                z["item_ids"],
+                z["item_factors"],
+                z["item_bias"] if baseline else None,
+                float(baseline.get("mean", 0.0)),
+                baseline.get("user_reg"),
+            )
+            return Model(
+                version, self.root / version, meta, items,
+                z["user_ids"], z["user_factors"], z["user_bias"],
+            )  # fmt: skip
+
+    def load_current_if_changed(self, known: str | None) -> Model | None:
+        """Cheap check for the streaming job: load CURRENT only when it differs from `known`."""
+        v = self.current_version()
+        if v is None or v == known:
+            return None
+        return self.load(v)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def staging_dir(self) -> Path:
+        """A fresh temporary directory (inside the store, so the final rename is atomic)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{os.getpid()}-{time.time_ns()}"
+        tmp.mkdir()
+        return tmp
+
+    def publish(self, staged: Path, meta: dict[str, Any], make_current: bool = True) -> str:
+        """Seal a staged directory (npz + Parquet already written) as the next version."""
+        np_path = staged / NPZ
+        if not np_path.exists():
+            raise ModelStoreError(f"{staged} has no {NPZ}: nothing to publish")
+        files = {
+            str(p.relative_to(staged)): p.stat().st_size
+            for p in sorted(staged.rglob("*"))
+            if p.is_file() and p.name != META
+        }
+        while True:
+            version = self._next_version()
+            meta = {**meta, "version": version, "files": files}
+            (staged / META).write_text(json.dumps(meta, indent=2, default=_jsonable))
+            try:
+                os.rename(staged, self.root / version)  # fails if a concurrent publish took it
+                break
+            except OSError:
+                continue
+        if make_current:
+            self.set_current(version)
+        return version
+
+    def set_current(self, version: str) -> None:
+        problem = self.check(version)
+        if problem:
+            raise ModelStoreError(f"model {version} is unusable: {problem}")
+        tmp = self.root / f".CURRENT.{os.getpid()}.{time.time_ns()}"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.current_file)
+
+    def rollback(self, version: str) -> None:
+        if not (self.root / version).is_dir():
+            raise ModelStoreError(f"model {version} does not exist in {self.root}")
+        self.set_current(version)
+
+    def prune(self, keep: int = 5) -> list[str]:
+        """Delete all but the newest `keep` versions (never CURRENT), and stale temp dirs."""
+        current = self.current_version()
+        versions = self.versions()
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+        for v in doomed:
+            shutil.rmtree(self.root / v, ignore_errors=True)
+        for tmp in self.root.glob(".tmp-*"):
+            if time.time() - tmp.stat().st_mtime > 3600:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return doomed
+
+    def _next_version(self) -> str:
+        numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
+        return f"v{(max(numbers) + 1) if numbers else 1:04d}"
+
+
+def write_npz(
+    path: Path,
+    items: ItemFactors,
+    user_ids: np.ndarray,
+    user_factors: np.ndarray,
+    user_bias: np.ndarray,
+) -> None:
+    """The compact copy of a model that the stream and `recommend` load in milliseconds."""
+    np.savez(
+        path,
+        item_ids=items.ids.astype(np.int64),
+        item_factors=items.factors.astype(np.float32),
+        item_bias=(items.bias if items.bias is not None else np.zeros(len(items.ids))),
+        user_ids=np.asarray(user_ids, dtype=np.int64),
+        user_factors=np.asarray(user_factors, dtype=np.float32),
+        user_bias=np.asarray(user_bias, dtype=np.float64),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

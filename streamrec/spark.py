@@ -1,0 +1,72 @@
+"""The one Spark session factory used by batch and streaming jobs.
+
+local[*] by default (STREAMREC_SPARK_MASTER for a cluster), the driver's Python for workers,
+quiet logs, Spark's Kafka connector from the local jar cache (only the jars the pyspark wheel
+does not already ship), the RocksDB state store, and memory sized for a 2-core / 24 GiB machine.
+Under spark-submit the session it finds is reused and only missing settings are added.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from .jars import jar_dir
+from .settings import home
+
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+_CONF = Path(__file__).with_name("spark_conf")
+
+
+def _artifact(jar: Path) -> str:
+    """'kafka-clients-3.9.2.jar' -> 'kafka-clients'."""
+    return re.sub(r"-\d[\w.\-]*\.jar$", "", jar.name)
+
+
+def connector_jars() -> list[str]:
+    """Kafka connector jars minus the artifacts pyspark already ships (no duplicate classes)."""
+    import pyspark
+
+    shipped = {_artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    return [str(j) for j in sorted(jar_dir("spark-kafka").glob("*.jar")) if _artifact(j) not in shipped]
+
+
+def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
+    """Create (or return) the process's SparkSession."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Our log4j2.properties (errors only) is found on the classpath through SPARK_CONF_DIR.
+    os.environ.setdefault("SPARK_CONF_DIR", str(_CONF))
+    from pyspark.sql import SparkSession
+
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    builder = SparkSession.builder.appName(app)
+    master = os.environ.get("STREAMREC_SPARK_MASTER")
+    if master or not under_submit:
+        builder = builder.master(master or "local[*]")
+    parts = shuffle_partitions or int(os.environ.get("STREAMREC_SPARK_SHUFFLE_PARTITIONS", "4"))
+    settings = {
+        "spark.driver.memory": os.environ.get("STREAMREC_SPARK_DRIVER_MEMORY", "6g"),
+        "spark.sql.shuffle.partitions": str(parts),
+        "spark.default.parallelism": str(parts),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
+        "spark.sql.adaptive.enabled": "true",
+    }
+    jars = connector_jars()
+    if jars:
+        settings["spark.jars"] = ",".join(jars)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    # ALS needs a checkpoint directory to cut its lineage (StackOverflowError otherwise).
+    checkpoints = home() / "spark" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    spark.sparkContext.setCheckpointDir(str(checkpoints))
+    return spark
