@@ -52,8 +52,8 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     train, test = split(ratings, opts.split, opts.test_fraction, opts.params.seed)
     params, tuning = opts.params, None
     if opts.tune_grid:
-        log(f"tuning over {_grid_size(opts.tune_grid)} candidates "
-            f"({'%d folds' % opts.folds if opts.folds >= 2 else 'validation split'})")  # fmt: skip
+        how = f"{opts.folds} folds" if opts.folds >= 2 else "a validation split"
+        log(f"tuning over {_grid_size(opts.tune_grid)} candidates with {how}")
         params, tuning = tune(spark, train, opts.tune_grid, params, opts.folds, params.seed)
         log(f"best: rank={params.rank} reg={params.reg} iters={params.iters}")
     log(f"fitting ALS rank={params.rank} reg={params.reg} iters={params.iters} "

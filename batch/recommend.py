@@ -178,7 +178,9 @@ def similar_lsh(
     pos, known = model.items.rows(np.array([movie_id]))
     if not known[0]:
         raise StreamrecError(f"movie {movie_id} is unknown to model {model.version}")
-    rows = [(int(i), Vectors.dense(f.tolist())) for i, f in zip(model.items.ids, model.items.factors)]
+    rows = [
+        (int(i), Vectors.dense(f.tolist())) for i, f in zip(model.items.ids, model.items.factors, strict=True)
+    ]
     df = spark.createDataFrame(rows, ["id", "features"])
     lsh = BucketedRandomProjectionLSH(
         inputCol="features", outputCol="hashes", bucketLength=bucket_length, numHashTables=tables, seed=seed

@@ -8,6 +8,7 @@ Under spark-submit the session it finds is reused and only missing settings are 
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
@@ -63,7 +64,10 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         settings["spark.jars"] = ",".join(jars)
     for key, value in settings.items():
         builder = builder.config(key, value)
+    fresh = SparkSession.getActiveSession() is None
     spark = builder.getOrCreate()
+    if fresh:
+        atexit.register(spark.stop)  # a clean stop keeps Python workers from dying noisily
     spark.sparkContext.setLogLevel("ERROR")
     # ALS needs a checkpoint directory to cut its lineage (StackOverflowError otherwise).
     checkpoints = home() / "spark" / "checkpoints"

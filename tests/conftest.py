@@ -75,3 +75,24 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0
     finally:
         consumer.close()
     return records
+
+
+@pytest.fixture(scope="session")
+def spark(state_home):
+    """The suite's one local Spark session (local[2]-sized, as on a 2-core CI machine)."""
+    from streamrec.spark import get_spark
+
+    os.environ.setdefault("STREAMREC_SPARK_DRIVER_MEMORY", "3g")
+    return get_spark("streamrec-tests")
+
+
+@pytest.fixture(scope="session")
+def trained(spark, state_home):
+    """A model trained and published from the bundled data with default parameters."""
+    from batch.publish import TrainOptions, default_spec, run_training
+    from streamrec.model_store import ModelStore
+    from streamrec.settings import BUNDLED_DATA
+
+    store = ModelStore(state_home / "models")
+    res = run_training(spark, TrainOptions(default_spec(BUNDLED_DATA)), store)
+    return res, store.load(res["version"])

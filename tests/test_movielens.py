@@ -104,10 +104,11 @@ def test_undecodable_rating_row_is_an_encoding_error(tmp_path):
         load_ratings(tmp_path)
 
 
-def test_undecodable_title_bytes_are_replaced_and_reported(capsys):
-    movies = load_movies(FIX / "bad_encoding")
+def test_undecodable_title_bytes_are_replaced_and_reported(caplog):
+    with caplog.at_level("INFO"):
+        movies = load_movies(FIX / "bad_encoding")
     assert movies["title"].tolist() == ["Caf\ufffd (1995)"]
-    assert "movies.csv:2" in capsys.readouterr().err
+    assert "movies.csv:2" in caplog.text
 
 
 def test_unknown_folder_and_layout_are_clear_errors(tmp_path):

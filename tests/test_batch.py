@@ -1,0 +1,234 @@
+"""Batch layer against a real local Spark: training quality, fold-in property, recommendations,
+similar movies, the model store's atomic publish, gate and rollback, and the OLAP report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch.recommend import parse_rated, popularity, recommend, similar_exact, similar_lsh
+from batch.report import run_queries
+from streamrec.cli import main
+from streamrec.errors import StreamrecError
+from streamrec.foldin import fold_in, fold_in_many
+from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.model_store import ModelStore
+from streamrec.movielens import load_movies, load_ratings, load_tags
+from streamrec.settings import BUNDLED_DATA
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def history(trained):
+    _, model = trained
+    return latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
+
+
+@pytest.fixture(scope="module")
+def movies():
+    return load_movies(BUNDLED_DATA)
+
+
+def test_training_meets_the_rmse_target_and_records_everything(trained):
+    res, model = trained
+    m = res["metrics"]
+    assert m["rmse"] <= 0.86, m
+    assert 0 < m["mae"] < m["rmse"]
+    assert m["cold_start_dropped"] > 0 and m["holdout_rows"] > 19_000
+    for key in ("precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10"):
+        assert 0 < m[key] < 1, key
+    assert res["counts"] == {"rating_events": 100_836, "ratings": 100_836, "users": 610, "movies": 9724}
+    assert res["newest_event_ts"] == 1_537_799_250
+    assert model.meta["params"]["rank"] == model.items.rank == 20
+    assert len(model.user_ids) == 610 and len(model.items.ids) == 9724
+
+
+@pytest.mark.parametrize("impl", ["reference", "vectorised"])
+def test_fold_in_reproduces_every_trained_user_vector(trained, history, impl):
+    _, model = trained
+    if impl == "vectorised":
+        users, vectors, biases, _ = fold_in_many(
+            model.items, history.user_id, history.movie_id, history.rating, model.reg
+        )
+    else:
+        users, vectors, biases = [], [], []
+        for u, g in history.groupby("user_id"):
+            f = fold_in(model.items, g.movie_id.to_numpy(), g.rating.to_numpy(), model.reg)
+            users.append(u), vectors.append(f.vector), biases.append(f.bias)
+        users, vectors, biases = np.array(users), np.stack(vectors), np.array(biases)
+    assert np.array_equal(users, model.user_ids)
+    assert np.max(np.abs(vectors - model.user_factors)) < 1e-4
+    assert np.max(np.abs(biases - model.user_bias)) < 1e-9
+
+
+def test_parquet_factors_match_the_numpy_copy(trained, spark):
+    _, model = trained
+    items = spark.read.parquet(str(model.path / "item_factors")).toPandas().sort_values("id")
+    assert list(items.columns) == ["id", "features"]
+    assert np.array_equal(items["id"].to_numpy(), model.items.ids)
+    np.testing.assert_allclose(np.stack(items["features"]), model.items.factors, atol=0)
+
+
+def test_recommendations_never_contain_rated_movies(trained, history, movies):
+    _, model = trained
+    for user in history.user_id.drop_duplicates().sample(60, random_state=1):
+        recs = recommend(model, int(user), history, movies, k=20)
+        assert recs.source == "model" and len(recs.items) == 20
+        rated = set(history.loc[history.user_id == user, "movie_id"])
+        assert not rated & set(recs.items.movie_id)
+        assert recs.items.score.between(0.5, 5.0).all()
+        assert recs.items.score.is_monotonic_decreasing
+
+
+def test_new_user_with_rated_movies_gets_personal_fold_in_recommendations(trained, history, movies):
+    _, model = trained
+    rated = parse_rated("260:5,1196:5,1210:4.5,2571:4")  # Star Wars fan
+    recs = recommend(model, None, history, movies, k=10, rated=rated)
+    assert recs.source == "fold-in"
+    assert not {260, 1196, 1210, 2571} & set(recs.items.movie_id)
+    pop = recommend(model, None, history, movies, k=10)
+    assert pop.source == "popularity"
+    assert list(recs.items.movie_id) != list(pop.items.movie_id)
+    with pytest.raises(StreamrecError, match="outside 0.5..5.0"):
+        parse_rated("1:7")
+
+
+def test_cold_start_popularity_is_a_bayesian_average_with_genre_filter(trained, history, movies):
+    _, model = trained
+    recs = recommend(model, 10_000_000, history, movies, k=5, genres=["Horror"], min_count=20)
+    assert recs.source == "popularity"
+    horror = set(movies[movies.genres.map(lambda g: "Horror" in g)].movie_id)
+    assert set(recs.items.movie_id) <= horror
+    pop = popularity(history, movies, 20)
+    top = pop.iloc[0]
+    g = history[history.movie_id == top.movie_id].rating
+    mu = history.rating.mean()
+    assert top.score == pytest.approx((20 * mu + g.sum()) / (20 + len(g)))
+    assert (pop.n >= 20).all()
+
+
+def test_similar_movies_agree_on_an_obvious_case(trained, spark):
+    _, model = trained
+    cos, _ = similar_exact(model, 260, 5, "cosine")  # Star Wars IV
+    euc, dist = similar_exact(model, 260, 5, "euclidean")
+    lsh, lsh_dist = similar_lsh(spark, model, 260, 5)
+    assert cos[0] == euc[0] == lsh[0] == 1196  # The Empire Strikes Back
+    assert 260 not in set(cos) | set(euc) | set(lsh)
+    assert np.all(np.diff(dist) >= 0) and np.all(np.diff(lsh_dist) >= 0)
+    assert len(set(lsh) & set(euc)) >= 3  # LSH is approximate, but not far off here
+    with pytest.raises(StreamrecError, match="unknown to model"):
+        similar_exact(model, 999_999_999, 5, "cosine")
+
+
+def test_report_figures_equal_a_pandas_recomputation(spark):
+    res = run_queries(spark, BUNDLED_DATA, min_count=50, top=10)
+    ratings, _ = load_ratings(BUNDLED_DATA)
+    movies = load_movies(BUNDLED_DATA)
+    tags = load_tags(BUNDLED_DATA)
+    o = res["overview"].iloc[0]
+    assert (o.users, o.movies, o.rated_movies, o.never_rated_movies) == (610, 9742, 9724, 18)
+    assert o.ratings == len(ratings) and o.tags == len(tags)
+    genres = movies.explode("genres").genres.value_counts()
+    assert len(res["movies_per_genre"]) == 20 and "(no genres listed)" in set(genres.index)
+    assert dict(zip(res["movies_per_genre"].genre, res["movies_per_genre"].movies, strict=True)) == (
+        genres.to_dict()
+    )
+    dist = ratings.rating.value_counts().sort_index()
+    assert res["rating_distribution"].n_ratings.tolist() == dist.tolist()
+    top = ratings.movie_id.value_counts().head(10)
+    assert res["most_rated_movies"].n_ratings.tolist() == top.tolist()
+    joined = ratings.merge(movies, on="movie_id").explode("genres")
+    g = joined.groupby("genres").rating.mean()
+    for row in res["genre_ratings"].itertuples():
+        assert row.avg_rating == pytest.approx(g[row.genre], abs=1e-4)
+    per_user = ratings.groupby("user_id").size()
+    pct = res["user_activity_percentiles"].iloc[0]
+    assert pct["min"] == per_user.min() and pct["max"] == per_user.max()
+    assert pct["p50"] == pytest.approx(per_user.quantile(0.5))
+    years = pd.to_datetime(ratings.timestamp, unit="s").dt.year.value_counts().sort_index()
+    assert res["ratings_per_year"].n_ratings.tolist() == years.tolist()
+    mu = ratings.rating.mean()
+    s = ratings.groupby("movie_id").rating.agg(["sum", "count"])
+    s = s[s["count"] >= 50]
+    bayes = ((50 * mu + s["sum"]) / (50 + s["count"])).sort_values(ascending=False)
+    assert res["best_movies_bayesian"].movie_id.iloc[0] == bayes.index[0]
+    assert res["most_tagged_movies"].n_tags.iloc[0] == tags.movie_id.value_counts().iloc[0]
+
+
+# -- model store ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_copy(trained, tmp_path, monkeypatch):
+    """A private STREAMREC_HOME whose store holds a copy of the trained model as CURRENT."""
+    _, model = trained
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    store = ModelStore()
+    store.root.mkdir(parents=True)
+    shutil.copytree(model.path, store.root / model.version)
+    store.set_current(model.version)
+    return store, model.version
+
+
+def test_crash_before_rename_or_before_switch_leaves_current_usable(store_copy):
+    store, v1 = store_copy
+    staged = store.staging_dir()  # a crash here leaves only a hidden temp directory
+    (staged / "factors.npz").write_bytes(b"partial")
+    assert store.versions() == [v1] and store.current_version() == v1
+    shutil.copy(store.root / v1 / "factors.npz", staged / "factors.npz")
+    v2 = store.publish(staged, {"params": {"reg": 0.1}}, make_current=False)  # crash before CURRENT
+    assert store.current_version() == v1 and store.load().version == v1
+    assert store.check(v2) is None
+    store.rollback(v2)
+    assert store.load().version == v2
+
+
+def test_incomplete_or_corrupt_versions_are_never_selected(store_copy, capsys):
+    store, v1 = store_copy
+    bad = store.root / "v0099"
+    shutil.copytree(store.root / v1, bad)
+    with open(bad / "factors.npz", "ab") as f:
+        f.write(b"garbage")
+    assert "corrupt version" in store.check("v0099")
+    with pytest.raises(StreamrecError, match="corrupt"):
+        store.rollback("v0099")
+    (store.root / "v0100").mkdir()
+    assert "incomplete" in store.check("v0100")
+    assert store.current_version() == v1
+    assert main(["model", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "v0099  UNUSABLE" in out and f"* {v1}" in out
+    assert main(["model", "rollback", "v0100"]) == 1
+    assert "incomplete" in capsys.readouterr().err
+
+
+def test_quality_gate_refuses_a_worse_model_and_force_overrides(store_copy, capsys):
+    store, v1 = store_copy
+    worse = ["train", "--no-bias", "--rank", "2", "--iters", "1", "--reg", "0.01", "--json"]
+    assert main(worse) == 3
+    assert "not published" in capsys.readouterr().err
+    assert store.current_version() == v1 and store.versions() == [v1]
+    assert main([*worse, "--force"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["gate"]["passed"] is False and res["metrics"]["rmse"] > 0.9
+    assert store.current_version() == res["version"] != v1
+    assert main(["model", "rollback", v1]) == 0
+    assert store.current_version() == v1
+
+
+def test_prune_keeps_the_newest_versions_and_current(store_copy):
+    store, v1 = store_copy
+    for _ in range(4):
+        staged = store.staging_dir()
+        shutil.copy(store.root / v1 / "factors.npz", staged / "factors.npz")
+        store.publish(staged, {"params": {"reg": 0.1}}, make_current=False)
+    before = store.versions()
+    assert len(before) == 5 and before[0] == v1
+    removed = store.prune(keep=2)
+    assert removed == before[1:3]  # the oldest, except CURRENT
+    assert store.versions() == [v1, *before[-2:]]
