@@ -15,9 +15,11 @@ from streamrec.errors import QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore, write_npz
 
+from .recommend import popularity
 from .train import Params, evaluate, fit, log, params_dict, split, tune
 
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
+POPULAR_MIN_COUNT, POPULAR_SIZE = 20, 200  # cold-start list stored with each model
 
 
 @dataclass
@@ -86,7 +88,13 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     pdict = params_dict(params)
     if pdict["baseline"]:
         pdict["baseline"]["mean"] = model.items.mean
+    pop = popularity(ratings, None, POPULAR_MIN_COUNT).head(POPULAR_SIZE)
     meta = {
+        "popular": {
+            "min_count": POPULAR_MIN_COUNT,
+            "movie_ids": pop["movie_id"].tolist(),
+            "scores": pop["score"].round(4).tolist(),
+        },  # fmt: skip
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "params": pdict,
         "metrics": metrics,

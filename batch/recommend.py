@@ -53,7 +53,7 @@ def parse_rated(text: str) -> pd.DataFrame:
 
 
 def popularity(
-    ratings: pd.DataFrame, movies: pd.DataFrame, min_count: int, genres: list[str] | None = None
+    ratings: pd.DataFrame, movies: pd.DataFrame | None, min_count: int, genres: list[str] | None = None
 ) -> pd.DataFrame:
     """Bayesian-average rating: (C*mu + sum r) / (C + n), only movies with n >= min_count."""
     mu = float(ratings["rating"].mean())
@@ -61,7 +61,7 @@ def popularity(
     g = g[g["count"] >= min_count]
     score = (min_count * mu + g["sum"]) / (min_count + g["count"])
     out = pd.DataFrame({"movie_id": g.index.astype(np.int64), "score": score.to_numpy(), "n": g["count"]})
-    if genres:
+    if genres and movies is not None:
         wanted = {x.lower() for x in genres}
         ok = movies.set_index("movie_id")["genres"].map(lambda gs: bool(wanted & {x.lower() for x in gs}))
         out = out[out["movie_id"].map(ok).fillna(False).astype(bool)]

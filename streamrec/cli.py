@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from batch import commands as batch_commands
     from producer import commands as producer_commands
+    from streaming import commands as streaming_commands
 
     producer_commands.register(sub)
+    streaming_commands.register(sub)
     batch_commands.register(sub)
     return parser
 

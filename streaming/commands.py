@@ -1,0 +1,111 @@
+"""`streamrec stream`: the Structured Streaming job, until SIGTERM / Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from streamrec.errors import StreamrecError
+from streamrec.events import TOPIC
+from streamrec.settings import BUNDLED_DATA, add_kafka_options, home, option
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip()
+    for unit in sorted(units, key=len, reverse=True):
+        if t.endswith(unit):
+            try:
+                return float(t[: -len(unit)]) * units[unit]
+            except ValueError:
+                break
+    try:
+        return float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 1s, 2m, 1d") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="run the streaming job: live aggregates, dead letters, per-user fold-in",
+        description="Consume topic `ratings` with Spark Structured Streaming until SIGTERM / Ctrl-C.",
+    )
+    add_kafka_options(p)
+    option(p, "--topic", default=TOPIC, help="topic to consume")
+    option(p, "--sink", default=None, help="sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)")
+    option(p, "--trigger", type=_seconds, default=1.0, help="micro-batch interval, e.g. 1s, 500ms")
+    option(p, "--available-now", action="store_true", help="process what is in Kafka now, then stop")
+    option(p, "--top-k", type=int, default=10, help="recommendations kept per user")
+    option(p, "--window", type=_seconds, default=7 * 86400.0, help="trending window size (event time)")
+    option(p, "--watermark-delay", type=_seconds, default=86400.0, help="lateness allowed for trending")
+    option(p, "--max-offsets-per-trigger", type=int, default=None, help="cap on records per batch")
+    option(p, "--data", type=Path, default=BUNDLED_DATA,
+           help="MovieLens folder for titles and genres while no model is published")  # fmt: skip
+    option(p, "--reset", action="store_true",
+           help="forget checkpoints, event log and sink tables, then start fresh")  # fmt: skip
+    option(p, "--quiet", action="store_true", help="no per-batch log lines")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace, bootstrap: str):
+    from streamrec.event_log import event_log_dir
+    from streamrec.sink import default_url
+
+    from .aggregates import WindowSpec
+    from .job import StreamConfig
+
+    if args.top_k < 1:
+        raise StreamrecError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.trigger <= 0 or args.window <= 0 or args.watermark_delay < 0:
+        raise StreamrecError("--trigger and --window must be positive, --watermark-delay >= 0")
+    return StreamConfig(
+        bootstrap=bootstrap,
+        sink_url=args.sink or default_url(),
+        state_dir=home(),
+        event_log_dir=event_log_dir(),
+        model_root=home() / "models",
+        data=args.data,
+        topic=args.topic,
+        trigger_s=args.trigger,
+        available_now=args.available_now,
+        k=args.top_k,
+        window=WindowSpec(int(args.window), int(args.watermark_delay)),
+        max_offsets=args.max_offsets_per_trigger,
+        quiet=args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamrec.cli import ensure_broker
+    from streamrec.kafka_admin import ensure_topic
+    from streamrec.spark import get_spark
+
+    from .job import reset, run_stream
+
+    bootstrap = ensure_broker(args)
+    ensure_topic(bootstrap, args.topic)  # fail fast and clearly when the broker is unreachable
+    cfg = config_from_args(args, bootstrap)
+    if args.reset:
+        reset(cfg)
+        print(f"stream state reset (checkpoints, event log, sink tables in {cfg.sink_url})")
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        print("stopping at the next batch boundary...", flush=True)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    spark = get_spark("streamrec-stream")
+    if not args.available_now:
+        print(f"streaming {args.topic}@{bootstrap} -> {cfg.sink_url} (Ctrl-C to stop)", flush=True)
+    res = run_stream(spark, cfg, stop)
+    print(
+        f"stream stopped after {res['seconds']}s: {res['batches']} batches, "
+        f"{res['rating_events']:,} rating events in aggregates (history included), "
+        f"{res['dead_letters']} dead letters, {res['user_vectors']} user vectors"
+    )
+    return 0

@@ -1,0 +1,124 @@
+"""Per-user fold-in inside Spark: transformWithStateInPandas keyed by user_id.
+
+State per user: their ratings as three parallel arrays (one ValueState: one read and one write
+per active user per batch, instead of one JVM round-trip per rated movie with a MapState).
+Latest rating per movie by event time wins. On each batch a user with new events gets a fresh
+vector from one regularised least-squares solve against CURRENT's item factors and a top-k
+list of unrated movies; a user with no usable rating gets the model's popularity list.
+Until a model is published the processor only keeps state (it cannot score anything yet).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
+
+STATE_SCHEMA = "movie_ids array<int>, ratings array<float>, timestamps array<long>"
+OUTPUT_SCHEMA = (
+    "user_id int, model_version string, n_ratings int, n_used int, vector string, bias double, "
+    "rec_movie_ids array<long>, rec_scores array<double>, source string, "
+    "min_kafka_ts double, max_kafka_ts double, new_events int"
+)
+
+
+def merge_ratings(
+    state: tuple[np.ndarray, np.ndarray, np.ndarray] | None, new: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of stored and new ratings, keeping the latest per movie by event time.
+
+    On equal event times the newer arrival wins (stable sort, state first).
+    """
+    if state is None:
+        m0, r0, t0 = np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int64)
+    else:
+        m0, r0, t0 = (np.asarray(a) for a in state)
+    m = np.concatenate([m0, new["movie_id"].to_numpy(np.int32)])
+    r = np.concatenate([r0, new["rating"].to_numpy(np.float32)])
+    t = np.concatenate([t0, new["timestamp"].to_numpy(np.int64)])
+    order = np.lexsort((np.arange(len(t)), t, m))  # by movie, then time, then arrival
+    m, r, t = m[order], r[order], t[order]
+    last = np.r_[m[1:] != m[:-1], True]
+    return m[last], r[last], t[last]
+
+
+class FoldInProcessor(StatefulProcessor):
+    """Keeps each user's ratings and emits their refreshed vector and top-k on every update."""
+
+    def __init__(self, model_root: str, k: int = 10):
+        self.model_root = model_root
+        self.k = k
+
+    def init(self, handle: StatefulProcessorHandle) -> None:
+        from streamrec.model_store import ModelStore
+
+        self.ratings = handle.getValueState("ratings", STATE_SCHEMA)
+        # Hot swap: every task re-reads CURRENT (one tiny file) and loads the factors only when
+        # the version changed since this worker last saw it.
+        self.model = _cached_model(ModelStore(Path(self.model_root)))
+
+    def handleInitialState(self, key, initialState: pd.DataFrame, timerValues) -> None:
+        m, r, t = merge_ratings(self._get(), initialState)
+        self.ratings.update((m.tolist(), r.tolist(), t.tolist()))
+
+    def handleInputRows(self, key, rows: Iterator[pd.DataFrame], timerValues) -> Iterator[pd.DataFrame]:
+        from streamrec.foldin import fold_in, top_k
+
+        batch = pd.concat(list(rows), ignore_index=True)
+        m, r, t = merge_ratings(self._get(), batch)
+        self.ratings.update((m.tolist(), r.tolist(), t.tolist()))
+        user = int(key[0])
+        out = {
+            "user_id": user, "model_version": None, "n_ratings": len(m), "n_used": 0,
+            "vector": None, "bias": None, "rec_movie_ids": [], "rec_scores": [], "source": "none",
+            "min_kafka_ts": float(batch["kafka_ts"].min()), "max_kafka_ts": float(batch["kafka_ts"].max()),
+            "new_events": len(batch),
+        }  # fmt: skip
+        model = self.model
+        if model is not None:
+            out["model_version"] = model.version
+            f = fold_in(model.items, m, r, model.reg)
+            out["n_used"] = f.n_used
+            if f.vector is not None:
+                ids, scores = top_k(model.items, f.vector, self.k, exclude=m, bias=f.bias)
+                out.update(vector=json.dumps([round(float(x), 7) for x in f.vector]), bias=f.bias,
+                           rec_movie_ids=ids.tolist(), rec_scores=scores.tolist(), source="fold-in")  # fmt: skip
+            else:
+                ids, scores = _popular(model, m, self.k)
+                out.update(rec_movie_ids=ids, rec_scores=scores, source="popularity")
+        yield pd.DataFrame([out])
+
+    def _get(self):
+        if not self.ratings.exists():
+            return None
+        return self.ratings.get()
+
+    def close(self) -> None:
+        pass
+
+
+_CACHE: dict[str, object] = {}
+
+
+def _cached_model(store):
+    """CURRENT's model, loaded once per worker process per version (None before any publish)."""
+    version = store.current_version()
+    if version is None:
+        return None
+    key = f"{store.root}:{version}"
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = store.load(version)
+    return _CACHE[key]
+
+
+def _popular(model, exclude: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    pop = model.meta.get("popular") or {}
+    ids, scores = pop.get("movie_ids", []), pop.get("scores", [])
+    seen = set(np.asarray(exclude).tolist())
+    picked = [(i, s) for i, s in zip(ids, scores, strict=True) if i not in seen][:k]
+    return [i for i, _ in picked], [s for _, s in picked]

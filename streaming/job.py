@@ -1,0 +1,303 @@
+"""The streaming job: three Structured Streaming queries over topic `ratings`.
+
+  eventlog    valid events -> Parquet (Spark's exactly-once file sink, own checkpoint)
+  aggregates  every record -> dead letters + aggregate deltas, one sink transaction per batch
+  foldin      valid events -> transformWithStateInPandas per user -> user_vectors + recs
+
+Each query checkpoints its Kafka offsets; the two DB writers record (query, batch_id) in the
+same transaction as their data, so a replayed batch after a crash is skipped, never re-applied.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from streamrec.errors import StreamrecError
+from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.model_store import ModelStore
+from streamrec.movielens import load_movies
+from streamrec.sink import SCHEMA, Sink
+
+from .aggregates import WindowSpec, apply_deltas, compute_deltas
+from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
+from .metrics import ProgressListener, latency_ms, upsert_metrics
+from .parse import kafka_stream, parse, valid
+
+QUERIES = ("eventlog", "aggregates", "foldin")
+BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
+
+
+@dataclass
+class StreamConfig:
+    bootstrap: str
+    sink_url: str
+    state_dir: Path  # checkpoints live in state_dir/checkpoints/<query>
+    event_log_dir: Path
+    model_root: Path
+    data: Path  # MovieLens folder for titles/genres when no model exists yet
+    topic: str = "ratings"
+    trigger_s: float = 1.0
+    available_now: bool = False
+    k: int = 10
+    window: WindowSpec = field(default_factory=WindowSpec)
+    max_offsets: int | None = None
+    quiet: bool = False
+
+    def checkpoint(self, query: str) -> str:
+        return str(self.state_dir / "checkpoints" / query)
+
+
+@dataclass
+class Context:
+    """What the batch writers need, prepared once on the driver."""
+
+    history: pd.DataFrame  # de-duplicated base history (empty without a model)
+    spec: HistorySpec | None
+    titles: pd.Series
+    genres_of: pd.Series
+
+
+def prepare(cfg: StreamConfig) -> Context:
+    store = ModelStore(cfg.model_root)
+    version = store.current_version()
+    if version:
+        spec = HistorySpec.from_dict(store.metadata(version)["history"])
+        # Only the data-folder part: the event log's events come back from Kafka itself.
+        spec = HistorySpec(spec.data, spec.until, spec.split_at)
+        history = latest_per_pair(load_history(spec))
+        movies = load_movies(Path(spec.data))
+    else:
+        spec, history = None, pd.DataFrame(columns=["user_id", "movie_id", "rating", "timestamp"])
+        movies = load_movies(cfg.data)
+    m = movies.set_index("movie_id")
+    return Context(history, spec, m["title"], m["genres"])
+
+
+def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
+    """Apply the base history's aggregates once (idempotent). Returns True when applied now.
+
+    All-time aggregates count rating events, so they are built from the raw history events
+    (re-ratings included), not from the de-duplicated ratings.
+    """
+    with sink.transaction():
+        if sink.batch_applied("aggregates", BOOTSTRAP_BATCH):
+            return False
+        if ctx.spec is not None:
+            raw = load_history(ctx.spec)
+            d = compute_deltas(raw, ctx.genres_of, None, cfg.window)
+            apply_deltas(sink, d, ctx.titles)
+            if d.watermark is not None:
+                sink.set_state("watermark", str(d.watermark))
+        sink.set_state("bootstrap", json.dumps(ctx.spec.to_dict() if ctx.spec else None))
+        sink.mark_batch("aggregates", BOOTSTRAP_BATCH, time.time())
+    return True
+
+
+def aggregates_writer(cfg: StreamConfig, ctx: Context):
+    sink = Sink(cfg.sink_url, threadsafe=True)
+
+    def write(df, batch_id: int) -> None:
+        pdf = df.toPandas()
+        if sink.batch_applied("aggregates", batch_id):
+            return
+        bad = pdf[pdf["reason"].notna()]
+        good = pdf[pdf["reason"].isna()]
+        with sink.transaction():
+            if sink.batch_applied("aggregates", batch_id):  # re-check under the write lock
+                return
+            sink.executemany(
+                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(t, int(p), int(o), v, r, batch_id) for t, p, o, v, r in
+                 bad[["topic", "partition", "offset", "value", "reason"]].itertuples(index=False)],
+            )  # fmt: skip
+            late = 0
+            if len(good):
+                wm = sink.get_state("watermark")
+                d = compute_deltas(good, ctx.genres_of, int(wm) if wm else None, cfg.window)
+                apply_deltas(sink, d, ctx.titles)
+                sink.set_state("watermark", str(d.watermark))
+                late = d.late_events
+            now = time.time()
+            sink.mark_batch("aggregates", batch_id, now)
+            upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(bad), late_events=late,
+                           **latency_ms(good["kafka_ts"].to_numpy(), now))  # fmt: skip
+
+    return write
+
+
+def foldin_writer(cfg: StreamConfig):
+    sink = Sink(cfg.sink_url, threadsafe=True)
+
+    def write(df, batch_id: int) -> None:
+        pdf = df.toPandas()
+        if sink.batch_applied("foldin", batch_id):
+            return
+        with sink.transaction():
+            if sink.batch_applied("foldin", batch_id):
+                return
+            now = time.time()
+            scored = pdf[pdf["model_version"].notna()]
+            sink.executemany(
+                """INSERT INTO user_vectors (user_id, model_version, n_ratings, n_used, vector, bias,
+                                             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (user_id) DO UPDATE SET model_version = excluded.model_version,
+                     n_ratings = excluded.n_ratings, n_used = excluded.n_used, vector = excluded.vector,
+                     bias = excluded.bias, updated_at = excluded.updated_at""",
+                [(int(r.user_id), r.model_version, int(r.n_ratings), int(r.n_used), r.vector,
+                  None if pd.isna(r.bias) else float(r.bias), now) for r in scored.itertuples()],
+            )  # fmt: skip
+            sink.executemany(
+                "DELETE FROM user_recommendations WHERE user_id = ?",
+                [(int(u),) for u in scored["user_id"]],
+            )
+            sink.executemany(
+                "INSERT INTO user_recommendations (user_id, rank, movie_id, score, model_version, source)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(int(r.user_id), rank, int(m), float(s), r.model_version, r.source)
+                 for r in scored.itertuples()
+                 for rank, (m, s) in enumerate(zip(r.rec_movie_ids, r.rec_scores, strict=True), 1)],
+            )  # fmt: skip
+            sink.mark_batch("foldin", batch_id, now)
+            versions = sorted(set(scored["model_version"]))
+            upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,
+                           **latency_ms(pdf["min_kafka_ts"].to_numpy(), now))  # fmt: skip
+
+    return write
+
+
+def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
+    raw = kafka_stream(spark, cfg.bootstrap, cfg.topic, cfg.max_offsets)
+    parsed = parse(raw)
+    events = valid(parsed)
+
+    def trig(w):
+        return (
+            w.trigger(availableNow=True)
+            if cfg.available_now
+            else w.trigger(processingTime=f"{cfg.trigger_s} seconds")
+        )
+
+    eventlog = trig(
+        events.select(
+            "user_id", "movie_id", "rating", "timestamp", "topic", "partition", "offset", "kafka_ts"
+        )
+        .writeStream.queryName("eventlog")
+        .format("parquet")
+        .option("path", str(cfg.event_log_dir))
+        .option("checkpointLocation", cfg.checkpoint("eventlog"))
+    ).start()
+    aggregates = trig(
+        parsed.writeStream.queryName("aggregates")
+        .foreachBatch(aggregates_writer(cfg, ctx))
+        .option("checkpointLocation", cfg.checkpoint("aggregates"))
+    ).start()
+    initial = spark.createDataFrame(
+        ctx.history[["user_id", "movie_id", "rating", "timestamp"]].astype(
+            {"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"}
+        ),
+        "user_id int, movie_id int, rating float, timestamp long",
+    )
+    users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")
+    foldin = trig(
+        users.transformWithStateInPandas(
+            statefulProcessor=FoldInProcessor(str(cfg.model_root), cfg.k),
+            outputStructType=OUTPUT_SCHEMA,
+            outputMode="Update",
+            timeMode="None",
+            initialState=initial.groupBy("user_id"),
+        )
+        .writeStream.queryName("foldin")
+        .outputMode("update")
+        .foreachBatch(foldin_writer(cfg))
+        .option("checkpointLocation", cfg.checkpoint("foldin"))
+    ).start()
+    return [eventlog, aggregates, foldin]
+
+
+def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) -> dict:
+    """Run until `stop` is set (with available_now: until everything available is processed)."""
+    stop = stop or threading.Event()
+    sink = Sink(cfg.sink_url)
+    try:
+        sink.create_schema()
+        ctx = prepare(cfg)
+        bootstrapped = bootstrap_aggregates(sink, ctx, cfg)
+    finally:
+        sink.close()
+    listener = ProgressListener(cfg.sink_url, quiet=cfg.quiet)
+    spark.streams.addListener(listener)
+    started = time.monotonic()
+    queries = start_queries(spark, cfg, ctx)
+    try:
+        if cfg.available_now:
+            for q in queries:
+                q.awaitTermination()
+        else:
+            while not stop.is_set():
+                for q in queries:
+                    if not q.isActive:
+                        raise StreamrecError(f"query {q.name} stopped: {_first_line(q.exception())}")
+                stop.wait(0.5)
+    except StreamrecError:
+        raise
+    except Exception as exc:  # StreamingQueryException and friends: one line for the user
+        raise StreamrecError(f"the stream failed: {_first_line(exc)}") from exc
+    finally:
+        stop_gracefully(queries)
+        spark.streams.removeListener(listener)
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "bootstrapped_history": bootstrapped,
+        "history_ratings": len(ctx.history),
+        **summary(cfg.sink_url),
+    }
+
+
+def stop_gracefully(queries: list, timeout: float = 60.0) -> None:
+    """Stop each query between micro-batches (waits for a running batch to finish)."""
+    for q in queries:
+        deadline = time.monotonic() + timeout
+        while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        q.stop()
+
+
+def summary(sink_url: str) -> dict:
+    sink = Sink(sink_url)
+    try:
+        count = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0]
+                 for t in ("dead_letters", "user_vectors", "movie_stats")}  # fmt: skip
+        events = sink.query("SELECT COALESCE(SUM(n_ratings), 0) FROM rating_histogram")[0][0]
+        batches = sink.query("SELECT COUNT(*) FROM stream_batches WHERE batch_id >= 0")[0][0]
+    finally:
+        sink.close()
+    return {"rating_events": int(events), "batches": int(batches), **count}
+
+
+def _first_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no error reported"
+    text = str(getattr(exc, "desc", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reset(cfg: StreamConfig) -> None:
+    """Forget all stream state: checkpoints, event log and the sink's tables."""
+    shutil.rmtree(cfg.state_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(cfg.event_log_dir, ignore_errors=True)
+    sink = Sink(cfg.sink_url)
+    try:
+        with sink.transaction():
+            for ddl in SCHEMA:
+                table = ddl.split("EXISTS", 1)[1].split("(", 1)[0].strip()
+                sink.execute(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        sink.close()

@@ -1,0 +1,77 @@
+"""Kafka source and validation of the `ratings` contract, as Spark SQL expressions.
+
+Same rules as the reference validator `streamrec.events.validate` (tests check they agree):
+a record gets `reason` = NULL when valid, else the first rule it breaks.
+"""
+
+from __future__ import annotations
+
+from streamrec.events import FIELDS, MAX_ID, MAX_RATING, MAX_TS, MIN_RATING, MIN_TS
+
+SCHEMA = "user_id long, movie_id long, rating double, timestamp long"
+
+
+def kafka_stream(spark, bootstrap: str, topic: str, max_offsets: int | None = None):
+    """The raw Kafka stream; earliest offsets for a new checkpoint, then the checkpoint's."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("failOnDataLoss", "true")
+    )
+    if max_offsets:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
+    return reader.load()
+
+
+def reason_sql(value: str = "value") -> str:
+    """A CASE expression naming the first broken rule of a JSON string column (NULL if valid)."""
+    p = "parsed"
+    checks = [
+        (f"{value} IS NULL", "empty value"),
+        (f"get_json_object({value}, '$') IS NULL", "not JSON"),
+        (f"json_object_keys({value}) IS NULL", "not a JSON object"),
+    ]
+    checks += [(f"get_json_object({value}, '$.{f}') IS NULL", f"missing field {f}") for f in FIELDS]
+    checks += [(f"{p}.{f} IS NULL", f"{f} is not an integer") for f in ("user_id", "movie_id", "timestamp")]
+    checks += [
+        (f"{p}.rating IS NULL", "rating is not a number"),
+        (f"{p}.rating < {MIN_RATING} OR {p}.rating > {MAX_RATING} "
+         f"OR {p}.rating * 2 != floor({p}.rating * 2)", "rating outside 0.5..5.0 in steps of 0.5"),
+        (f"{p}.user_id <= 0 OR {p}.user_id > {MAX_ID} OR {p}.movie_id <= 0 "
+         f"OR {p}.movie_id > {MAX_ID}", "id out of range"),
+        (f"{p}.timestamp < {MIN_TS} OR {p}.timestamp > {MAX_TS}", "timestamp out of range"),
+    ]  # fmt: skip
+    whens = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in checks)
+    return f"CASE {whens} ELSE NULL END"
+
+
+def parse(raw):
+    """Kafka rows -> (user_id, movie_id, rating, timestamp, reason, raw value, Kafka metadata)."""
+    return (
+        raw.selectExpr(
+            "CAST(value AS STRING) AS value",
+            "topic",
+            "partition",
+            "offset",
+            "CAST(timestamp AS DOUBLE) AS kafka_ts",
+        )  # fmt: skip
+        .selectExpr("*", f"from_json(value, '{SCHEMA}') AS parsed")
+        .selectExpr(
+            "CAST(parsed.user_id AS INT) AS user_id",
+            "CAST(parsed.movie_id AS INT) AS movie_id",
+            "CAST(parsed.rating AS FLOAT) AS rating",
+            "parsed.timestamp AS timestamp",
+            f"{reason_sql()} AS reason",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            "kafka_ts",
+        )  # fmt: skip
+    )
+
+
+def valid(parsed):
+    return parsed.where("reason IS NULL")
