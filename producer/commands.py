@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from streamrec.errors import DataError, StreamrecError
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if report.n_skipped:
         print(f"{args.data}: {report.summary()}")
     bootstrap = ensure_broker(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM flushes and reports, like Ctrl-C
     try:
         res = replay(
             events, bootstrap, args.topic, partitions=args.partitions,
@@ -75,3 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(summary)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -7,7 +7,6 @@ events is exact because every send is flushed before the command reports.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -85,8 +84,6 @@ def replay(
 
     cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "timestamp")]
     users, movies, ratings, stamps = (c.tolist() for c in cols)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM flushes like Ctrl-C
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
     try:
@@ -113,14 +110,9 @@ def replay(
                 interrupted = True
             p.flush(timeout=60)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         bar.update(sent - bar.n)
         bar.close()
     seconds = time.monotonic() - start
     failed = len(failures)
     error = f"{type(failures[0]).__name__}: {failures[0]}" if failures else None
     return ReplayResult(sent, sent - failed, failed, seconds, interrupted, error)
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

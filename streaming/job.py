@@ -262,12 +262,19 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
 
 
 def stop_gracefully(queries: list, timeout: float = 60.0) -> None:
-    """Stop each query between micro-batches (waits for a running batch to finish)."""
+    """Stop each query between micro-batches (waits for a running batch to finish).
+
+    If the signal also reached the JVM (sent to the whole process group), Spark is already
+    shutting down; an interrupted batch is then simply re-run, idempotently, on restart.
+    """
     for q in queries:
-        deadline = time.monotonic() + timeout
-        while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        q.stop()
+        try:
+            deadline = time.monotonic() + timeout
+            while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            q.stop()
+        except Exception:  # noqa: BLE001 - Spark already stopped: nothing left to stop
+            pass
 
 
 def summary(sink_url: str) -> dict:

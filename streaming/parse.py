@@ -59,9 +59,9 @@ def parse(raw):
         )  # fmt: skip
         .selectExpr("*", f"from_json(value, '{SCHEMA}') AS parsed")
         .selectExpr(
-            "CAST(parsed.user_id AS INT) AS user_id",
-            "CAST(parsed.movie_id AS INT) AS movie_id",
-            "CAST(parsed.rating AS FLOAT) AS rating",
+            "try_cast(parsed.user_id AS INT) AS user_id",
+            "try_cast(parsed.movie_id AS INT) AS movie_id",
+            "try_cast(parsed.rating AS FLOAT) AS rating",
             "parsed.timestamp AS timestamp",
             f"{reason_sql()} AS reason",
             "value",

@@ -1,0 +1,91 @@
+"""Test helpers: what every sink table must equal, recomputed in pandas from the raw events."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from streaming.aggregates import WindowSpec
+from streamrec.foldin import fold_in
+from streamrec.history import latest_per_pair
+from streamrec.sink import open_sink
+
+
+def table(sink_url: str, sql: str, columns: list[str], params: tuple = ()) -> pd.DataFrame:
+    with open_sink(sink_url) as s:
+        return pd.DataFrame(s.query(sql, params), columns=columns)
+
+
+def assert_aggregates_exact(sink_url: str, events: pd.DataFrame, movies: pd.DataFrame, window: WindowSpec):
+    """Every aggregate table equals pandas over `events` (history + stream): counts exactly,
+    averages to 1e-9. Also checks there are no late events, so trending covers everything."""
+    ev = events.assign(rating=events["rating"].astype(np.float64))
+    info = movies.set_index("movie_id")
+
+    m = ev.groupby("movie_id").agg(n=("rating", "size"), avg=("rating", "mean"), last=("timestamp", "max"))
+    got = table(sink_url, "SELECT movie_id, title, n_ratings, avg_rating, last_event_ts FROM movie_stats",
+                ["movie_id", "title", "n", "avg", "last"]).set_index("movie_id").sort_index()  # fmt: skip
+    assert got.index.tolist() == m.index.tolist()
+    assert got["n"].tolist() == m["n"].tolist()
+    np.testing.assert_allclose(got["avg"], m["avg"], atol=1e-9, rtol=0)
+    assert got["last"].tolist() == m["last"].tolist()
+    assert got["title"].tolist() == [info["title"].get(i) for i in m.index]
+
+    g = ev.merge(movies[["movie_id", "genres"]], on="movie_id").explode("genres")
+    g = g.groupby("genres")["rating"].agg(["size", "mean"]).sort_index()
+    got = table(sink_url, "SELECT genre, n_ratings, avg_rating FROM genre_stats ORDER BY genre",
+                ["genre", "n", "avg"])  # fmt: skip
+    assert got["genre"].tolist() == sorted(g.index.tolist())
+    assert got["n"].tolist() == g.loc[got["genre"], "size"].tolist()
+    np.testing.assert_allclose(got["avg"], g.loc[got["genre"], "mean"], atol=1e-9, rtol=0)
+
+    u = ev.groupby("user_id").agg(n=("rating", "size"), avg=("rating", "mean"),
+                                  first=("timestamp", "min"), last=("timestamp", "max"))  # fmt: skip
+    got = table(sink_url, "SELECT user_id, n_ratings, avg_rating, first_event_ts, last_event_ts "
+                "FROM user_activity ORDER BY user_id", ["user_id", "n", "avg", "first", "last"])  # fmt: skip
+    assert got["user_id"].tolist() == u.index.tolist()
+    assert got[["n", "first", "last"]].values.tolist() == u[["n", "first", "last"]].values.tolist()
+    np.testing.assert_allclose(got["avg"], u["avg"], atol=1e-9, rtol=0)
+
+    h = ev.groupby("rating").size()
+    got = table(sink_url, "SELECT rating, n_ratings FROM rating_histogram ORDER BY rating", ["r", "n"])
+    assert got["r"].tolist() == h.index.tolist() and got["n"].tolist() == h.tolist()
+
+    late = table(sink_url, "SELECT COALESCE(SUM(late_events), 0) FROM stream_metrics", ["late"])
+    assert int(late["late"].iloc[0]) == 0
+    ws = ev["timestamp"] - ev["timestamp"] % window.size_s
+    t = ev.assign(ws=ws).groupby(["ws", "movie_id"])["rating"].agg(["size", "mean"]).sort_index()
+    got = table(sink_url, "SELECT window_start, window_end, movie_id, n_ratings, avg_rating FROM trending "
+                "ORDER BY window_start, movie_id", ["ws", "we", "movie_id", "n", "avg"])  # fmt: skip
+    assert list(zip(got["ws"], got["movie_id"], strict=True)) == list(t.index)
+    assert got["n"].tolist() == t["size"].tolist()
+    assert ((got["we"] - got["ws"]) == window.size_s).all()
+    np.testing.assert_allclose(got["avg"], t["mean"], atol=1e-9, rtol=0)
+
+
+def assert_vectors_match_fold_in(
+    sink_url: str, model, events: pd.DataFrame, expect_users=None
+) -> pd.DataFrame:
+    """Streamed vectors of `model.version` equal a direct NumPy fold-in of each user's ratings;
+    their recommendations never include a rated movie."""
+    vecs = table(sink_url, "SELECT user_id, model_version, n_ratings, vector, bias FROM user_vectors",
+                 ["user_id", "version", "n", "vector", "bias"])  # fmt: skip
+    vecs = vecs[vecs["version"] == model.version]
+    assert len(vecs) > 0
+    if expect_users is not None:
+        assert set(vecs["user_id"]) == set(expect_users)
+    ratings = latest_per_pair(events)
+    recs = table(sink_url, "SELECT user_id, rank, movie_id, model_version FROM user_recommendations",
+                 ["user_id", "rank", "movie_id", "version"])  # fmt: skip
+    for row in vecs.itertuples():
+        mine = ratings[ratings["user_id"] == row.user_id]
+        assert row.n == len(mine)
+        f = fold_in(model.items, mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), model.reg)
+        np.testing.assert_allclose(np.array(json.loads(row.vector)), f.vector, atol=1e-5)
+        assert abs(row.bias - f.bias) < 1e-9
+        user_recs = recs[recs["user_id"] == row.user_id]
+        assert len(user_recs) > 0 and (user_recs["version"] == model.version).all()
+        assert not set(user_recs["movie_id"]) & set(mine["movie_id"])
+    return vecs

@@ -1,0 +1,292 @@
+"""The streaming job against the real broker and Spark: exact aggregates, fold-in vectors,
+dead letters, model hot swap, crash safety (SIGKILL + restart) and the PostgreSQL sink."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batch.publish import TrainOptions, default_spec, run_training
+from batch.train import Params
+from producer.replay import replay
+from streaming.job import StreamConfig, run_stream
+from streamrec.event_log import committed_files, read_event_log
+from streamrec.events import encode
+from streamrec.history import HistorySpec, load_history, window
+from streamrec.kafka_admin import ensure_topic, producer
+from streamrec.model_store import ModelStore, write_npz
+from streamrec.movielens import load_movies, load_ratings
+from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
+from streamrec.sink import open_sink
+from tests.conftest import free_port_pair
+from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, table
+
+pytestmark = pytest.mark.integration
+SPLIT = 0.8
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    return load_ratings(BUNDLED_DATA)[0]
+
+
+@pytest.fixture(scope="module")
+def movies():
+    return load_movies(BUNDLED_DATA)
+
+
+@pytest.fixture(scope="module")
+def base_model(spark, state_home):
+    """Base model v1 from the oldest 80% of events (small and quick: rank 10, 6 iterations)."""
+    store = ModelStore(state_home / "stream-models")
+    opts = TrainOptions(default_spec(BUNDLED_DATA, split_at=SPLIT, with_event_log=False),
+                        Params(rank=10, iters=6))  # fmt: skip
+    res = run_training(spark, opts, store)
+    return store, store.load(res["version"])
+
+
+@pytest.fixture(scope="module")
+def history(base_model):
+    _, model = base_model
+    return load_history(HistorySpec.from_dict(model.meta["history"]))
+
+
+def make_cfg(tmp: Path, kafka: str, topic: str, model_root: Path, **kw) -> StreamConfig:
+    return StreamConfig(
+        bootstrap=kafka, sink_url=kw.pop("sink_url", f"sqlite:///{tmp / 'sink.db'}"), state_dir=tmp,
+        event_log_dir=tmp / "eventlog", model_root=model_root, data=BUNDLED_DATA, topic=topic,
+        available_now=kw.pop("available_now", True), trigger_s=0.5, quiet=True, **kw,
+    )  # fmt: skip
+
+
+def test_scenario_end_to_end_aggregates_vectors_event_log(spark, kafka, topic, tmp_path, base_model,
+                                                          history, ratings, movies):  # fmt: skip
+    _, model = base_model
+    live = window(ratings, split_at=SPLIT, limit=1500)
+    assert replay(live, kafka, topic, progress=False).confirmed == 1500
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent)
+    res = run_stream(spark, cfg)
+    assert res["bootstrapped_history"] and res["dead_letters"] == 0
+    all_events = pd.concat([history, live], ignore_index=True)
+    assert_aggregates_exact(cfg.sink_url, all_events, movies, cfg.window)
+    vecs = assert_vectors_match_fold_in(cfg.sink_url, model, all_events, expect_users=set(live.user_id))
+    new_users = set(live.user_id) - set(history.user_id)
+    assert new_users and new_users <= set(vecs.user_id)  # cold start: new users got vectors
+
+    log = read_event_log(cfg.event_log_dir)
+    key = ["user_id", "movie_id", "timestamp"]
+    assert (
+        log.sort_values(key)
+        .reset_index(drop=True)
+        .equals(live.astype(log.dtypes.to_dict()).sort_values(key).reset_index(drop=True))
+    )
+    metrics = table(cfg.sink_url, "SELECT query, input_rows, latency_p95_ms FROM stream_metrics",
+                    ["query", "rows", "p95"])  # fmt: skip
+    for q in ("eventlog", "aggregates", "foldin"):
+        assert metrics[metrics["query"] == q]["rows"].sum() == 1500
+    assert (metrics[metrics["query"] == "aggregates"]["p95"] > 0).all()
+
+    # A second run over the same checkpoint is a no-op: nothing double counts.
+    run_stream(spark, cfg)
+    assert_aggregates_exact(cfg.sink_url, all_events, movies, cfg.window)
+
+
+def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kafka, topic, tmp_path):
+    ensure_topic(kafka, topic, partitions=1)
+    bad = {
+        b"not json": "not JSON",
+        b"[1, 2]": "not a JSON object",
+        b'{"user_id": 1, "movie_id": 2, "rating": 4.0}': "missing field timestamp",
+        b'{"user_id": "x", "movie_id": 2, "rating": 4.0, "timestamp": 1500000000}':
+            "user_id is not an integer",
+        b'{"user_id": 1, "movie_id": 2, "rating": 9.5, "timestamp": 1500000000}':
+            "rating outside 0.5..5.0 in steps of 0.5",
+        b'{"user_id": 1, "movie_id": 99999999999, "rating": 3.0, "timestamp": 1500000000}': "id out of range",
+        b'{"user_id": 1, "movie_id": 2, "rating": 3.0, "timestamp": 5}': "timestamp out of range",
+    }  # fmt: skip
+    good = [(u, 1 + u % 5, 0.5 * (1 + u % 10), 1_500_000_000 + u) for u in range(1, 41)]
+    bad_raws = list(bad)
+    with producer(kafka) as p:
+        for i, event in enumerate(good):  # a bad record after every 5th good one
+            k, v = encode(*event)
+            p.send(topic, key=k, value=v)
+            if i % 5 == 4 and bad_raws:
+                p.send(topic, value=bad_raws.pop())
+        p.flush()
+    assert not bad_raws
+    cfg = make_cfg(tmp_path, kafka, topic, tmp_path / "no-models")  # no model yet: state only
+    run_stream(spark, cfg)
+    dead = table(
+        cfg.sink_url, "SELECT kafka_offset, raw_value, reason FROM dead_letters", ["o", "raw", "reason"]
+    )
+    assert len(dead) == len(bad)
+    assert dict(zip(dead["raw"].str.encode("utf-8"), dead["reason"], strict=True)) == bad
+    hist = table(cfg.sink_url, "SELECT SUM(n_ratings) FROM rating_histogram", ["n"])
+    assert int(hist["n"].iloc[0]) == len(good)
+    vectors = table(cfg.sink_url, "SELECT COUNT(*) FROM user_vectors", ["n"])
+    assert int(vectors["n"].iloc[0]) == 0  # no model published: the processor only keeps state
+
+
+def _wait_for(sink_url: str, query: str, rows: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = table(sink_url, "SELECT COALESCE(SUM(input_rows), 0) FROM stream_metrics WHERE query = ?",
+                        ["n"], (query,))  # fmt: skip
+            if int(got["n"].iloc[0]) >= rows:
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{query} did not process {rows} rows in {timeout}s")
+
+
+def _until(condition, log_path: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; stream log: {log_path.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def _publish_perturbed_copy(store: ModelStore, model) -> str:
+    """A new model version: the same model with item factors scaled (a different, valid model)."""
+    staged = store.staging_dir()
+    items = type(model.items)(model.items.ids, model.items.factors * 1.5, model.items.bias,
+                              model.items.mean, model.items.user_bias_reg)  # fmt: skip
+    write_npz(staged / "factors.npz", items, model.user_ids, model.user_factors, model.user_bias)
+    meta = {k: v for k, v in model.meta.items() if k not in ("version", "files")}
+    return store.publish(staged, meta)
+
+
+def test_model_swap_mid_stream_tags_and_matches_the_new_factors(spark, kafka, topic, tmp_path, base_model,
+                                                                history, ratings):  # fmt: skip
+    _, model = base_model
+    store = ModelStore(tmp_path / "models")
+    store.root.mkdir()
+    shutil.copytree(model.path, store.root / model.version)
+    store.set_current(model.version)
+    live = window(ratings, split_at=SPLIT, limit=1200)
+    first, second = live.iloc[:600], live.iloc[600:]
+    cfg = make_cfg(tmp_path, kafka, topic, store.root, available_now=False)
+    ensure_topic(kafka, topic)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_stream(spark, cfg, stop)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        replay(first, kafka, topic, progress=False)
+        _wait_for(cfg.sink_url, "foldin", len(first))
+        v2 = _publish_perturbed_copy(store, model)
+        replay(second, kafka, topic, progress=False)
+        _wait_for(cfg.sink_url, "foldin", len(live))
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not errors, errors
+    new_model = store.load(v2)
+    all_events = pd.concat([history, live], ignore_index=True)
+    assert_vectors_match_fold_in(cfg.sink_url, new_model, all_events, expect_users=set(second.user_id))
+    old = table(cfg.sink_url, "SELECT user_id FROM user_vectors WHERE model_version = ?", ["u"],
+                (model.version,))  # fmt: skip
+    assert set(old["u"]) == set(first.user_id) - set(second.user_id)
+
+
+def test_sigkill_mid_replay_then_restart_loses_and_double_counts_nothing(spark, kafka, topic, tmp_path,
+                                                                         base_model, history, ratings,
+                                                                         movies):  # fmt: skip
+    _, model = base_model
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    shutil.copytree(model.path, home / "models" / model.version)
+    ModelStore(home / "models").set_current(model.version)
+    live = window(ratings, split_at=SPLIT, limit=4000)
+    ensure_topic(kafka, topic)
+    env = {**os.environ, "STREAMREC_HOME": str(home), "STREAMREC_KAFKA_BOOTSTRAP": kafka,
+           "STREAMREC_SPARK_DRIVER_MEMORY": "1g", "PYTHONPATH": str(PROJECT_ROOT)}  # fmt: skip
+    log_path = tmp_path / "stream.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrec.cli", "stream", "--topic", topic, "--trigger", "500ms"],
+        env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    sink_url = f"sqlite:///{home / 'streamrec.db'}"
+
+    def committed(sql: str) -> int:
+        try:
+            return int(table(sink_url, sql, ["n"])["n"].iloc[0])
+        except Exception:  # the DB or its tables do not exist yet
+            return 0
+
+    producer_thread = threading.Thread(
+        target=replay, args=(live, kafka, topic), kwargs={"rate": 150, "progress": False}, daemon=True
+    )
+    try:
+        _until(lambda: committed("SELECT COUNT(*) FROM stream_batches WHERE batch_id = -1") == 1, log_path)
+        producer_thread.start()  # the stream is up: replay over ~27 s, spanning many batches
+        data_batches = "SELECT COUNT(*) FROM stream_batches WHERE query = 'aggregates' AND batch_id >= 0"
+        _until(lambda: committed(data_batches) >= 1, log_path)
+        assert producer_thread.is_alive(), f"no mid-replay kill; stream log: {log_path.read_text()[-2000:]}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    producer_thread.join(60)
+    cfg = StreamConfig(bootstrap=kafka, sink_url=sink_url, state_dir=home, event_log_dir=home / "eventlog",
+                       model_root=home / "models", data=BUNDLED_DATA, topic=topic, available_now=True,
+                       quiet=True)  # fmt: skip
+    run_stream(spark, cfg)
+    all_events = pd.concat([history, live], ignore_index=True)
+    assert_aggregates_exact(sink_url, all_events, movies, cfg.window)
+    assert_vectors_match_fold_in(sink_url, model, all_events, expect_users=set(live.user_id))
+    files = committed_files(cfg.event_log_dir)
+    log = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert len(log) == len(live)
+    assert not log.duplicated(["partition", "offset"]).any()
+    batches = table(sink_url, "SELECT query, batch_id FROM stream_batches", ["q", "b"])
+    assert not batches.duplicated().any()
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A real PostgreSQL server started by the project's script (installed from Debian if needed)."""
+    root = Path(f"/tmp/streamrec-pg-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    data = root / "data"
+    port = free_port_pair()
+    script = PROJECT_ROOT / "scripts" / "postgres.sh"
+    done = subprocess.run([str(script), "start", str(data), str(port)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    yield done.stdout.strip().splitlines()[-1]
+    subprocess.run([str(script), "stop", str(data)], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_sink_passes_the_same_aggregate_checks(spark, kafka, topic, tmp_path, base_model, history,
+                                                        ratings, movies, postgres_url):  # fmt: skip
+    _, model = base_model
+    live = window(ratings, split_at=SPLIT, limit=800)
+    replay(live, kafka, topic, progress=False)
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent, sink_url=postgres_url)
+    run_stream(spark, cfg)
+    all_events = pd.concat([history, live], ignore_index=True)
+    assert_aggregates_exact(postgres_url, all_events, movies, cfg.window)
+    assert_vectors_match_fold_in(postgres_url, model, all_events, expect_users=set(live.user_id))
+    with open_sink(postgres_url) as s:
+        assert s.user_vector(int(live.user_id.iloc[0]), model.version) is not None
