@@ -85,8 +85,9 @@ class FoldInProcessor(StatefulProcessor):
             out["n_used"] = f.n_used
             if f.vector is not None:
                 ids, scores = top_k(model.items, f.vector, self.k, exclude=m, bias=f.bias)
-                out.update(vector=json.dumps([round(float(x), 7) for x in f.vector]), bias=f.bias,
-                           rec_movie_ids=ids.tolist(), rec_scores=scores.tolist(), source="fold-in")  # fmt: skip
+                vector = json.dumps([round(float(x), 7) for x in f.vector])
+                out.update(vector=vector, bias=f.bias, rec_movie_ids=ids.tolist(),
+                           rec_scores=scores.tolist(), source="fold-in")  # fmt: skip
             else:
                 ids, scores = _popular(model, m, self.k)
                 out.update(rec_movie_ids=ids, rec_scores=scores, source="popularity")

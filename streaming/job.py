@@ -27,7 +27,7 @@ from streamrec.sink import SCHEMA, Sink
 
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
-from .metrics import ProgressListener, latency_ms, upsert_metrics
+from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
 from .parse import kafka_stream, parse, valid
 
 QUERIES = ("eventlog", "aggregates", "foldin")
@@ -252,6 +252,7 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
         raise StreamrecError(f"the stream failed: {_first_line(exc)}") from exc
     finally:
         stop_gracefully(queries)
+        flush_progress(cfg.sink_url, queries)
         spark.streams.removeListener(listener)
     return {
         "seconds": round(time.monotonic() - started, 1),

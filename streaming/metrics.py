@@ -4,6 +4,7 @@ sinks add latency, dead letters and late events for the same (query, batch) row.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -40,7 +41,24 @@ def latency_ms(kafka_ts: np.ndarray, committed_at: float) -> dict:
     }
 
 
+def record_progress(sink: Sink, progress: dict) -> dict:
+    """Upsert one query progress (Spark's JSON shape) into stream_metrics; returns the values."""
+    ops = progress.get("stateOperators") or []
+    rate = progress.get("processedRowsPerSecond")
+    values = {
+        "input_rows": int(progress.get("numInputRows", 0)),
+        "rows_per_s": float(rate) if rate is not None and rate == rate else None,  # NaN when idle
+        "duration_ms": int(progress.get("batchDuration", 0)),
+    }
+    if ops:
+        values["state_rows"] = int(sum(op.get("numRowsTotal", 0) for op in ops))
+    upsert_metrics(sink, progress["name"], int(progress["batchId"]), **values)
+    return values
+
+
 class ProgressListener(StreamingQueryListener):
+    """Live: writes each batch's progress to stream_metrics and logs one compact line."""
+
     def __init__(self, sink_url: str, quiet: bool = False):
         self.sink_url = sink_url
         self.quiet = quiet
@@ -57,21 +75,27 @@ class ProgressListener(StreamingQueryListener):
         pass
 
     def onQueryProgress(self, event) -> None:
-        p = event.progress
-        state_rows = sum(op.numRowsTotal for op in p.stateOperators) if p.stateOperators else None
-        rate = p.processedRowsPerSecond
+        progress = json.loads(event.progress.json)
         with self._lock:
             if self._sink is None:
                 self._sink = Sink(self.sink_url, threadsafe=True)
             with self._sink.transaction():
-                upsert_metrics(
-                    self._sink, p.name, p.batchId,
-                    input_rows=p.numInputRows,
-                    rows_per_s=float(rate) if rate == rate else None,  # NaN on empty batches
-                    duration_ms=int(p.batchDuration),
-                    **({"state_rows": int(state_rows)} if state_rows is not None else {}),
-                )  # fmt: skip
-        if not self.quiet and p.numInputRows:
-            extra = f" state={state_rows}" if state_rows is not None else ""
-            print(f"[{p.name}] batch {p.batchId}: {p.numInputRows} rows, {rate:,.0f} rows/s, "
-                  f"{p.batchDuration} ms{extra}", file=sys.stderr, flush=True)  # fmt: skip
+                v = record_progress(self._sink, progress)
+        if not self.quiet and v["input_rows"]:
+            state = f" state={v['state_rows']}" if "state_rows" in v else ""
+            print(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, "
+                  f"{v['rows_per_s'] or 0:,.0f} rows/s, {v['duration_ms']} ms{state}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def flush_progress(sink_url: str, queries: list) -> None:
+    """Record every query's recent progress synchronously: the listener bus is asynchronous,
+    so at shutdown its last events may not have arrived. Upserts make this idempotent."""
+    sink = Sink(sink_url)
+    try:
+        with sink.transaction():
+            for q in queries:
+                for progress in q.recentProgress:
+                    record_progress(sink, progress)
+    finally:
+        sink.close()
