@@ -42,12 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_context():
+    """CURRENT model, every rating known now (its data window + the whole event log), movies."""
+    from dataclasses import replace
+
+    from streamrec.event_log import committed_files, event_log_dir
     from streamrec.history import HistorySpec, latest_per_pair, load_history
     from streamrec.model_store import ModelStore
     from streamrec.movielens import load_movies
 
     model = ModelStore().load()
     spec = HistorySpec.from_dict(model.meta["history"])
+    log = event_log_dir()
+    spec = replace(spec, event_log=str(log) if committed_files(log) else None, event_log_until=None)
     history = latest_per_pair(load_history(spec))
     return model, history, load_movies(Path(spec.data))
 
@@ -77,10 +83,8 @@ def recommend_cmd(args: argparse.Namespace) -> int:
 
 def _streamed_vector(sink_url: str | None, user_id: int, version: str):
     """The stream's vector for this user when it was computed against CURRENT, else None."""
-    try:
-        from streamrec.sink import open_sink
-    except ModuleNotFoundError:
-        return None
+    from streamrec.sink import open_sink
+
     with open_sink(sink_url) as sink:
         return sink.user_vector(user_id, version)
 

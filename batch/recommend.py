@@ -96,12 +96,16 @@ def recommend(
     """Top-k unrated movies for a user.
 
     Order of preference: `rated` given -> fold in the user's history plus those ratings;
-    a streamed vector for CURRENT -> use it; a user the model knows -> the model's vector;
-    a user with ratings but unknown to the model -> fold them in; else popularity.
+    a streamed vector for CURRENT -> use it; a user the model trained on with no newer ratings
+    -> the model's vector; a user with ratings -> fold them in now; else popularity.
     """
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
-    mine = history[history["user_id"] == user_id][["movie_id", "rating"]] if user_id is not None else None
+    mine = history[history["user_id"] == user_id] if user_id is not None else None
+    # The model's stored vector is current only if the model saw all of this user's ratings.
+    newest = model.meta.get("newest_event_ts")
+    model_is_fresh = mine is None or newest is None or bool((mine["timestamp"] <= newest).all())
+    mine = mine[["movie_id", "rating"]] if mine is not None else None
     if rated is not None:
         mine = pd.concat([mine, rated]) if mine is not None else rated
         mine = mine.drop_duplicates("movie_id", keep="last")
@@ -111,7 +115,7 @@ def recommend(
     vector, bias, source = None, 0.0, None
     if rated is None and streamed is not None:
         (vector, bias), source = streamed, "stream"
-    elif rated is None and user_id is not None and model.user_vector(user_id) is not None:
+    elif rated is None and model_is_fresh and user_id is not None and model.user_vector(user_id) is not None:
         (vector, bias), source = model.user_vector(user_id), "model"
     elif mine is not None and len(mine):
         f = fold_in(model.items, mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), model.reg)

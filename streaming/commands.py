@@ -109,3 +109,47 @@ def run(args: argparse.Namespace) -> int:
         f"{res['dead_letters']} dead letters, {res['user_vectors']} user vectors"
     )
     return 0
+
+
+def register_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="where things stand: broker, models, stream tables and metrics")
+    add_kafka_options(p)
+    option(p, "--sink", default=None, help="sink DB URL")
+    p.set_defaults(func=status)
+
+
+def status(args: argparse.Namespace) -> int:
+    from streamrec.kafka_local import LocalKafka
+    from streamrec.model_store import ModelStore
+    from streamrec.sink import AGGREGATE_TABLES, default_url, open_sink
+
+    if args.bootstrap_servers:
+        print(f"kafka:   external cluster {args.bootstrap_servers}")
+    else:
+        broker = LocalKafka(args.kafka_port)
+        print(
+            f"kafka:   local broker {'running' if broker.is_running() else 'not running'} at {broker.address}"
+        )
+    store = ModelStore()
+    print(
+        f"models:  CURRENT={store.current_version() or '-'}; versions: {', '.join(store.versions()) or '-'}"
+    )
+    url = args.sink or default_url()
+    with open_sink(url) as sink:
+        tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "stream_metrics"]
+        try:
+            counts = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
+        except Exception:  # noqa: BLE001 - no stream has created the tables yet
+            print(f"sink:    {url} (no stream tables yet: run `streamrec stream`)")
+            return 0
+        print(f"sink:    {url}")
+        print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
+        rows = sink.query(
+            "SELECT query, MAX(batch_id), SUM(input_rows), MAX(latency_p95_ms), SUM(dead_letters), "
+            "SUM(late_events) FROM stream_metrics GROUP BY query ORDER BY query"
+        )
+        for q, batch, n, p95, dead, late in rows:
+            extra = f", latency p95 max {p95:,.0f} ms" if p95 is not None else ""
+            extra += f", {dead or 0} dead letters, {late or 0} late" if q == "aggregates" else ""
+            print(f"query:   {q}: last batch {batch}, {int(n or 0):,} rows{extra}")
+    return 0

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     producer_commands.register(sub)
     streaming_commands.register(sub)
+    streaming_commands.register_status(sub)
     batch_commands.register(sub)
     return parser
 

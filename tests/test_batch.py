@@ -98,6 +98,21 @@ def test_new_user_with_rated_movies_gets_personal_fold_in_recommendations(traine
         parse_rated("1:7")
 
 
+def test_a_user_with_ratings_newer_than_the_model_is_folded_in_on_the_spot(trained, history, movies):
+    _, model = trained
+    user = int(history.user_id.iloc[0])
+    newer = pd.DataFrame({"user_id": [user], "movie_id": [1], "rating": [0.5],
+                          "timestamp": [model.meta["newest_event_ts"] + 60]})  # fmt: skip
+    grown = pd.concat([history[history.movie_id.ne(1) | history.user_id.ne(user)], newer])
+    recs = recommend(model, user, grown, movies, k=5)
+    assert recs.source == "fold-in"
+    mine = grown[grown.user_id == user]
+    f = fold_in(model.items, mine.movie_id.to_numpy(), mine.rating.to_numpy(), model.reg)
+    stored, _ = model.user_vector(user)
+    assert not np.allclose(f.vector, stored, atol=1e-4)  # the new rating moved the vector
+    assert 1 not in set(recs.items.movie_id)
+
+
 def test_cold_start_popularity_is_a_bayesian_average_with_genre_filter(trained, history, movies):
     _, model = trained
     recs = recommend(model, 10_000_000, history, movies, k=5, genres=["Horror"], min_count=20)
