@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=retrain_cmd)
 
     p = sub.add_parser("model", help="list, show or roll back model versions")
-    p.add_argument("action", choices=["list", "show", "rollback"])
+    p.add_argument(
+        "action", choices=["list", "show", "rollback"], help="list versions, show one, or make one CURRENT"
+    )
     p.add_argument("version", nargs="?", help="version for show / rollback (show: default CURRENT)")
     option(p, "--json", action="store_true", help="print JSON")
     p.set_defaults(func=model_cmd)

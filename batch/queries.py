@@ -27,7 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("similar", help="movies similar to a movie (cosine, euclidean, lsh)")
     p.add_argument("--movie", type=int, required=True, help="movie id")
     p.add_argument("-k", type=int, default=10, help="how many movies")
-    p.add_argument("--metric", choices=["cosine", "euclidean", "lsh"], default="cosine")
+    p.add_argument(
+        "--metric",
+        choices=["cosine", "euclidean", "lsh"],
+        default="cosine",
+        help="exact cosine or Euclidean over all factors, or approximate LSH",
+    )
     option(p, "--lsh-bucket-length", type=float, default=2.0, help="LSH bucket length")
     option(p, "--lsh-tables", type=int, default=5, help="LSH hash tables")
     option(p, "--json", action="store_true", help="print JSON")

@@ -117,7 +117,7 @@ def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
     return ratings[~mask].reset_index(drop=True), ratings[mask].reset_index(drop=True)
 
 
-def evaluate(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) -> dict:
+def evaluate(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int = 10, ranking: bool = True) -> dict:
     """RMSE/MAE on the holdout (cold-start rows dropped and counted) and ranking metrics @k."""
     u_pos = np.searchsorted(m.user_ids, test["user_id"].to_numpy())
     u_pos = np.clip(u_pos, 0, len(m.user_ids) - 1)
@@ -133,7 +133,8 @@ def evaluate(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int = 10) ->
         "holdout_rows": int(len(test)),
         "cold_start_dropped": int((~warm).sum()),
     }
-    metrics.update(ranking_metrics(m, train, test, k))
+    if ranking:
+        metrics.update(ranking_metrics(m, train, test, k))
     return metrics
 
 
@@ -191,7 +192,7 @@ def tune(
         scores = []
         for tr, va in splits:
             m = fit(spark, tr, params)
-            scores.append(evaluate(m, tr, va)["rmse"])
+            scores.append(evaluate(m, tr, va, ranking=False)["rmse"])
         row = {"rank": params.rank, "reg": params.reg, "iters": params.iters,
                "rmse": float(np.mean(scores)), "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
         results.append(row)

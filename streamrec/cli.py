@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     k = sub.add_parser("kafka", help="start, stop or check the local Kafka broker")
-    k.add_argument("action", choices=["start", "stop", "status"])
+    k.add_argument("action", choices=["start", "stop", "status"], help="what to do with the broker")
     add_kafka_options(k)
     k.set_defaults(func=_kafka)
 

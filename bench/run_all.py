@@ -1,0 +1,35 @@
+"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~20 minutes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+from bench import replay_bench, stream_bench, train_bench
+from bench.common import machine
+from bench.report import write_markdown
+from streamrec.settings import PROJECT_ROOT
+from streamrec.spark import get_spark
+
+
+def main() -> None:
+    which = set(sys.argv[1:]) or {"replay", "train", "stream"}
+    out = PROJECT_ROOT / "docs" / "benchmark-results.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = machine()
+    results["date"] = dt.date.today().isoformat()
+    if "replay" in which:
+        results["replay"] = replay_bench.run()
+    spark = get_spark("streamrec-bench") if which & {"train", "stream"} else None
+    if "train" in which:
+        results["train"] = train_bench.run(spark)
+    if "stream" in which:
+        results["stream"] = stream_bench.run(spark)
+    out.write_text(json.dumps(results, indent=2))
+    write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
+    print(f"wrote {out} and docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
