@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamrec.errors import StreamrecError
 from streamrec.history import parse_time
-from streamrec.settings import BUNDLED_DATA, option
+from streamrec.settings import BUNDLED_DATA, option, parse_duration
 
 
 def _floats(text: str) -> list[float]:
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("retrain", help="train + publish periodically (SIGTERM stops between runs)")
     add_training_options(p)
-    option(p, "--every", type=_duration, default=600.0, help="interval, e.g. 90s, 10m, 1h")
+    option(p, "--every", type=parse_duration, default=600.0, help="interval, e.g. 90s, 10m, 1h")
     option(p, "--once", action="store_true", help="one run, then exit")
     option(p, "--min-new-events", type=int, default=0,
            help="skip a run unless the event log grew by at least N events")  # fmt: skip
@@ -68,15 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from . import queries
 
     queries.register(sub)
-
-
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    t = text.strip()
-    try:
-        return float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 10m or 1h") from None
 
 
 def training_options(args: argparse.Namespace):

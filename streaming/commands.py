@@ -9,22 +9,7 @@ from pathlib import Path
 
 from streamrec.errors import StreamrecError
 from streamrec.events import TOPIC
-from streamrec.settings import BUNDLED_DATA, add_kafka_options, home, option
-
-
-def _seconds(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = text.strip()
-    for unit in sorted(units, key=len, reverse=True):
-        if t.endswith(unit):
-            try:
-                return float(t[: -len(unit)]) * units[unit]
-            except ValueError:
-                break
-    try:
-        return float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 1s, 2m, 1d") from None
+from streamrec.settings import BUNDLED_DATA, add_kafka_options, home, option, parse_duration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_kafka_options(p)
     option(p, "--topic", default=TOPIC, help="topic to consume")
     option(p, "--sink", default=None, help="sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)")
-    option(p, "--trigger", type=_seconds, default=1.0, help="micro-batch interval, e.g. 1s, 500ms")
+    option(p, "--trigger", type=parse_duration, default=1.0, help="micro-batch interval, e.g. 1s, 500ms")
     option(p, "--available-now", action="store_true", help="process what is in Kafka now, then stop")
     option(p, "--top-k", type=int, default=10, help="recommendations kept per user")
-    option(p, "--window", type=_seconds, default=7 * 86400.0, help="trending window size (event time)")
-    option(p, "--watermark-delay", type=_seconds, default=86400.0, help="lateness allowed for trending")
+    option(p, "--window", type=parse_duration, default=7 * 86400.0, help="trending window size (event time)")
+    option(p, "--watermark-delay", type=parse_duration, default=86400.0, help="lateness allowed for trending")
     option(p, "--max-offsets-per-trigger", type=int, default=None, help="cap on records per batch")
     option(p, "--data", type=Path, default=BUNDLED_DATA,
            help="MovieLens folder for titles and genres while no model is published")  # fmt: skip

@@ -65,3 +65,14 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
 def bootstrap_servers(args: argparse.Namespace) -> str:
     """The cluster a command talks to: the configured one, else the local broker's address."""
     return args.bootstrap_servers or f"localhost:{args.kafka_port}"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '500ms', '90s', '10m', '1h', '7d' or a bare number of seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip()
+    unit = next((u for u in sorted(units, key=len, reverse=True) if t.endswith(u)), "")
+    try:
+        return float(t[: len(t) - len(unit)]) * units.get(unit, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 90s, 10m, 1h") from None

@@ -45,3 +45,18 @@ def test_readme_cli_reference_is_current():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_durations_parse_with_units():
+    from streamrec.settings import parse_duration
+
+    assert [parse_duration(t) for t in ("500ms", "90s", "10m", "1h", "7d", "2")] == [
+        0.5,
+        90,
+        600,
+        3600,
+        604800,
+        2,
+    ]
+    with pytest.raises(Exception, match="not a duration"):
+        parse_duration("soon")
