@@ -18,10 +18,15 @@ def generate(n_ratings: int, n_users: int, n_items: int, rank: int = 10, seed: i
     b_i = rng.normal(0, 0.4, n_items)
     activity = rng.pareto(1.5, n_users) + 1
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    users = rng.choice(n_users, n_ratings, p=activity / activity.sum())
-    items = rng.choice(n_items, n_ratings, p=popularity / popularity.sum())
-    df = pd.DataFrame({"user_id": users.astype(np.int32) + 1, "movie_id": items.astype(np.int32) + 1})
-    df = df.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
+    pairs = np.empty(0, dtype=np.int64)
+    while len(pairs) < n_ratings:  # skewed draws repeat pairs: top up until n unique pairs
+        draw = int((n_ratings - len(pairs)) * 1.5) + 1000
+        users = rng.choice(n_users, draw, p=activity / activity.sum())
+        items = rng.choice(n_items, draw, p=popularity / popularity.sum())
+        pairs = pd.unique(np.concatenate([pairs, users.astype(np.int64) * n_items + items]))
+    pairs = pairs[:n_ratings]
+    df = pd.DataFrame({"user_id": (pairs // n_items).astype(np.int32) + 1,
+                       "movie_id": (pairs % n_items).astype(np.int32) + 1})  # fmt: skip
     uu, ii = df["user_id"].to_numpy() - 1, df["movie_id"].to_numpy() - 1
     signal = 3.5 + b_u[uu] + b_i[ii] + np.einsum("ij,ij->i", u[uu], v[ii])
     noisy = signal + rng.normal(0, 0.5, len(df))
