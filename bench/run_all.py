@@ -8,7 +8,7 @@ import sys
 
 from bench import replay_bench, stream_bench, train_bench
 from bench.common import machine
-from bench.report import write_markdown
+from bench.report import write_markdown, write_readme_results
 from streamrec.settings import PROJECT_ROOT
 from streamrec.spark import get_spark
 
@@ -28,6 +28,8 @@ def main() -> None:
         results["stream"] = stream_bench.run(spark)
     out.write_text(json.dumps(results, indent=2))
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
+    if "train" in results:
+        write_readme_results(results, PROJECT_ROOT / "README.md")
     print(f"wrote {out} and docs/benchmarks.md")
 
 
