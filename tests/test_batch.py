@@ -247,3 +247,44 @@ def test_prune_keeps_the_newest_versions_and_current(store_copy):
     removed = store.prune(keep=2)
     assert removed == before[1:3]  # the oldest, except CURRENT
     assert store.versions() == [v1, *before[-2:]]
+
+
+def test_time_split_holds_out_the_newest_ratings():
+    from batch.train import split
+
+    ratings = load_ratings(BUNDLED_DATA)[0]
+    train, test = split(ratings, "time", 0.2, 42)
+    assert len(test) == len(ratings) - int(0.8 * len(ratings))
+    assert train.timestamp.max() <= test.timestamp.min()
+    with pytest.raises(ValueError, match="random or time"):
+        split(ratings, "weekly", 0.2, 42)
+
+
+def test_tuning_scores_every_candidate_and_picks_the_best(spark):
+    from batch.train import Params, tune
+
+    ratings = latest_per_pair(load_ratings(BUNDLED_DATA)[0]).sample(20_000, random_state=3)
+    grid = {"rank": [4], "reg": [0.01, 0.3], "iters": [4]}
+    best, rows = tune(spark, ratings, grid, Params(), folds=0, seed=42)
+    assert [(r["rank"], r["reg"], r["iters"]) for r in rows] == [(4, 0.01, 4), (4, 0.3, 4)]
+    assert best.reg == min(rows, key=lambda r: r["rmse"])["reg"]
+    assert all(np.isfinite(r["rmse"]) for r in rows)
+
+
+def test_retrain_failure_leaves_current_in_place(store_copy, capsys):
+    store, v1 = store_copy
+    worse = ["retrain", "--once", "--no-bias", "--rank", "2", "--iters", "1", "--reg", "0.01"]
+    assert main(worse) == 1
+    captured = capsys.readouterr()
+    assert "failed, CURRENT unchanged" in captured.err and "0 published" in captured.out
+    assert store.current_version() == v1 and store.versions() == [v1]
+
+
+def test_report_writes_csv_and_charts(spark, tmp_path):
+    from batch.report import charts
+
+    res = run_queries(spark, BUNDLED_DATA)
+    pngs = charts(res, tmp_path)
+    assert len(pngs) == 4
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
