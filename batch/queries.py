@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import StreamrecError
+from streamrec.model_store import json_default
 from streamrec.settings import BUNDLED_DATA, option
 
 
@@ -76,7 +77,7 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
     recs = recommend(model, args.user, history, movies, args.k, rated, genres, args.min_count, streamed)
     if args.json:
-        print(json.dumps(recs.to_dict(), default=_np))
+        print(json.dumps(recs.to_dict(), default=json_default))
         return 0
     who = f"user {args.user}" if args.user is not None else "a new user"
     for note in recs.notes:
@@ -123,7 +124,7 @@ def similar_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"movie_id": args.movie, "title": title, "metric": args.metric,
                           "model_version": model.version, **extra,
-                          "items": table.to_dict("records")}, default=_np))  # fmt: skip
+                          "items": table.to_dict("records")}, default=json_default))  # fmt: skip
         return 0
     print(_markdown(table))
     tail = f"; LSH recall@{args.k} vs exact Euclidean: {extra['recall_vs_exact']:.2f}" if extra else ""
@@ -149,11 +150,3 @@ def _cell(v) -> str:
     if isinstance(v, float | np.floating):
         return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
     return str(v).replace("|", "\\|")
-
-
-def _np(v):
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    raise TypeError(type(v).__name__)

@@ -58,7 +58,7 @@ class StreamConfig:
 class Context:
     """What the batch writers need, prepared once on the driver."""
 
-    history: pd.DataFrame  # de-duplicated base history (empty without a model)
+    raw_history: pd.DataFrame  # base history rating events (empty without a model)
     spec: HistorySpec | None
     titles: pd.Series
     genres_of: pd.Series
@@ -71,13 +71,13 @@ def prepare(cfg: StreamConfig) -> Context:
         spec = HistorySpec.from_dict(store.metadata(version)["history"])
         # Only the data-folder part: the event log's events come back from Kafka itself.
         spec = HistorySpec(spec.data, spec.until, spec.split_at)
-        history = latest_per_pair(load_history(spec))
+        raw = load_history(spec)
         movies = load_movies(Path(spec.data))
     else:
-        spec, history = None, pd.DataFrame(columns=["user_id", "movie_id", "rating", "timestamp"])
+        spec, raw = None, pd.DataFrame(columns=["user_id", "movie_id", "rating", "timestamp"])
         movies = load_movies(cfg.data)
     m = movies.set_index("movie_id")
-    return Context(history, spec, m["title"], m["genres"])
+    return Context(raw, spec, m["title"], m["genres"])
 
 
 def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
@@ -90,8 +90,7 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
         if sink.batch_applied("aggregates", BOOTSTRAP_BATCH):
             return False
         if ctx.spec is not None:
-            raw = load_history(ctx.spec)
-            d = compute_deltas(raw, ctx.genres_of, None, cfg.window)
+            d = compute_deltas(ctx.raw_history, ctx.genres_of, None, cfg.window)
             apply_deltas(sink, d, ctx.titles)
             if d.watermark is not None:
                 sink.set_state("watermark", str(d.watermark))
@@ -104,9 +103,9 @@ def aggregates_writer(cfg: StreamConfig, ctx: Context):
     sink = Sink(cfg.sink_url, threadsafe=True)
 
     def write(df, batch_id: int) -> None:
-        pdf = df.toPandas()
-        if sink.batch_applied("aggregates", batch_id):
+        if sink.batch_applied("aggregates", batch_id):  # a replayed batch: skip the work too
             return
+        pdf = df.toPandas()
         bad = pdf[pdf["reason"].notna()]
         good = pdf[pdf["reason"].isna()]
         with sink.transaction():
@@ -137,9 +136,9 @@ def foldin_writer(cfg: StreamConfig):
     sink = Sink(cfg.sink_url, threadsafe=True)
 
     def write(df, batch_id: int) -> None:
-        pdf = df.toPandas()
         if sink.batch_applied("foldin", batch_id):
             return
+        pdf = df.toPandas()
         with sink.transaction():
             if sink.batch_applied("foldin", batch_id):
                 return
@@ -199,8 +198,9 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
         .foreachBatch(aggregates_writer(cfg, ctx))
         .option("checkpointLocation", cfg.checkpoint("aggregates"))
     ).start()
+    history = latest_per_pair(ctx.raw_history)  # the fold-in state: latest rating per movie
     initial = spark.createDataFrame(
-        ctx.history[["user_id", "movie_id", "rating", "timestamp"]].astype(
+        history[["user_id", "movie_id", "rating", "timestamp"]].astype(
             {"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"}
         ),
         "user_id int, movie_id int, rating float, timestamp long",
@@ -257,7 +257,7 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     return {
         "seconds": round(time.monotonic() - started, 1),
         "bootstrapped_history": bootstrapped,
-        "history_ratings": len(ctx.history),
+        "history_events": len(ctx.raw_history),
         **summary(cfg.sink_url),
     }
 

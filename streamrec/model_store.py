@@ -150,7 +150,7 @@ class ModelStore:
         while True:
             version = self._next_version()
             meta = {**meta, "version": version, "files": files}
-            (staged / META).write_text(json.dumps(meta, indent=2, default=_jsonable))
+            (staged / META).write_text(json.dumps(meta, indent=2, default=json_default))
             try:
                 os.rename(staged, self.root / version)  # fails if a concurrent publish took it
                 break
@@ -209,7 +209,8 @@ def write_npz(
     )
 
 
-def _jsonable(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """json.dumps default= for NumPy scalars and paths."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):

@@ -109,8 +109,8 @@ class Sink:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         rows = self.execute(sql, params).fetchall()
-        if not self._in_tx:
-            self.conn.commit() if self.postgres else None
+        if self.postgres and not self._in_tx:
+            self.conn.commit()  # end the implicit read transaction psycopg opened
         return rows
 
     @contextlib.contextmanager
@@ -160,19 +160,22 @@ class Sink:
 
     # -- reads for serving -----------------------------------------------------------------------
 
+    def has_table(self, name: str) -> bool:
+        sql = (
+            "SELECT to_regclass(?) IS NOT NULL"
+            if self.postgres
+            else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        )
+        return bool(self.query(sql, (name,))[0][0])
+
     def user_vector(self, user_id: int, model_version: str) -> tuple[np.ndarray, float] | None:
         """The streamed (vector, bias) of a user when computed against `model_version`."""
-        try:
-            rows = self.query(
-                "SELECT vector, bias FROM user_vectors WHERE user_id = ? AND model_version = ?",
-                (user_id, model_version),
-            )
-        except (sqlite3.OperationalError, Exception) as exc:  # no stream has run yet
-            if "user_vectors" in str(exc) or "no such table" in str(exc):
-                if self.postgres:
-                    self.conn.rollback()
-                return None
-            raise
+        if not self.has_table("user_vectors"):  # no stream has run against this sink yet
+            return None
+        rows = self.query(
+            "SELECT vector, bias FROM user_vectors WHERE user_id = ? AND model_version = ?",
+            (user_id, model_version),
+        )
         if not rows or rows[0][0] is None:
             return None
         return np.array(json.loads(rows[0][0]), dtype=np.float32), float(rows[0][1] or 0.0)
