@@ -81,7 +81,9 @@ def _stream(s: dict) -> list[str]:
               "What would lift the limit, in order of payoff: read and parse Kafka once (one "
               "`foreachBatch` that persists the parsed batch and fans out to the event log, the "
               "aggregates and the fold-in state), more cores (the job is CPU-bound, not I/O-bound), "
-              "and a larger trigger with `maxOffsetsPerTrigger` for throughput at the cost of latency.",
+              "and a larger trigger with `maxOffsetsPerTrigger` for throughput at the cost of latency. "
+              "Matching shuffle partitions to the cores (2 here, now the default, instead of 4) cut "
+              "the fold-in's p95 latency from ~12.3 s to ~9.2 s in a paired run of 12,000 events.",
               ""]  # fmt: skip
     return [*lines, ""]
 
