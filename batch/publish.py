@@ -126,16 +126,12 @@ def _grid_size(grid: dict) -> int:
 
 
 def default_spec(data: Path, until=None, split_at=None, with_event_log: bool = True) -> HistorySpec:
-    """History of a training run: the data folder window, plus the event log when it exists."""
+    """History of a training run: the data folder window, plus the event log when it exists.
+
+    The metadata's newest_event_ts records how far the included events went.
+    """
     from streamrec.event_log import committed_files, event_log_dir
 
     log_dir = event_log_dir()
     use_log = with_event_log and bool(committed_files(log_dir))
-    spec = HistorySpec(str(Path(data).resolve()), until, split_at, str(log_dir) if use_log else None)
-    if use_log:
-        from streamrec.event_log import read_event_log
-
-        events = read_event_log(log_dir)
-        if len(events):
-            spec = HistorySpec(spec.data, until, split_at, spec.event_log, int(events["timestamp"].max()))
-    return spec
+    return HistorySpec(str(Path(data).resolve()), until, split_at, str(log_dir) if use_log else None)

@@ -59,7 +59,7 @@ def _load_context():
     model = ModelStore().load()
     spec = HistorySpec.from_dict(model.meta["history"])
     log = event_log_dir()
-    spec = replace(spec, event_log=str(log) if committed_files(log) else None, event_log_until=None)
+    spec = replace(spec, event_log=str(log) if committed_files(log) else None)
     history = latest_per_pair(load_history(spec))
     return model, history, load_movies(Path(spec.data))
 

@@ -113,10 +113,11 @@ def recommend(
     notes: list[str] = []
 
     vector, bias, source = None, 0.0, None
+    stored = model.user_vector(user_id) if user_id is not None else None
     if rated is None and streamed is not None:
         (vector, bias), source = streamed, "stream"
-    elif rated is None and model_is_fresh and user_id is not None and model.user_vector(user_id) is not None:
-        (vector, bias), source = model.user_vector(user_id), "model"
+    elif rated is None and model_is_fresh and stored is not None:
+        (vector, bias), source = stored, "model"
     elif mine is not None and len(mine):
         f = fold_in(model.items, mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), model.reg)
         if f.n_unknown:

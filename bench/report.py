@@ -17,7 +17,8 @@ def _replay(r: dict) -> list[str]:
         "~50 µs of Python per record "
         "(record accumulator append, record-batch encoding with varints, the murmur2 partitioner, "
         "future bookkeeping), so one producer process is bound near 15,000-20,000 events/s by the "
-        "GIL. gzip raised it from ~15,000 to ~20,000 (less for the sender thread to move); larger "
+        "GIL. Sending pre-encoded records, gzip raised it from ~15,000 to ~20,000 (less for the "
+        "sender thread to move; the full replay loop adds encoding and pacing checks); larger "
         "batches or linger did not help, nor did acks=1. Reaching 50,000 needs several producer "
         "processes (keyed by user so per-user order holds) or a C client (confluent-kafka); this "
         "project keeps kafka-python, as specified.", "",
@@ -82,8 +83,10 @@ def _stream(s: dict) -> list[str]:
               "`foreachBatch` that persists the parsed batch and fans out to the event log, the "
               "aggregates and the fold-in state), more cores (the job is CPU-bound, not I/O-bound), "
               "and a larger trigger with `maxOffsetsPerTrigger` for throughput at the cost of latency. "
-              "Matching shuffle partitions to the cores (2 here, now the default, instead of 4) cut "
-              "the fold-in's p95 latency from ~12.3 s to ~9.2 s in a paired run of 12,000 events.",
+              "Matching shuffle partitions to the cores (2 here, now the default) helps: the previous "
+              "run of this benchmark with 4 partitions measured 1,775 events/s and p95 6.6 s / 10.6 s "
+              "(aggregates / fold-in); reproduce it with `STREAMREC_SPARK_SHUFFLE_PARTITIONS=4 "
+              ".venv/bin/python -m bench.run_all stream`.",
               ""]  # fmt: skip
     return [*lines, ""]
 

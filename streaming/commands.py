@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import threading
 from pathlib import Path
@@ -128,6 +129,12 @@ def status(args: argparse.Namespace) -> int:
             print(f"sink:    {url} (no stream tables yet: run `streamrec stream`)")
             return 0
         print(f"sink:    {url}")
+        seeded = json.loads(sink.get_state("bootstrap") or "null")
+        if seeded:
+            cut = f"split-at {seeded['split_at']}, until {seeded['until']}"
+            print(f"history: aggregates seeded from {seeded['data']} ({cut})")
+        else:
+            print("history: none (aggregates hold stream events only)")
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
         rows = sink.query(
             "SELECT query, MAX(batch_id), SUM(input_rows), MAX(latency_p95_ms), SUM(dead_letters), "

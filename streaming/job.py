@@ -99,77 +99,76 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
     return True
 
 
-def aggregates_writer(cfg: StreamConfig, ctx: Context):
-    sink = Sink(cfg.sink_url, threadsafe=True)
+def once_per_batch(sink_url: str, query: str, apply) -> object:
+    """A foreachBatch function that applies each micro-batch exactly once.
+
+    `apply(sink, pdf, batch_id, now)` runs inside one transaction that also records
+    (query, batch_id); a batch Spark replays after a crash is found in that ledger and skipped.
+    """
+    sink = Sink(sink_url, threadsafe=True)
 
     def write(df, batch_id: int) -> None:
-        if sink.batch_applied("aggregates", batch_id):  # a replayed batch: skip the work too
+        if sink.batch_applied(query, batch_id):  # replayed: skip collecting it too
             return
         pdf = df.toPandas()
+        with sink.transaction():
+            if sink.batch_applied(query, batch_id):  # re-check under the write lock
+                return
+            now = time.time()
+            apply(sink, pdf, batch_id, now)
+            sink.mark_batch(query, batch_id, now)
+
+    return write
+
+
+def apply_aggregates(ctx: Context, cfg: StreamConfig):
+    def apply(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
         bad = pdf[pdf["reason"].notna()]
         good = pdf[pdf["reason"].isna()]
-        with sink.transaction():
-            if sink.batch_applied("aggregates", batch_id):  # re-check under the write lock
-                return
-            sink.executemany(
-                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(t, int(p), int(o), v, r, batch_id) for t, p, o, v, r in
-                 bad[["topic", "partition", "offset", "value", "reason"]].itertuples(index=False)],
-            )  # fmt: skip
-            late = 0
-            if len(good):
-                wm = sink.get_state("watermark")
-                d = compute_deltas(good, ctx.genres_of, int(wm) if wm else None, cfg.window)
-                apply_deltas(sink, d, ctx.titles)
-                sink.set_state("watermark", str(d.watermark))
-                late = d.late_events
-            now = time.time()
-            sink.mark_batch("aggregates", batch_id, now)
-            upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(bad), late_events=late,
-                           **latency_ms(good["kafka_ts"].to_numpy(), now))  # fmt: skip
+        sink.executemany(
+            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(t, int(p), int(o), v, r, batch_id) for t, p, o, v, r in
+             bad[["topic", "partition", "offset", "value", "reason"]].itertuples(index=False)],
+        )  # fmt: skip
+        late = 0
+        if len(good):
+            wm = sink.get_state("watermark")
+            d = compute_deltas(good, ctx.genres_of, int(wm) if wm else None, cfg.window)
+            apply_deltas(sink, d, ctx.titles)
+            sink.set_state("watermark", str(d.watermark))
+            late = d.late_events
+        upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(bad), late_events=late,
+                       **latency_ms(good["kafka_ts"].to_numpy(), now))  # fmt: skip
 
-    return write
+    return apply
 
 
-def foldin_writer(cfg: StreamConfig):
-    sink = Sink(cfg.sink_url, threadsafe=True)
-
-    def write(df, batch_id: int) -> None:
-        if sink.batch_applied("foldin", batch_id):
-            return
-        pdf = df.toPandas()
-        with sink.transaction():
-            if sink.batch_applied("foldin", batch_id):
-                return
-            now = time.time()
-            scored = pdf[pdf["model_version"].notna()]
-            sink.executemany(
-                """INSERT INTO user_vectors (user_id, model_version, n_ratings, n_used, vector, bias,
-                                             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (user_id) DO UPDATE SET model_version = excluded.model_version,
-                     n_ratings = excluded.n_ratings, n_used = excluded.n_used, vector = excluded.vector,
-                     bias = excluded.bias, updated_at = excluded.updated_at""",
-                [(int(r.user_id), r.model_version, int(r.n_ratings), int(r.n_used), r.vector,
-                  None if pd.isna(r.bias) else float(r.bias), now) for r in scored.itertuples()],
-            )  # fmt: skip
-            sink.executemany(
-                "DELETE FROM user_recommendations WHERE user_id = ?",
-                [(int(u),) for u in scored["user_id"]],
-            )
-            sink.executemany(
-                "INSERT INTO user_recommendations (user_id, rank, movie_id, score, model_version, source)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(int(r.user_id), rank, int(m), float(s), r.model_version, r.source)
-                 for r in scored.itertuples()
-                 for rank, (m, s) in enumerate(zip(r.rec_movie_ids, r.rec_scores, strict=True), 1)],
-            )  # fmt: skip
-            sink.mark_batch("foldin", batch_id, now)
-            versions = sorted(set(scored["model_version"]))
-            upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,
-                           **latency_ms(pdf["min_kafka_ts"].to_numpy(), now))  # fmt: skip
-
-    return write
+def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
+    """Upsert refreshed user vectors and replace those users' recommendation lists."""
+    scored = pdf[pdf["model_version"].notna()]
+    sink.executemany(
+        """INSERT INTO user_vectors (user_id, model_version, n_ratings, n_used, vector, bias,
+                                     updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (user_id) DO UPDATE SET model_version = excluded.model_version,
+             n_ratings = excluded.n_ratings, n_used = excluded.n_used, vector = excluded.vector,
+             bias = excluded.bias, updated_at = excluded.updated_at""",
+        [(int(r.user_id), r.model_version, int(r.n_ratings), int(r.n_used), r.vector,
+          None if pd.isna(r.bias) else float(r.bias), now) for r in scored.itertuples()],
+    )  # fmt: skip
+    sink.executemany(
+        "DELETE FROM user_recommendations WHERE user_id = ?", [(int(u),) for u in scored["user_id"]]
+    )
+    sink.executemany(
+        "INSERT INTO user_recommendations (user_id, rank, movie_id, score, model_version, source)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(int(r.user_id), rank, int(m), float(s), r.model_version, r.source)
+         for r in scored.itertuples()
+         for rank, (m, s) in enumerate(zip(r.rec_movie_ids, r.rec_scores, strict=True), 1)],
+    )  # fmt: skip
+    versions = sorted(set(scored["model_version"]))
+    upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,
+                   **latency_ms(pdf["min_kafka_ts"].to_numpy(), now))  # fmt: skip
 
 
 def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
@@ -195,7 +194,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
     ).start()
     aggregates = trig(
         parsed.writeStream.queryName("aggregates")
-        .foreachBatch(aggregates_writer(cfg, ctx))
+        .foreachBatch(once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx, cfg)))
         .option("checkpointLocation", cfg.checkpoint("aggregates"))
     ).start()
     history = latest_per_pair(ctx.raw_history)  # the fold-in state: latest rating per movie
@@ -216,7 +215,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
         )
         .writeStream.queryName("foldin")
         .outputMode("update")
-        .foreachBatch(foldin_writer(cfg))
+        .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_user_outputs))
         .option("checkpointLocation", cfg.checkpoint("foldin"))
     ).start()
     return [eventlog, aggregates, foldin]

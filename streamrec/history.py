@@ -81,7 +81,6 @@ class HistorySpec:
     until: int | None = None
     split_at: float | None = None
     event_log: str | None = None  # event log directory, when its events were included
-    event_log_until: int | None = None  # newest event time taken from the event log
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,16 +90,13 @@ class HistorySpec:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
-def load_history(spec: HistorySpec, skip_invalid: bool = False) -> pd.DataFrame:
+def load_history(spec: HistorySpec) -> pd.DataFrame:
     """Raw rating events (not de-duplicated) of a spec: the data folder window + the event log."""
     from .event_log import read_event_log
     from .movielens import load_ratings
 
-    base, _ = load_ratings(Path(spec.data), skip_invalid=skip_invalid)
+    base, _ = load_ratings(Path(spec.data))
     parts = [window(base, until=spec.until, split_at=spec.split_at, part="before")]
     if spec.event_log:
-        log = read_event_log(Path(spec.event_log))
-        if spec.event_log_until is not None:
-            log = log[log["timestamp"] <= spec.event_log_until]
-        parts.append(log)
+        parts.append(read_event_log(Path(spec.event_log)))
     return pd.concat(parts, ignore_index=True)

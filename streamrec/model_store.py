@@ -121,13 +121,6 @@ class ModelStore:
                 z["user_ids"], z["user_factors"], z["user_bias"],
             )  # fmt: skip
 
-    def load_current_if_changed(self, known: str | None) -> Model | None:
-        """Cheap check for the streaming job: load CURRENT only when it differs from `known`."""
-        v = self.current_version()
-        if v is None or v == known:
-            return None
-        return self.load(v)
-
     # -- writing --------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:

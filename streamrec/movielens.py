@@ -253,13 +253,12 @@ def load_ratings(folder: Path, skip_invalid: bool = False) -> tuple[pd.DataFrame
 _RATING_DTYPES = ["int32", "int32", "float32", "int64"]
 
 
-def load_movies(folder: Path, skip_invalid: bool = False) -> pd.DataFrame:
-    """Movies as (movie_id, title, year, genres list)."""
+def load_movies(folder: Path) -> pd.DataFrame:
+    """Movies as (movie_id, title, year, genres list). A malformed row stops the load."""
     folder = Path(folder)
     layout = detect_layout(folder)
     path = folder / layout.movies
     rows: list[tuple[int, str, list[str]]] = []
-    report = LoadReport()
     replaced: list[int] = []
     for first, lines in _decode_lines(path, layout.encoding, replaced):
         if layout.header and first == 1:
@@ -270,9 +269,7 @@ def load_movies(folder: Path, skip_invalid: bool = False) -> pd.DataFrame:
             try:
                 rows.append(_parse_movie(line, layout))
             except ValueError as exc:
-                if not skip_invalid:
-                    raise DataError(f"{path}:{first + i}: {exc}") from None
-                report.skipped[str(exc)] += 1
+                raise DataError(f"{path}:{first + i}: {exc}") from None
     if replaced:
         where = ", ".join(f"{path.name}:{n}" for n in replaced[:3])
         log.info("invalid %s bytes replaced in %d line(s): %s", layout.encoding, len(replaced), where)

@@ -62,11 +62,6 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     option(parser, "--kafka-port", type=int, default=9092, help="port of the local broker")
 
 
-def bootstrap_servers(args: argparse.Namespace) -> str:
-    """The cluster a command talks to: the configured one, else the local broker's address."""
-    return args.bootstrap_servers or f"localhost:{args.kafka_port}"
-
-
 def parse_duration(text: str) -> float:
     """Seconds from '500ms', '90s', '10m', '1h', '7d' or a bare number of seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
