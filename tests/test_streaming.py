@@ -235,15 +235,26 @@ def test_sigkill_mid_replay_then_restart_loses_and_double_counts_nothing(spark, 
         except Exception:  # the DB or its tables do not exist yet
             return 0
 
+    # Deterministic "mid-replay": the first part is consumed and committed before the rest starts,
+    # and the rest is paced to take ~20 s, so the kill always lands while events are still arriving
+    # (however slow the machine is to start the stream or run its first batch).
+    first, rest = live.iloc[:1000], live.iloc[1000:]
     producer_thread = threading.Thread(
-        target=replay, args=(live, kafka, topic), kwargs={"rate": 150, "progress": False}, daemon=True
+        target=replay, args=(rest, kafka, topic), kwargs={"rate": 150, "progress": False}, daemon=True
     )
     try:
         _until(lambda: committed("SELECT COUNT(*) FROM stream_batches WHERE batch_id = -1") == 1, log_path)
-        producer_thread.start()  # the stream is up: replay over ~27 s, spanning many batches
+        replay(first, kafka, topic, progress=False)
         data_batches = "SELECT COUNT(*) FROM stream_batches WHERE query = 'aggregates' AND batch_id >= 0"
         _until(lambda: committed(data_batches) >= 1, log_path)
-        assert producer_thread.is_alive(), f"no mid-replay kill; stream log: {log_path.read_text()[-2000:]}"
+        seen = committed(data_batches)
+        producer_thread.start()
+        # Prefer killing while the stream is busy with the paced part (after one more batch), but
+        # never wait past the producer's run.
+        deadline = time.monotonic() + 8
+        while committed(data_batches) <= seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert producer_thread.is_alive(), "the paced replay ended before the kill"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
