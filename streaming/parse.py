@@ -19,6 +19,9 @@ def kafka_stream(spark, bootstrap: str, topic: str, max_offsets: int | None = No
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("failOnDataLoss", "true")
+        # A live micro-batch reads to the end of the log, where the broker would otherwise hold
+        # each fetch for the default 500 ms waiting for more data: that wait was on every batch.
+        .option("kafka.fetch.max.wait.ms", "50")
     )
     if max_offsets:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))

@@ -84,7 +84,7 @@ def test_rate_paces_the_replay(kafka, topic, ratings):
     events = window(ratings, limit=1000)
     res = replay(events, kafka, topic, rate=500, progress=False)
     assert res.confirmed == 1000 and res.failed == 0
-    assert 1.6 < res.seconds < 4.0  # generous band: a pacing check, not a speed test
+    assert 1.6 < res.seconds < 6.0  # generous band (a loaded CI machine): pacing, not speed
 
 
 def test_speedup_divides_event_time_gaps(kafka, topic, ratings):
@@ -92,7 +92,7 @@ def test_speedup_divides_event_time_gaps(kafka, topic, ratings):
     span = int(events.timestamp.iloc[-1] - events.timestamp.iloc[0])
     res = replay(events, kafka, topic, speedup=span / 1.5, progress=False)
     assert res.confirmed == 200
-    assert 1.2 < res.seconds < 4.0
+    assert 1.2 < res.seconds < 6.0
 
 
 def test_unreachable_broker_fails_fast_with_a_clear_message(topic):
