@@ -150,13 +150,33 @@ def _genre_ids(movies: pd.DataFrame, genres: list[str]) -> np.ndarray:
 # -- similar movies ------------------------------------------------------------------------------
 
 
-def similar_exact(model: Model, movie_id: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact neighbours over all factor dimensions: cosine similarity or Euclidean distance."""
+def well_rated(model: Model, history: pd.DataFrame, min_count: int) -> np.ndarray:
+    """Mask over the model's items: movies with at least `min_count` ratings in `history`.
+
+    Why: a rarely rated movie's factors are mostly the prior (short, noisy vectors), and under
+    cosine such vectors crowd out well-known neighbours.
+    """
+    counts = history["movie_id"].value_counts()
+    return np.isin(model.items.ids, counts.index[counts >= min_count].to_numpy())
+
+
+def _query_row(model: Model, movie_id: int) -> int:
     pos, known = model.items.rows(np.array([movie_id]))
     if not known[0]:
         raise StreamrecError(f"movie {movie_id} is unknown to model {model.version}")
+    return int(pos[0])
+
+
+def similar_exact(
+    model: Model, movie_id: int, k: int, metric: str, candidates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact neighbours over all factor dimensions: cosine similarity or Euclidean distance.
+
+    `candidates` (a mask over the model's items) limits which movies may be returned.
+    """
+    row = _query_row(model, movie_id)
     v = model.items.factors.astype(np.float64)
-    q = v[pos[0]]
+    q = v[row]
     if metric == "cosine":
         norms = np.linalg.norm(v, axis=1) * np.linalg.norm(q)
         score = np.divide(v @ q, norms, out=np.zeros(len(v)), where=norms > 0)
@@ -166,33 +186,44 @@ def similar_exact(model: Model, movie_id: int, k: int, metric: str) -> tuple[np.
         order_key = score
     else:
         raise StreamrecError(f"unknown metric {metric!r}")
-    order_key[pos[0]] = np.inf
-    k = min(k, len(v) - 1)
+    if candidates is not None:
+        order_key[~candidates] = np.inf
+    order_key[row] = np.inf
+    k = min(k, int(np.isfinite(order_key).sum()))
+    if k == 0:
+        return model.items.ids[:0], score[:0]
     best = np.argpartition(order_key, k - 1)[:k]
     best = best[np.argsort(order_key[best], kind="stable")]
     return model.items.ids[best], score[best]
 
 
 def similar_lsh(
-    spark, model: Model, movie_id: int, k: int, bucket_length: float = 2.0, tables: int = 5, seed: int = 42
+    spark,
+    model: Model,
+    movie_id: int,
+    k: int,
+    bucket_length: float = 2.0,
+    tables: int = 5,
+    seed: int = 42,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate Euclidean neighbours with Spark's BucketedRandomProjectionLSH."""
     from pyspark.ml.feature import BucketedRandomProjectionLSH
     from pyspark.ml.linalg import Vectors
 
-    pos, known = model.items.rows(np.array([movie_id]))
-    if not known[0]:
-        raise StreamrecError(f"movie {movie_id} is unknown to model {model.version}")
-    rows = [
-        (int(i), Vectors.dense(f.tolist())) for i, f in zip(model.items.ids, model.items.factors, strict=True)
-    ]
+    row = _query_row(model, movie_id)
+    keep = np.ones(len(model.items.ids), bool) if candidates is None else candidates.copy()
+    keep[row] = False
+    ids, factors = model.items.ids[keep], model.items.factors[keep]
+    rows = [(int(i), Vectors.dense(f.tolist())) for i, f in zip(ids, factors, strict=True)]
+    if not rows:
+        return model.items.ids[:0], np.zeros(0)
     df = spark.createDataFrame(rows, ["id", "features"])
     lsh = BucketedRandomProjectionLSH(
         inputCol="features", outputCol="hashes", bucketLength=bucket_length, numHashTables=tables, seed=seed
     ).fit(df)
-    key = Vectors.dense(model.items.factors[pos[0]].tolist())
-    found = lsh.approxNearestNeighbors(df, key, k + 1, distCol="distance").toPandas()
-    found = found[found["id"] != movie_id].head(k)
+    key = Vectors.dense(model.items.factors[row].tolist())
+    found = lsh.approxNearestNeighbors(df, key, k, distCol="distance").toPandas()
     return found["id"].to_numpy(np.int64), found["distance"].to_numpy()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.recommend import parse_rated, popularity, recommend, similar_exact, similar_lsh
+from batch.recommend import parse_rated, popularity, recommend, similar_exact, similar_lsh, well_rated
 from batch.report import run_queries
 from streamrec.cli import main
 from streamrec.errors import StreamrecError
@@ -138,6 +138,21 @@ def test_similar_movies_agree_on_an_obvious_case(trained, spark):
     assert len(set(lsh) & set(euc)) >= 3  # LSH is approximate, but not far off here
     with pytest.raises(StreamrecError, match="unknown to model"):
         similar_exact(model, 999_999_999, 5, "cosine")
+
+
+def test_similar_min_count_drops_rare_movies_and_keeps_the_exact_order(trained, spark, history):
+    _, model = trained
+    counts = history.movie_id.value_counts()
+    mask = well_rated(model, history, 10)
+    assert mask.sum() == (counts.reindex(model.items.ids).fillna(0) >= 10).sum()
+    everything, _ = similar_exact(model, 1, len(model.items.ids), "cosine")
+    assert (counts[everything[:50]] < 10).any()  # unfiltered cosine favours rarely rated movies
+    kept, _ = similar_exact(model, 1, 10, "cosine", mask)
+    assert list(kept) == [m for m in everything if counts[m] >= 10][:10]
+    lsh, _ = similar_lsh(spark, model, 1, 10, candidates=mask)
+    assert len(lsh) > 0 and (counts[lsh] >= 10).all() and 1 not in set(lsh)
+    none, _ = similar_exact(model, 1, 10, "euclidean", np.zeros(len(model.items.ids), bool))
+    assert len(none) == 0
 
 
 def test_report_figures_equal_a_pandas_recomputation(spark):
