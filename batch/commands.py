@@ -31,6 +31,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     option(p, "--iters", type=int, default=15, help="ALS maxIter")
     option(p, "--bias", action=argparse.BooleanOptionalAction, default=True,
            help="learn a baseline (mean + user/item biases) and ALS on its residuals")  # fmt: skip
+    option(p, "--min-support", type=int, default=10,
+           help="recommend only movies with at least N training ratings (1: every movie)")  # fmt: skip
     option(p, "--tune", action="store_true", help="grid-search rank x reg x iters first")
     option(p, "--tune-rank", type=_ints, default=[10, 20, 50], help="ranks to try")
     option(p, "--tune-reg", type=_floats, default=[0.05, 0.1, 0.15, 0.2], help="regParams to try")
@@ -74,9 +76,9 @@ def training_options(args: argparse.Namespace):
     from .publish import TrainOptions, default_spec
     from .train import Params
 
-    for name in ("rank", "iters", "keep"):
+    for name in ("rank", "iters", "keep", "min_support"):
         if getattr(args, name) < 1:
-            raise StreamrecError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            raise StreamrecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.reg < 0:
         raise StreamrecError(f"--reg must be >= 0, got {args.reg}")
     if args.split_at is not None and not 0 < args.split_at <= 1:
@@ -84,7 +86,8 @@ def training_options(args: argparse.Namespace):
     if not 0 < args.test_fraction < 1:
         raise StreamrecError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     spec = default_spec(args.data, args.until, args.split_at, args.event_log)
-    params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed)
+    params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
+                    min_support=args.min_support)  # fmt: skip
     grid = {"rank": args.tune_rank, "reg": args.tune_reg, "iters": args.tune_iters} if args.tune else None
     return TrainOptions(spec, params, args.split, args.test_fraction, grid, args.folds,
                         args.force, args.keep)  # fmt: skip

@@ -3,11 +3,12 @@ data of 1M and 10M ratings, and the cost of one fold-in against a full retrain."
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
-from batch.train import Fitted, Params, evaluate, fit, split
+from batch.train import Fitted, Params, evaluate, fit, ranking_metrics, split
 from bench.common import median
 from bench.synthetic import generate
 from streamrec.foldin import fold_in, fold_in_many
@@ -27,10 +28,11 @@ def _rmse_on(m: Fitted, df) -> float:
     return evaluate(m, df, df, ranking=False)["rmse"]
 
 
-def bundled(spark) -> list[dict]:
+def bundled(spark) -> tuple[list[dict], list[dict]]:
+    """One row per configuration, and the default model's ranking metrics by --min-support."""
     ratings = latest_per_pair(load_ratings(BUNDLED_DATA)[0])
     train, test = split(ratings, "random", 0.2, 42)
-    rows = []
+    rows, support = [], []
     for name, p in CONFIGS.items():
         t0 = time.monotonic()
         m = fit(spark, train, p)
@@ -52,7 +54,22 @@ def bundled(spark) -> list[dict]:
             f" {seconds:.1f}s",
             flush=True,
         )
-    return rows
+        if p == Params():
+            support = support_sweep(m, train, test)
+    return rows, support
+
+
+def support_sweep(m: Fitted, train, test, levels=(1, 3, 10, 20, 50)) -> list[dict]:
+    """Ranking quality against catalogue coverage as the minimum training ratings rise."""
+    counts = train["movie_id"].value_counts().reindex(m.items.ids, fill_value=0).to_numpy()
+    out = []
+    for n in levels:
+        items = dataclasses.replace(m.items, servable=counts >= n)
+        r = ranking_metrics(dataclasses.replace(m, items=items), train, test, 10)
+        metrics = {k: r[k] for k in ("precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10")}
+        out.append({"min_support": n, "servable_movies": int((counts >= n).sum()), **metrics})
+        print(f"min support {n}: {out[-1]}", flush=True)
+    return out
 
 
 def synthetic(spark, sizes=(1_000_000, 10_000_000)) -> list[dict]:
@@ -103,4 +120,5 @@ def foldin_cost(spark) -> dict:
 
 
 def run(spark) -> dict:
-    return {"bundled": bundled(spark), "foldin": foldin_cost(spark), "synthetic": synthetic(spark)}
+    rows, support = bundled(spark)
+    return {"bundled": rows, "support": support, "foldin": foldin_cost(spark), "synthetic": synthetic(spark)}

@@ -31,6 +31,7 @@ class ItemFactors:
     bias: np.ndarray | None = None  # float64 item biases b_i (None: no baseline)
     mean: float = 0.0  # global mean mu
     user_bias_reg: float | None = None  # lambda_u; None: users have no bias term
+    servable: np.ndarray | None = None  # bool per item: may be recommended (None: every item)
 
     def item_bias(self, pos: np.ndarray) -> np.ndarray:
         return self.bias[pos] if self.bias is not None else np.zeros(len(pos))
@@ -132,8 +133,10 @@ def top_k(
     exclude: np.ndarray | None = None,
     bias: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k best movie ids for a user, excluding `exclude` ids; (ids, predicted ratings)."""
+    """The k best servable movie ids for a user, excluding `exclude` ids; (ids, predicted ratings)."""
     scores = predict(items, vector, bias)
+    if items.servable is not None:
+        scores = np.where(items.servable, scores, -np.inf)
     if exclude is not None and len(exclude):
         pos, known = items.rows(np.asarray(exclude))
         scores[pos[known]] = -np.inf

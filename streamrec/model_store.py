@@ -115,6 +115,7 @@ class ModelStore:
                 z["item_bias"] if baseline else None,
                 float(baseline.get("mean", 0.0)),
                 baseline.get("user_reg"),
+                z["item_servable"] if "item_servable" in z.files else None,  # older models: all
             )
             return Model(
                 version, self.root / version, meta, items,
@@ -191,8 +192,10 @@ def write_npz(
     user_bias: np.ndarray,
 ) -> None:
     """The compact copy of a model that the stream and `recommend` load in milliseconds."""
+    extra = {} if items.servable is None else {"item_servable": np.asarray(items.servable, dtype=bool)}
     np.savez(
         path,
+        **extra,
         item_ids=items.ids.astype(np.int64),
         item_factors=items.factors.astype(np.float32),
         item_bias=(items.bias if items.bias is not None else np.zeros(len(items.ids))),

@@ -69,7 +69,7 @@ def assert_vectors_match_fold_in(
     sink_url: str, model, events: pd.DataFrame, expect_users=None
 ) -> pd.DataFrame:
     """Streamed vectors of `model.version` equal a direct NumPy fold-in of each user's ratings;
-    their recommendations never include a rated movie."""
+    their recommendations never include a rated movie, nor one the model does not serve."""
     vecs = table(sink_url, "SELECT user_id, model_version, n_ratings, vector, bias FROM user_vectors",
                  ["user_id", "version", "n", "vector", "bias"])  # fmt: skip
     vecs = vecs[vecs["version"] == model.version]
@@ -88,4 +88,6 @@ def assert_vectors_match_fold_in(
         user_recs = recs[recs["user_id"] == row.user_id]
         assert len(user_recs) > 0 and (user_recs["version"] == model.version).all()
         assert not set(user_recs["movie_id"]) & set(mine["movie_id"])
+        if model.items.servable is not None:
+            assert set(user_recs["movie_id"]) <= set(model.items.ids[model.items.servable])
     return vecs

@@ -74,13 +74,18 @@ def test_parquet_factors_match_the_numpy_copy(trained, spark):
     np.testing.assert_allclose(np.stack(items["features"]), model.items.factors, atol=0)
 
 
-def test_recommendations_never_contain_rated_movies(trained, history, movies):
+def test_recommendations_never_contain_rated_or_rarely_rated_movies(trained, history, movies):
     _, model = trained
+    support = history.movie_id.value_counts()
+    min_support = model.meta["params"]["min_support"]
+    assert min_support == 10
+    assert model.items.servable.sum() == (support >= min_support).sum()
     for user in history.user_id.drop_duplicates().sample(60, random_state=1):
         recs = recommend(model, int(user), history, movies, k=20)
         assert recs.source == "model" and len(recs.items) == 20
         rated = set(history.loc[history.user_id == user, "movie_id"])
         assert not rated & set(recs.items.movie_id)
+        assert (support[recs.items.movie_id] >= min_support).all()
         assert recs.items.score.between(0.5, 5.0).all()
         assert recs.items.score.is_monotonic_decreasing
 

@@ -70,3 +70,10 @@ def test_top_k_excludes_and_orders():
     assert ids.tolist() == [2, 3] and scores.tolist() == [3.0, 2.0]
     ids, _ = top_k(items, np.array([1.0]), k=10, exclude=np.array([1, 2, 3, 4]))
     assert len(ids) == 0
+
+
+def test_top_k_returns_only_servable_items():
+    factors = np.array([[1.0], [3.0], [2.0], [4.0]], np.float32)
+    items = ItemFactors(np.array([1, 2, 3, 4]), factors, servable=np.array([True, False, True, True]))
+    ids, _ = top_k(items, np.array([1.0]), k=10, exclude=np.array([4]))
+    assert ids.tolist() == [3, 1]

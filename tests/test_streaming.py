@@ -3,6 +3,7 @@ dead letters, model hot swap, crash safety (SIGKILL + restart) and the PostgreSQ
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -163,8 +164,7 @@ def _until(condition, log_path: Path, timeout: float = 240) -> None:
 def _publish_perturbed_copy(store: ModelStore, model) -> str:
     """A new model version: the same model with item factors scaled (a different, valid model)."""
     staged = store.staging_dir()
-    items = type(model.items)(model.items.ids, model.items.factors * 1.5, model.items.bias,
-                              model.items.mean, model.items.user_bias_reg)  # fmt: skip
+    items = dataclasses.replace(model.items, factors=model.items.factors * 1.5)
     write_npz(staged / "factors.npz", items, model.user_ids, model.user_factors, model.user_bias)
     meta = {k: v for k, v in model.meta.items() if k not in ("version", "files")}
     return store.publish(staged, meta)
