@@ -107,6 +107,8 @@ def similar_cmd(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise StreamrecError(f"-k must be >= 1, got {args.k}")
+    if args.min_count < 1:
+        raise StreamrecError(f"--min-count must be >= 1, got {args.min_count}")
     model, history, movies = _load_context()
     movies = movies.set_index("movie_id")
     candidates = well_rated(model, history, args.min_count)

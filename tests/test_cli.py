@@ -60,3 +60,16 @@ def test_durations_parse_with_units():
     ]
     with pytest.raises(Exception, match="not a duration"):
         parse_duration("soon")
+
+
+def test_out_of_range_counts_are_one_line_errors():
+    from batch.commands import training_options
+    from streamrec.errors import StreamrecError
+
+    parser = build_parser()
+    with pytest.raises(StreamrecError, match="^--min-support must be >= 1, got 0$"):
+        training_options(parser.parse_args(["train", "--min-support", "0"]))
+    assert training_options(parser.parse_args(["train", "--min-support", "3"])).params.min_support == 3
+    args = parser.parse_args(["similar", "--movie", "1", "--min-count", "0"])
+    with pytest.raises(StreamrecError, match="^--min-count must be >= 1, got 0$"):
+        args.func(args)
