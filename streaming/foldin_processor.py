@@ -94,9 +94,7 @@ class FoldInProcessor(StatefulProcessor):
         yield pd.DataFrame([out])
 
     def _get(self):
-        if not self.ratings.exists():
-            return None
-        return self.ratings.get()
+        return self.ratings.get()  # None when the user has no state: one state round trip, not two
 
     def close(self) -> None:
         pass
