@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -71,27 +73,42 @@ def throughput(spark, bootstrap, tmp, models, topic: str, n_events: int, per_bat
     }
 
 
-def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000) -> dict:
-    topic = f"lat-{uuid.uuid4().hex[:8]}"
+@contextmanager
+def _running_stream(spark, bootstrap, tmp, models) -> Iterator[tuple[str, StreamConfig]]:
+    """A stream (trigger 1 s) on a fresh topic, warmed up; stopped at a batch boundary on exit."""
+    topic = f"live-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     cfg = _cfg(tmp, bootstrap, topic, models, trigger_s=1.0)
     stop = threading.Event()
     thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
     thread.start()
     time.sleep(25)  # warm-up: queries started, initial state loaded (an empty first batch)
-    replay(events, bootstrap, topic, rate=rate, progress=False)
-    deadline = time.monotonic() + 120
+    try:
+        yield topic, cfg
+    finally:
+        stop.set()
+        thread.join(120)
+
+
+def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000) -> dict:
+    with _running_stream(spark, bootstrap, tmp, models) as (topic, cfg):
+        replay(events, bootstrap, topic, rate=rate, progress=False)
+        _wait_until_consumed(cfg, len(events))
+    return _latency_summary(cfg, len(events), rate)
+
+
+def _wait_until_consumed(cfg: StreamConfig, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = _metrics(cfg.sink_url)
-        if (m[m["query"] == "foldin"].rows.sum() >= len(events)) and (
-            m[m["query"] == "aggregates"].rows.sum() >= len(events)
-        ):
-            break
+        if all(m[m["query"] == q].rows.sum() >= n for q in ("foldin", "aggregates")):
+            return
         time.sleep(1)
-    stop.set()
-    thread.join(120)
+
+
+def _latency_summary(cfg: StreamConfig, n: int, rate: float) -> dict:
     m = _metrics(cfg.sink_url)
-    out = {"events": len(events), "rate": rate}
+    out = {"events": n, "rate": rate}
     for q in ("aggregates", "foldin"):
         g = m[(m["query"] == q) & (m.rows > 0) & m.p50.notna()]
         w = g.rows.to_numpy()
@@ -106,31 +123,22 @@ def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1
 
 def new_user(spark, bootstrap, tmp, models, trials: int = 5) -> dict:
     """Seconds from producing a new user's three ratings to their recommendations in the sink."""
-    topic = f"nu-{uuid.uuid4().hex[:8]}"
-    ensure_topic(bootstrap, topic)
-    cfg = _cfg(tmp, bootstrap, topic, models, trigger_s=1.0)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
-    thread.start()
-    time.sleep(25)  # warm-up, as above
     seconds = []
-    for n in range(trials):
-        user = 9_000_000 + n
-        ts = int(time.time())
-        rated = pd.DataFrame({"user_id": user, "movie_id": [260, 1196, 2571], "rating": [5.0, 4.5, 4.0],
-                              "timestamp": ts})  # fmt: skip
-        t0 = time.monotonic()
-        replay(rated, bootstrap, topic, progress=False)
-        while time.monotonic() - t0 < 60:
-            with open_sink(cfg.sink_url) as s:
-                found = s.query("SELECT COUNT(*) FROM user_recommendations WHERE user_id = ?", (user,))
-            if found[0][0]:
-                seconds.append(time.monotonic() - t0)
-                break
-            time.sleep(0.05)
-        time.sleep(2)  # let the stream go idle again
-    stop.set()
-    thread.join(120)
+    with _running_stream(spark, bootstrap, tmp, models) as (topic, cfg):
+        for n in range(trials):
+            user = 9_000_000 + n
+            rated = pd.DataFrame({"user_id": user, "movie_id": [260, 1196, 2571],
+                                  "rating": [5.0, 4.5, 4.0], "timestamp": int(time.time())})  # fmt: skip
+            t0 = time.monotonic()
+            replay(rated, bootstrap, topic, progress=False)
+            while time.monotonic() - t0 < 60:
+                with open_sink(cfg.sink_url) as s:
+                    found = s.query("SELECT COUNT(*) FROM user_recommendations WHERE user_id = ?", (user,))
+                if found[0][0]:
+                    seconds.append(time.monotonic() - t0)
+                    break
+                time.sleep(0.05)
+            time.sleep(2)  # let the stream go idle again
     return {"trials": trials, "found": len(seconds), "seconds": seconds,
             "median_s": float(np.median(seconds)) if seconds else None}  # fmt: skip
 
