@@ -22,7 +22,17 @@ def _replay(r: dict) -> list[str]:
         "batches or linger did not help, nor did acks=1. Reaching 50,000 needs several producer "
         "processes (keyed by user so per-user order holds) or a C client (confluent-kafka); this "
         "project keeps kafka-python, as specified.", "",
-    ]  # fmt: skip
+    ] + _parallel(r)  # fmt: skip
+
+
+def _parallel(r: dict) -> list[str]:
+    par = r.get("parallel_events_per_s") or {}
+    if not par:
+        return []
+    rows = "; ".join(f"{n} processes: {v:,.0f} events/s" for n, v in sorted(par.items()))
+    return [f"The same replay split over producer processes by user id (so per-user order holds), "
+            f"each process loading the data inside the clock: {rows}. The 2 cores are shared with "
+            "the broker, so more processes than cores cannot help here.", ""]  # fmt: skip
 
 
 def _train(t: dict) -> list[str]:
