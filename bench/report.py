@@ -35,7 +35,7 @@ def _parallel(r: dict) -> list[str]:
             "the broker, so more processes than cores cannot help here.", ""]  # fmt: skip
 
 
-def _train(t: dict) -> list[str]:
+def _train(t: dict, img: dict[str, str]) -> list[str]:
     lines = ["## Training (`bench/train_bench.py`)", "",
              "Bundled ml-latest-small, random 80/20 split, seed 42 (RMSE on the holdout and on the "
              "training part itself):", "",
@@ -53,6 +53,8 @@ def _train(t: dict) -> list[str]:
     for r in t.get("support", []):
         lines.append(f"| {r['min_support']} | {r['servable_movies']:,} | {r['precision_at_10']:.4f} | "
                      f"{r['recall_at_10']:.4f} | {r['ndcg_at_10']:.4f} | {r['map_at_10']:.4f} |")  # fmt: skip
+    if "quality_vs_coverage" in img:
+        lines += ["", f"![Ranking quality vs catalogue coverage]({img['quality_vs_coverage']})"]
     f = t["foldin"]
     lines += ["", "Fold-in against a full retrain (bundled data, default parameters):", "",
               f"- full retrain: {f['retrain_seconds']} s",
@@ -78,7 +80,7 @@ def best_throughput(s: dict) -> dict:
     return max(s["throughput"], key=lambda r: r["events_per_s_wall"])
 
 
-def _stream(s: dict) -> list[str]:
+def _stream(s: dict, img: dict[str, str]) -> list[str]:
     runs, lat = s["throughput"], s["latency"]
     best = best_throughput(s)
     lines = ["## Streaming (`bench/stream_bench.py`)", "",
@@ -97,6 +99,8 @@ def _stream(s: dict) -> list[str]:
             f"{q[n]['ms_per_batch']:,.0f}" if n in q else "-" for n in ("aggregates", "eventlog", "foldin")
         )
         lines.append(f"| {_cap(r['per_batch'])} | {r['batches']} | {r['events_per_s_wall']:,.0f} | {ms} |")
+    if "stream_throughput" in img:
+        lines += ["", f"![Stream throughput and batch time by records per batch]({img['stream_throughput']})"]
     lines += ["", f"Latency at a paced {lat['rate']:,.0f} events/s ({lat['events']:,} events, trigger 1 s), "
               "from the Kafka record timestamp to the sink commit:", "",
               "| query | p50 (ms) | p95 (ms) | median batch (ms) |", "|---|---|---|---|"]  # fmt: skip
@@ -153,12 +157,16 @@ def write_markdown(results: dict, path: Path) -> None:
              f"Measured {results['date']} on {results['machine']}. Regenerate with `make bench` "
              "(raw figures in `docs/benchmark-results.json`). Tests never assert speed; these do "
              "not run in CI.", ""]  # fmt: skip
+    from bench.charts import write_charts
+
+    img = {name: p.relative_to(path.parent).as_posix() for name, p in
+           write_charts(results, path.parent / "img").items()}  # fmt: skip
     if "replay" in results:
         lines += _replay(results["replay"])
     if "train" in results:
-        lines += _train(results["train"])
+        lines += _train(results["train"], img)
     if "stream" in results:
-        lines += _stream(results["stream"])
+        lines += _stream(results["stream"], img)
     path.write_text("\n".join(lines))
 
 

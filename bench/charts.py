@@ -1,0 +1,56 @@
+"""PNG charts for docs/benchmarks.md, drawn from the same results JSON as its tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_charts(results: dict, out: Path) -> dict[str, Path]:
+    """Draw every chart the results allow; returns {name: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+
+    def save(fig, name: str) -> None:
+        path = out / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made[name] = path
+
+    support = results.get("train", {}).get("support")
+    if support:
+        x = [r["servable_movies"] for r in support]
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.plot(x, [r["precision_at_10"] for r in support], marker="o", label="P@10")
+        ax.plot(x, [r["ndcg_at_10"] for r in support], marker="s", label="NDCG@10")
+        for r, xi in zip(support, x, strict=True):
+            ax.annotate(f"≥{r['min_support']}", (xi, r["ndcg_at_10"]), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=8)  # fmt: skip
+        ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.15)
+        ax.set(title="Ranking quality vs catalogue coverage (--min-support)",
+               xlabel="servable movies (log scale)", ylabel="metric @10")  # fmt: skip
+        ax.legend()
+        save(fig, "quality_vs_coverage")
+
+    runs = results.get("stream", {}).get("throughput")
+    if isinstance(runs, list) and runs:
+        labels = [f"{r['per_batch'] // 1000}k" if r["per_batch"] else "no cap" for r in runs]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        left.bar(labels, [r["events_per_s_wall"] for r in runs], color="#3b75af")
+        left.set(title="Backlog drain, all three queries", xlabel="records per batch", ylabel="events/s")
+        queries = ("aggregates", "eventlog", "foldin")
+        width = 0.27
+        for i, q in enumerate(queries):
+            ms = [r["per_query_steady"].get(q, {}).get("ms_per_batch", 0) / 1000 for r in runs]
+            right.bar([j + (i - 1) * width for j in range(len(runs))], ms, width, label=q)
+        right.set_xticks(range(len(runs)), labels)
+        right.set(title="Median batch time per query", xlabel="records per batch", ylabel="seconds")
+        right.legend(fontsize=8)
+        save(fig, "stream_throughput")
+    return made
