@@ -146,8 +146,10 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
               "~100 ms in a bare read), and RocksDB commits a changelog instead of a snapshot (the "
               "fold-in's state commit fell from ~450 to ~270 ms per batch). With all three queries "
               "contending for 2 cores, the whole-job figures moved within run-to-run noise (fold-in "
-              "p95 between 7.5 and 10.5 s over five runs): CPU, not waiting, is the limit. Latency is "
-              "taken after a batch's sink writes, just before its commit.",
+              "p95 between 7.5 and 10.5 s over five runs): CPU, not waiting, is the limit. Spark's FAIR "
+              "scheduler with one pool per query was tried too and made no difference beyond noise "
+              "(two runs each), so it is not enabled. Latency is taken after a batch's sink writes, "
+              "just before its commit.",
               ""]  # fmt: skip
     return [*lines, ""]
 
