@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p,
         "--min-count",
         type=int,
-        default=10,
-        help="only movies with at least this many ratings (1: every movie the model knows)",
+        default=None,
+        help="only movies with at least N training ratings (default: the model's --min-support)",
     )
     option(p, "--lsh-bucket-length", type=float, default=2.0, help="LSH bucket length")
     option(p, "--lsh-tables", type=int, default=5, help="LSH hash tables")
@@ -103,15 +103,18 @@ def _streamed_vector(sink_url: str | None, user_id: int, version: str):
 
 
 def similar_cmd(args: argparse.Namespace) -> int:
-    from .recommend import recall, similar_exact, similar_lsh, well_rated
+    from streamrec.model_store import ModelStore
+    from streamrec.movielens import load_movies
+
+    from .recommend import recall, similar_candidates, similar_exact, similar_lsh
 
     if args.k < 1:
         raise StreamrecError(f"-k must be >= 1, got {args.k}")
-    if args.min_count < 1:
+    if args.min_count is not None and args.min_count < 1:
         raise StreamrecError(f"--min-count must be >= 1, got {args.min_count}")
-    model, history, movies = _load_context()
-    movies = movies.set_index("movie_id")
-    candidates = well_rated(model, history, args.min_count)
+    model = ModelStore().load()
+    movies = load_movies(Path(model.meta["history"]["data"])).set_index("movie_id")
+    candidates = similar_candidates(model, args.min_count)
     if args.metric == "lsh":
         from streamrec.spark import get_spark
 
@@ -123,22 +126,23 @@ def similar_cmd(args: argparse.Namespace) -> int:
     else:
         ids, score = similar_exact(model, args.movie, args.k, args.metric, candidates)
         extra, column = {}, "similarity" if args.metric == "cosine" else "distance"
-    counts = history["movie_id"].value_counts()
     table = pd.DataFrame({
         "rank": np.arange(1, len(ids) + 1), "movie_id": ids,
         "title": [movies["title"].get(i, f"movie {i}") for i in ids], column: np.round(score, 4),
-        "n_ratings": [int(counts.get(i, 0)) for i in ids],
     })  # fmt: skip
+    if model.items.support is not None:
+        table["n_ratings"] = model.items.support[model.items.rows(ids)[0]]
+    min_count = args.min_count or model.items.min_support
     title = movies["title"].get(args.movie, f"movie {args.movie}")
     if args.json:
         print(json.dumps({"movie_id": args.movie, "title": title, "metric": args.metric,
-                          "min_count": args.min_count, "model_version": model.version, **extra,
+                          "min_count": min_count, "model_version": model.version, **extra,
                           "items": table.to_dict("records")}, default=json_default))  # fmt: skip
         return 0
     print(_markdown(table))
     tail = f"; LSH recall@{args.k} vs exact Euclidean: {extra['recall_vs_exact']:.2f}" if extra else ""
     print(f"{len(table)} movies similar to {title} by {args.metric} among movies with >= "
-          f"{args.min_count} ratings (model {model.version}){tail}")  # fmt: skip
+          f"{min_count} training ratings (model {model.version}){tail}")  # fmt: skip
     return 0
 
 

@@ -62,9 +62,7 @@ def popularity(
     score = (min_count * mu + g["sum"]) / (min_count + g["count"])
     out = pd.DataFrame({"movie_id": g.index.astype(np.int64), "score": score.to_numpy(), "n": g["count"]})
     if genres and movies is not None:
-        wanted = {x.lower() for x in genres}
-        ok = movies.set_index("movie_id")["genres"].map(lambda gs: bool(wanted & {x.lower() for x in gs}))
-        out = out[out["movie_id"].map(ok).fillna(False).astype(bool)]
+        out = out[out["movie_id"].isin(_genre_ids(movies, genres))]
     return out.sort_values(["score", "n"], ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -142,6 +140,7 @@ def recommend(
 
 
 def _genre_ids(movies: pd.DataFrame, genres: list[str]) -> np.ndarray:
+    """Sorted ids of the movies in any of `genres` (case-insensitive)."""
     wanted = {g.lower() for g in genres}
     mask = movies["genres"].map(lambda gs: bool(wanted & {g.lower() for g in gs}))
     return np.sort(movies.loc[mask, "movie_id"].to_numpy(np.int64))
@@ -150,14 +149,17 @@ def _genre_ids(movies: pd.DataFrame, genres: list[str]) -> np.ndarray:
 # -- similar movies ------------------------------------------------------------------------------
 
 
-def well_rated(model: Model, history: pd.DataFrame, min_count: int) -> np.ndarray:
-    """Mask over the model's items: movies with at least `min_count` ratings in `history`.
-
-    Why: a rarely rated movie's factors are mostly the prior (short, noisy vectors), and under
-    cosine such vectors crowd out well-known neighbours.
-    """
-    counts = history["movie_id"].value_counts()
-    return np.isin(model.items.ids, counts.index[counts >= min_count].to_numpy())
+def similar_candidates(model: Model, min_count: int | None = None) -> np.ndarray | None:
+    """Movies `similar` may return: the model's servable set, or those with >= `min_count`
+    training ratings. Why: a rarely rated movie's factors are mostly the prior (short, noisy
+    vectors), and under cosine such vectors crowd out well-known neighbours."""
+    if min_count is None:
+        return model.items.servable
+    if model.items.support is None:
+        raise StreamrecError(
+            f"model {model.version} has no per-movie rating counts: retrain it to use --min-count"
+        )
+    return model.items.support >= min_count
 
 
 def _query_row(model: Model, movie_id: int) -> int:

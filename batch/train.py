@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from streamrec.foldin import ItemFactors, predict
+from streamrec.foldin import ItemFactors, top_k
 
 RELEVANT = 4.0  # a holdout rating >= 4 makes an item relevant for ranking metrics
 
@@ -96,7 +96,8 @@ def fit(spark, ratings: pd.DataFrame, p: Params) -> Fitted:
         b_i.reindex(item_ids).to_numpy(np.float64) if p.bias else None,
         mu,
         p.user_bias_reg if p.bias else None,
-        support >= p.min_support,
+        support,
+        p.min_support,
     )
     return Fitted(
         factors,
@@ -158,15 +159,9 @@ def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) 
         i = np.searchsorted(m.user_ids, user)
         if i >= len(m.user_ids) or m.user_ids[i] != user:
             continue
-        scores = predict(m.items, m.user_factors[i], m.user_bias[i])
-        if m.items.servable is not None:
-            scores = np.where(m.items.servable, scores, -np.inf)
-        if user in seen:
-            pos, known = m.items.rows(seen[user])
-            scores[pos[known]] = -np.inf
-        top = np.argpartition(-scores, k)[:k]
-        top = m.items.ids[top[np.argsort(-scores[top], kind="stable")]]
-        hits = np.array([t in relevant for t in top], dtype=float)
+        top, _ = top_k(m.items, m.user_factors[i], k, exclude=seen.get(user), bias=m.user_bias[i])
+        hits = np.zeros(k)  # padded: fewer than k candidates count as misses
+        hits[: len(top)] = [t in relevant for t in top]
         n_users += 1
         p_sum += hits.sum() / k
         r_sum += hits.sum() / len(relevant)

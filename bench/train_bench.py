@@ -61,13 +61,12 @@ def bundled(spark) -> tuple[list[dict], list[dict]]:
 
 def support_sweep(m: Fitted, train, test, levels=(1, 3, 10, 20, 50)) -> list[dict]:
     """Ranking quality against catalogue coverage as the minimum training ratings rise."""
-    counts = train["movie_id"].value_counts().reindex(m.items.ids, fill_value=0).to_numpy()
     out = []
     for n in levels:
-        items = dataclasses.replace(m.items, servable=counts >= n)
+        items = dataclasses.replace(m.items, min_support=n)
         r = ranking_metrics(dataclasses.replace(m, items=items), train, test, 10)
         metrics = {k: r[k] for k in ("precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10")}
-        out.append({"min_support": n, "servable_movies": int((counts >= n).sum()), **metrics})
+        out.append({"min_support": n, "servable_movies": int(items.servable.sum()), **metrics})
         print(f"min support {n}: {out[-1]}", flush=True)
     return out
 

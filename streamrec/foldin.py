@@ -18,6 +18,7 @@ This module is pure NumPy: the streaming job, `recommend` and the tests all use 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,7 +32,8 @@ class ItemFactors:
     bias: np.ndarray | None = None  # float64 item biases b_i (None: no baseline)
     mean: float = 0.0  # global mean mu
     user_bias_reg: float | None = None  # lambda_u; None: users have no bias term
-    servable: np.ndarray | None = None  # bool per item: may be recommended (None: every item)
+    support: np.ndarray | None = None  # training ratings per item (None: unknown, older models)
+    min_support: int = 1  # an item is recommended only with at least this many training ratings
 
     def item_bias(self, pos: np.ndarray) -> np.ndarray:
         return self.bias[pos] if self.bias is not None else np.zeros(len(pos))
@@ -47,6 +49,11 @@ class ItemFactors:
     @property
     def rank(self) -> int:
         return self.factors.shape[1]
+
+    @cached_property
+    def servable(self) -> np.ndarray | None:
+        """Bool per item: may be recommended (None: every item)."""
+        return None if self.support is None else self.support >= self.min_support
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 A version directory holds metadata.json (params, metrics, counts, the history it was trained
 on, newest event time), item_factors/ and user_factors/ as Parquet with Spark's id/features
-columns, and factors.npz for fast loading. It is written under a temporary name and renamed
-into place, and metadata.json lists every file with its size, so a partial or damaged version
-is detected and never selected.
+columns, and factors.npz for fast loading (factors, biases, training ratings per item). It is
+written under a temporary name and renamed into place, and metadata.json lists every file with
+its size, so a partial or damaged version is detected and never selected.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ class ModelStore:
                 z["item_bias"] if baseline else None,
                 float(baseline.get("mean", 0.0)),
                 baseline.get("user_reg"),
-                z["item_servable"] if "item_servable" in z.files else None,  # older models: all
+                z["item_support"] if "item_support" in z.files else None,  # older models: none
+                int(meta["params"].get("min_support", 1)),
             )
             return Model(
                 version, self.root / version, meta, items,
@@ -192,7 +193,7 @@ def write_npz(
     user_bias: np.ndarray,
 ) -> None:
     """The compact copy of a model that the stream and `recommend` load in milliseconds."""
-    extra = {} if items.servable is None else {"item_servable": np.asarray(items.servable, dtype=bool)}
+    extra = {} if items.support is None else {"item_support": np.asarray(items.support, dtype=np.int64)}
     np.savez(
         path,
         **extra,

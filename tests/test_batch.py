@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.recommend import parse_rated, popularity, recommend, similar_exact, similar_lsh, well_rated
+from batch.recommend import parse_rated, popularity, recommend, similar_candidates, similar_exact, similar_lsh
 from batch.report import run_queries
 from streamrec.cli import main
 from streamrec.errors import StreamrecError
@@ -148,8 +148,10 @@ def test_similar_movies_agree_on_an_obvious_case(trained, spark):
 def test_similar_min_count_drops_rare_movies_and_keeps_the_exact_order(trained, spark, history):
     _, model = trained
     counts = history.movie_id.value_counts()
-    mask = well_rated(model, history, 10)
-    assert mask.sum() == (counts.reindex(model.items.ids).fillna(0) >= 10).sum()
+    assert np.array_equal(model.items.support, counts.reindex(model.items.ids).to_numpy())
+    mask = similar_candidates(model)  # default: the model's servable set (>= 10 training ratings)
+    assert np.array_equal(mask, model.items.support >= 10)
+    assert similar_candidates(model, 20).sum() == (counts >= 20).sum()
     everything, _ = similar_exact(model, 1, len(model.items.ids), "cosine")
     assert (counts[everything[:50]] < 10).any()  # unfiltered cosine favours rarely rated movies
     kept, _ = similar_exact(model, 1, 10, "cosine", mask)

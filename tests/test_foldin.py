@@ -74,6 +74,6 @@ def test_top_k_excludes_and_orders():
 
 def test_top_k_returns_only_servable_items():
     factors = np.array([[1.0], [3.0], [2.0], [4.0]], np.float32)
-    items = ItemFactors(np.array([1, 2, 3, 4]), factors, servable=np.array([True, False, True, True]))
+    items = ItemFactors(np.array([1, 2, 3, 4]), factors, support=np.array([5, 1, 2, 9]), min_support=2)
     ids, _ = top_k(items, np.array([1.0]), k=10, exclude=np.array([4]))
     assert ids.tolist() == [3, 1]
