@@ -18,7 +18,7 @@ from .train import log
 
 
 def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Callable) -> int:
-    from streamrec.event_log import committed_files, event_log_dir, read_event_log
+    from streamrec.event_log import count_events
     from streamrec.spark import get_spark
 
     from .publish import run_training
@@ -36,7 +36,7 @@ def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Cal
     last_events = -1
     while not stop.is_set():
         started = time.monotonic()
-        n_events = len(read_event_log()) if committed_files(event_log_dir()) else 0
+        n_events = count_events()
         if args.min_new_events and last_events >= 0 and n_events - last_events < args.min_new_events:
             log(f"skipping: {n_events - last_events} new events < --min-new-events {args.min_new_events}")
         else:

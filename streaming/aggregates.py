@@ -63,21 +63,19 @@ def compute_deltas(
     The watermark used for lateness is the one from before this batch (as Spark does); the
     returned watermark includes this batch.
     """
-    ev = events[["user_id", "movie_id", "rating", "timestamp"]]
-    r = ev["rating"].astype(np.float64)
+    ev = events[["user_id", "movie_id", "rating", "timestamp"]].astype({"rating": np.float64})
+    r = ev["rating"]
     movie = (
-        ev.assign(rating=r)
-        .groupby("movie_id")
+        ev.groupby("movie_id")
         .agg(n=("rating", "size"), s=("rating", "sum"), last=("timestamp", "max"))
         .reset_index()
     )
     user = (
-        ev.assign(rating=r)
-        .groupby("user_id")
+        ev.groupby("user_id")
         .agg(n=("rating", "size"), s=("rating", "sum"), first=("timestamp", "min"), last=("timestamp", "max"))
         .reset_index()
     )
-    hist = ev.assign(rating=r).groupby("rating").size().rename("n").reset_index()
+    hist = ev.groupby("rating").size().rename("n").reset_index()
     g = genres_of.reindex(ev["movie_id"].to_numpy())
     exploded = pd.DataFrame({"genre": g.to_numpy(), "rating": r.to_numpy()}).explode("genre").dropna()
     genre = exploded.groupby("genre")["rating"].agg(n="size", s="sum").reset_index()
@@ -87,7 +85,7 @@ def compute_deltas(
     on_time = ev[~late]
     starts = window_start(on_time["timestamp"].to_numpy(np.int64), spec)
     trending = (
-        on_time.assign(window_start=starts, rating=on_time["rating"].astype(np.float64))
+        on_time.assign(window_start=starts)
         .groupby(["window_start", "movie_id"])["rating"]
         .agg(n="size", s="sum")
         .reset_index()

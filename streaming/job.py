@@ -22,7 +22,7 @@ import pandas as pd
 from streamrec.errors import StreamrecError
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
-from streamrec.movielens import load_movies
+from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
 from streamrec.sink import SCHEMA, Sink
 
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
@@ -74,7 +74,7 @@ def prepare(cfg: StreamConfig) -> Context:
         raw = load_history(spec)
         movies = load_movies(Path(spec.data))
     else:
-        spec, raw = None, pd.DataFrame(columns=["user_id", "movie_id", "rating", "timestamp"])
+        spec, raw = None, empty_ratings()
         movies = load_movies(cfg.data)
     m = movies.set_index("movie_id")
     return Context(raw, spec, m["title"], m["genres"])
@@ -200,9 +200,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
     ).start()
     history = latest_per_pair(ctx.raw_history)  # the fold-in state: latest rating per movie
     initial = spark.createDataFrame(
-        history[["user_id", "movie_id", "rating", "timestamp"]].astype(
-            {"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"}
-        ),
+        history[RATING_COLUMNS].astype(RATING_DTYPES),
         "user_id int, movie_id int, rating float, timestamp long",
     )
     users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")

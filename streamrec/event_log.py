@@ -11,10 +11,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from .movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings
 from .settings import home
-
-COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
 
 
 def event_log_dir() -> Path:
@@ -51,10 +51,11 @@ def read_event_log(root: Path | None = None) -> pd.DataFrame:
     """All committed events as (user_id, movie_id, rating, timestamp); empty when none yet."""
     files = committed_files(root or event_log_dir())
     if not files:
-        return pd.DataFrame(
-            {"user_id": pd.Series(dtype="int32"), "movie_id": pd.Series(dtype="int32"),
-             "rating": pd.Series(dtype="float32"), "timestamp": pd.Series(dtype="int64")}
-        )  # fmt: skip
-    frames = [pd.read_parquet(f, columns=COLUMNS) for f in files]
-    df = pd.concat(frames, ignore_index=True)
-    return df.astype({"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"})
+        return empty_ratings()
+    frames = [pd.read_parquet(f, columns=RATING_COLUMNS) for f in files]
+    return pd.concat(frames, ignore_index=True).astype(RATING_DTYPES)
+
+
+def count_events(root: Path | None = None) -> int:
+    """Committed events, from the Parquet footers only (no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in committed_files(root or event_log_dir()))

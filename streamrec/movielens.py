@@ -30,6 +30,7 @@ from .errors import DataError
 log = logging.getLogger(__name__)
 CHUNK_LINES = 1_000_000
 RATING_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
+RATING_DTYPES = {"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"}
 GENRES_100K = [
     "(no genres listed)", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
@@ -245,12 +246,12 @@ def load_ratings(folder: Path, skip_invalid: bool = False) -> tuple[pd.DataFrame
     report = LoadReport()
     chunks = list(_iter_rating_chunks(folder / layout.ratings, layout, skip_invalid, report))
     if not chunks:
-        empty = {c: pd.Series(dtype=t) for c, t in zip(RATING_COLUMNS, _RATING_DTYPES, strict=True)}
-        return pd.DataFrame(empty), report
+        return empty_ratings(), report
     return pd.concat(chunks, ignore_index=True), report
 
 
-_RATING_DTYPES = ["int32", "int32", "float32", "int64"]
+def empty_ratings() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in RATING_DTYPES.items()})
 
 
 def load_movies(folder: Path) -> pd.DataFrame:

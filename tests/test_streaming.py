@@ -22,7 +22,7 @@ from batch.publish import TrainOptions, default_spec, run_training
 from batch.train import Params
 from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
-from streamrec.event_log import committed_files, read_event_log
+from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode
 from streamrec.history import HistorySpec, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
@@ -86,6 +86,7 @@ def test_scenario_end_to_end_aggregates_vectors_event_log(spark, kafka, topic, t
     assert new_users and new_users <= set(vecs.user_id)  # cold start: new users got vectors
 
     log = read_event_log(cfg.event_log_dir)
+    assert count_events(cfg.event_log_dir) == len(log) == len(live)
     key = ["user_id", "movie_id", "timestamp"]
     assert (
         log.sort_values(key)
