@@ -64,20 +64,27 @@ class Context:
     genres_of: pd.Series
 
 
-def prepare(cfg: StreamConfig) -> Context:
+def prepare(cfg: StreamConfig, with_history: bool = True) -> Context:
+    """Titles, genres and (when `with_history`) the base history CURRENT was trained on."""
     store = ModelStore(cfg.model_root)
     version = store.current_version()
     if version:
         spec = HistorySpec.from_dict(store.metadata(version)["history"])
         # Only the data-folder part: the event log's events come back from Kafka itself.
         spec = HistorySpec(spec.data, spec.until, spec.split_at)
-        raw = load_history(spec)
+        raw = load_history(spec) if with_history else empty_ratings()
         movies = load_movies(Path(spec.data))
     else:
         spec, raw = None, empty_ratings()
         movies = load_movies(cfg.data)
     m = movies.set_index("movie_id")
     return Context(raw, spec, m["title"], m["genres"])
+
+
+def _foldin_started(cfg: StreamConfig) -> bool:
+    """True once the fold-in query has committed a batch: Spark then ignores its initialState."""
+    commits = Path(cfg.checkpoint("foldin")) / "commits"
+    return commits.is_dir() and any(p.name.isdigit() for p in commits.iterdir())
 
 
 def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
@@ -226,7 +233,10 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     sink = Sink(cfg.sink_url)
     try:
         sink.create_schema()
-        ctx = prepare(cfg)
+        # The history seeds the aggregates once and the fold-in state on its first batch only:
+        # a restart past both skips loading it (and shipping it to Spark as initial state).
+        needed = not sink.batch_applied("aggregates", BOOTSTRAP_BATCH) or not _foldin_started(cfg)
+        ctx = prepare(cfg, with_history=needed)
         bootstrapped = bootstrap_aggregates(sink, ctx, cfg)
     finally:
         sink.close()
@@ -255,7 +265,7 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     return {
         "seconds": round(time.monotonic() - started, 1),
         "bootstrapped_history": bootstrapped,
-        "history_events": len(ctx.raw_history),
+        "history_events_loaded": len(ctx.raw_history),
         **summary(cfg.sink_url),
     }
 
