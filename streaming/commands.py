@@ -122,12 +122,11 @@ def status(args: argparse.Namespace) -> int:
     )
     url = args.sink or default_url()
     with open_sink(url) as sink:
-        tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "stream_metrics"]
-        try:
-            counts = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
-        except Exception:  # noqa: BLE001 - no stream has created the tables yet
+        if not sink.has_table("stream_metrics"):
             print(f"sink:    {url} (no stream tables yet: run `streamrec stream`)")
             return 0
+        tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "stream_metrics"]
+        counts = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
         print(f"sink:    {url}")
         seeded = json.loads(sink.get_state("bootstrap") or "null")
         if seeded:
