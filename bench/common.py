@@ -33,8 +33,7 @@ def median(xs: list[float]) -> float:
 @contextmanager
 def private_broker():
     """A broker on free ports in a temporary state directory (never the user's)."""
-    from streamrec.kafka_local import LocalKafka
-    from tests.conftest import free_port_pair
+    from streamrec.kafka_local import LocalKafka, free_port_pair
 
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
         broker = LocalKafka(free_port_pair(), state_dir=Path(tmp))

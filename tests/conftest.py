@@ -7,29 +7,12 @@ state is never touched; every test gets uuid-named topics and consumer groups.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
-from streamrec.kafka_local import LocalKafka
-
-
-def free_port_pair() -> int:
-    """A port p such that p and p+1 (the controller) are both free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair")
+from streamrec.kafka_local import LocalKafka, free_port_pair
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,10 @@ import pytest
 
 from producer.replay import replay
 from streamrec.history import window
-from streamrec.kafka_local import LocalKafka
+from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA
-from tests.conftest import consume_all, free_port_pair
+from tests.conftest import consume_all
 
 pytestmark = pytest.mark.integration
 

@@ -26,11 +26,11 @@ from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode
 from streamrec.history import HistorySpec, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
+from streamrec.kafka_local import free_port_pair
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_movies, load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 from streamrec.sink import open_sink
-from tests.conftest import free_port_pair
 from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, table
 
 pytestmark = pytest.mark.integration
