@@ -33,10 +33,21 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
            help="learn a baseline (mean + user/item biases) and ALS on its residuals")  # fmt: skip
     option(p, "--min-support", type=int, default=10,
            help="recommend only movies with at least N training ratings (1: every movie)")  # fmt: skip
-    option(p, "--tune", action="store_true", help="grid-search rank x reg x iters first")
+    option(p, "--ranking-rank", type=int, default=32, help="ranking model (implicit ALS): latent factors")
+    option(p, "--ranking-reg", type=float, default=0.1, help="ranking model: regParam (lambda)")
+    option(p, "--ranking-alpha", type=float, default=1.0, help="ranking model: confidence slope alpha")
+    option(p, "--ranking-threshold", type=float, default=2.5,
+           help="ranking model: preference = rating - T; ratings <= T count as unobserved")  # fmt: skip
+    option(p, "--ranking-iters", type=int, default=10, help="ranking model: maxIter")
+    option(p, "--tune", action="store_true",
+           help="grid-search both models first (explicit by RMSE, ranking by NDCG@10)")  # fmt: skip
     option(p, "--tune-rank", type=_ints, default=[10, 20, 50], help="ranks to try")
     option(p, "--tune-reg", type=_floats, default=[0.05, 0.1, 0.15, 0.2], help="regParams to try")
     option(p, "--tune-iters", type=_ints, default=[15], help="maxIters to try")
+    option(p, "--tune-ranking-rank", type=_ints, default=[32, 50], help="ranking model ranks to try")
+    option(p, "--tune-ranking-reg", type=_floats, default=[0.1, 0.3], help="ranking model regParams to try")
+    option(p, "--tune-ranking-alpha", type=_floats, default=[0.5, 1.0, 2.0],
+           help="ranking model alphas to try")  # fmt: skip
     option(p, "--folds", type=int, default=0, help="k-fold tuning (0: one validation split)")
     option(p, "--split", choices=["random", "time"], default="random", help="holdout split")
     option(p, "--test-fraction", type=float, default=0.2, help="holdout fraction")
@@ -74,13 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def training_options(args: argparse.Namespace):
     from .publish import TrainOptions, default_spec
-    from .train import Params
+    from .train import Params, RankingParams
 
-    for name in ("rank", "iters", "keep", "min_support"):
+    for name in ("rank", "iters", "keep", "min_support", "ranking_rank", "ranking_iters"):
         if getattr(args, name) < 1:
             raise StreamrecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.reg < 0:
-        raise StreamrecError(f"--reg must be >= 0, got {args.reg}")
+    for name in ("reg", "ranking_reg", "ranking_alpha"):
+        if getattr(args, name) < 0:
+            raise StreamrecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.split_at is not None and not 0 < args.split_at <= 1:
         raise StreamrecError(f"--split-at must be in (0, 1], got {args.split_at}")
     if not 0 < args.test_fraction < 1:
@@ -88,16 +100,25 @@ def training_options(args: argparse.Namespace):
     spec = default_spec(args.data, args.until, args.split_at, args.event_log)
     params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
                     min_support=args.min_support)  # fmt: skip
+    ranking = RankingParams(rank=args.ranking_rank, reg=args.ranking_reg, alpha=args.ranking_alpha,
+                            threshold=args.ranking_threshold, iters=args.ranking_iters, seed=args.seed)  # fmt: skip
     grid = {"rank": args.tune_rank, "reg": args.tune_reg, "iters": args.tune_iters} if args.tune else None
-    return TrainOptions(spec, params, args.split, args.test_fraction, grid, args.folds,
+    rgrid = (
+        {"rank": args.tune_ranking_rank, "reg": args.tune_ranking_reg, "alpha": args.tune_ranking_alpha}
+        if args.tune
+        else None
+    )
+    return TrainOptions(spec, params, ranking, rgrid, args.split, args.test_fraction, grid, args.folds,
                         args.force, args.keep)  # fmt: skip
 
 
 def summary_line(res: dict) -> str:
     m, p = res["metrics"], res["params"]
+    r = p["ranking"]
     return (
-        f"published {res['version']}: RMSE {m['rmse']:.4f}, MAE {m['mae']:.4f}, "
-        f"P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
+        f"published {res['version']}: lists P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
+        f"(ranking model rank {r['rank']}, alpha {r['alpha']}); ratings RMSE {m['rmse']:.4f}, "
+        f"MAE {m['mae']:.4f} "
         f"(rank {p['rank']}, reg {p['reg']}, {p['iters']} iters, bias {'on' if p['bias'] else 'off'}; "
         f"{res['counts']['ratings']:,} ratings, {m['cold_start_dropped']} cold-start holdout rows "
         f"dropped) in {res['seconds']}s"

@@ -8,24 +8,45 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from streamrec.errors import QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore, write_npz
 
-from .recommend import popularity
-from .train import Params, evaluate, fit, log, params_dict, split, tune
+from .metrics import holdout_users
+from .train import (
+    Params,
+    RankingParams,
+    calibrate_blend,
+    evaluate,
+    fit,
+    fit_ranking,
+    log,
+    params_dict,
+    ranking_model_metrics,
+    scorer_of,
+    split,
+    stored_users,
+    tune,
+    tune_ranking,
+)
 
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
-POPULAR_MIN_COUNT, POPULAR_SIZE = 20, 200  # cold-start list stored with each model
+# ... or whose lists' NDCG@10 is > 10% worse (lists are noisier than RMSE across data growth)
+RANKING_GATE_TOLERANCE = 0.10
+VALIDATION_USERS = 0.2  # users kept out of the ranking model's holdout fit to choose the blend
 
 
 @dataclass
 class TrainOptions:
     spec: HistorySpec
     params: Params = field(default_factory=Params)
+    ranking: RankingParams = field(default_factory=RankingParams)
+    ranking_grid: dict | None = None  # {"rank": [...], "reg": [...], "alpha": [...]}
     split: str = "random"
     test_fraction: float = 0.2
     tune_grid: dict | None = None  # {"rank": [...], "reg": [...], "iters": [...]}
@@ -58,53 +79,79 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         log(f"tuning over {_grid_size(opts.tune_grid)} candidates with {how}")
         params, tuning = tune(spark, train, opts.tune_grid, params, opts.folds, params.seed)
         log(f"best: rank={params.rank} reg={params.reg} iters={params.iters}")
-    log(f"fitting ALS rank={params.rank} reg={params.reg} iters={params.iters} "
+    log(f"fitting the explicit model: ALS rank={params.rank} reg={params.reg} iters={params.iters} "
         f"bias={'on' if params.bias else 'off'} on {len(train):,} ratings")  # fmt: skip
     model = fit(spark, train, params)
     metrics = evaluate(model, train, test)
     log(f"holdout ({opts.split} {opts.test_fraction:.0%}): RMSE {metrics['rmse']:.4f}, "
-        f"MAE {metrics['mae']:.4f}, NDCG@10 {metrics['ndcg_at_10']:.4f}")  # fmt: skip
+        f"MAE {metrics['mae']:.4f}, NDCG@10 of its own lists {metrics['ndcg_at_10']:.4f}")  # fmt: skip
+
+    # The ranking model's holdout fit leaves a fifth of the users out entirely: they are the
+    # "new users" on whom the cold-start blend is chosen; the others give the warm metrics.
+    rparams, rtuning = opts.ranking, None
+    if opts.ranking_grid:
+        log(f"tuning the ranking model over {_grid_size(opts.ranking_grid)} candidates (NDCG@10)")
+        rparams, rtuning = tune_ranking(spark, train, opts.ranking_grid, rparams, model.items.ids)
+        log(f"best: rank={rparams.rank} reg={rparams.reg} alpha={rparams.alpha}")
+    val_users = holdout_users(train, VALIDATION_USERS, params.seed)
+    fit_part = train[~train["user_id"].isin(val_users)]
+    log(f"fitting the ranking model: implicit ALS rank={rparams.rank} reg={rparams.reg} "
+        f"alpha={rparams.alpha} on {len(fit_part):,} ratings")  # fmt: skip
+    ranking = fit_ranking(spark, fit_part, rparams, model.items.ids)
+    blend, blend_table = calibrate_blend(
+        scorer_of(model, ranking), ratings[ratings["user_id"].isin(val_users)]
+    )
+    warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
+    scorer = scorer_of(model, ranking, blend)
+    rmetrics = ranking_model_metrics(scorer, stored_users(model, ranking, train, warm), train, test)
+    metrics["explicit_lists"] = {k: metrics.pop(k) for k in list(metrics) if k.endswith("_at_10")}
+    metrics["explicit_lists"]["users"] = metrics.pop("ranking_users")
+    metrics.update(rmetrics)
+    log(f"ranking model, warm users: P@10 {rmetrics['precision_at_10']:.4f}, "
+        f"NDCG@10 {rmetrics['ndcg_at_10']:.4f}; cold-start prior weight by n: "
+        + ", ".join(f"{n}:{w:g}" for n, w in zip(blend.n, blend.weights, strict=True)))  # fmt: skip
 
     current = store.current_version()
-    baseline_rmse = _current_rmse(store, current)
-    gate = {"current_version": current, "current_rmse": baseline_rmse, "tolerance": GATE_TOLERANCE}
-    if baseline_rmse is not None and metrics["rmse"] > baseline_rmse * (1 + GATE_TOLERANCE):
-        gate["passed"] = False
-        if not opts.force:
-            raise QualityGateFailed(
-                f"not published: holdout RMSE {metrics['rmse']:.4f} is more than "
-                f"{GATE_TOLERANCE:.0%} worse than {current}'s {baseline_rmse:.4f} (--force overrides)"
-            )
-    else:
-        gate["passed"] = True
+    gate = _gate(store, current, metrics)
+    if not gate["passed"] and not opts.force:
+        raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
     if opts.refit_full:
-        log(f"refitting on all {len(ratings):,} ratings for serving")
+        log(f"refitting both models on all {len(ratings):,} ratings for serving")
         model = fit(spark, ratings, params)
+        ranking = fit_ranking(spark, ratings, rparams, model.items.ids)
+    if not np.array_equal(ranking.user_ids, model.user_ids):
+        raise RuntimeError("the two models saw different users; this is a bug")
+    user_support = ratings.groupby("user_id").size().reindex(model.user_ids, fill_value=0).to_numpy()
     staged = store.staging_dir()
-    write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias)
+    write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
+              ranking.factors.factors, ranking.user_factors, user_support)  # fmt: skip
     model.als_model.itemFactors.write.parquet(str(staged / "item_factors"))
     model.als_model.userFactors.write.parquet(str(staged / "user_factors"))
+    ranking.als_model.itemFactors.write.parquet(str(staged / "ranking_item_factors"))
+    ranking.als_model.userFactors.write.parquet(str(staged / "ranking_user_factors"))
     pdict = params_dict(params)
     if pdict["baseline"]:
         pdict["baseline"]["mean"] = model.items.mean
-    pop = popularity(ratings, None, POPULAR_MIN_COUNT).head(POPULAR_SIZE)
+    pdict["ranking"] = asdict(rparams)
     meta = {
-        "popular": {
-            "min_count": POPULAR_MIN_COUNT,
-            "movie_ids": pop["movie_id"].tolist(),
-            "scores": pop["score"].round(4).tolist(),
-        },  # fmt: skip
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "params": pdict,
+        "blend": {**blend.to_dict(), "validation": blend_table},
         "metrics": metrics,
-        "evaluation": {"split": opts.split, "test_fraction": opts.test_fraction, "seed": params.seed},
+        "evaluation": {
+            "split": opts.split,
+            "test_fraction": opts.test_fraction,
+            "seed": params.seed,
+            "validation_users": len(val_users),
+        },  # fmt: skip
         "counts": counts,
         "history": opts.spec.to_dict(),
         "newest_event_ts": newest,
         "trained_on": "all history" if opts.refit_full else "training split",
         "gate": gate,
         "tuning": tuning,
+        "ranking_tuning": rtuning,
         "seconds": round(time.monotonic() - t0, 1),
     }
     version = store.publish(staged, meta)
@@ -112,10 +159,22 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     return {"version": version, "pruned": pruned, **meta}
 
 
-def _current_rmse(store: ModelStore, current: str | None) -> float | None:
-    if current is None or store.check(current):
-        return None
-    return store.metadata(current).get("metrics", {}).get("rmse")
+def _gate(store: ModelStore, current: str | None, metrics: dict) -> dict:
+    """Compare with CURRENT's holdout figures: RMSE (explicit model) and NDCG@10 (lists)."""
+    old = {} if current is None or store.check(current) else store.metadata(current).get("metrics", {})
+    gate = {"current_version": current, "current_rmse": old.get("rmse"), "tolerance": GATE_TOLERANCE,
+            "current_ndcg_at_10": old.get("ndcg_at_10"), "ndcg_tolerance": RANKING_GATE_TOLERANCE,
+            "passed": True}  # fmt: skip
+    if old.get("rmse") is not None and metrics["rmse"] > old["rmse"] * (1 + GATE_TOLERANCE):
+        gate.update(passed=False, reason=f"holdout RMSE {metrics['rmse']:.4f} is more than "
+                    f"{GATE_TOLERANCE:.0%} worse than {current}'s {old['rmse']:.4f}")  # fmt: skip
+    elif (
+        "explicit_lists" in old  # CURRENT's NDCG is the ranking model's (not an older model's)
+        and metrics["ndcg_at_10"] < old["ndcg_at_10"] * (1 - RANKING_GATE_TOLERANCE)
+    ):
+        gate.update(passed=False, reason=f"holdout NDCG@10 {metrics['ndcg_at_10']:.4f} is more than "
+                    f"{RANKING_GATE_TOLERANCE:.0%} worse than {current}'s {old['ndcg_at_10']:.4f}")  # fmt: skip
+    return gate
 
 
 def _grid_size(grid: dict) -> int:

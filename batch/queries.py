@@ -15,12 +15,14 @@ from streamrec.settings import BUNDLED_DATA, option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recommend", help="top-k movies for a user (new users: --rated)")
+    p = sub.add_parser("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
     p.add_argument("--user", type=int, default=None, help="user id (omit with --rated for a new user)")
     p.add_argument("-k", type=int, default=10, help="how many movies")
     p.add_argument("--rated", default=None, help="fold in these ratings now, e.g. 1:5,260:4.5")
+    p.add_argument("--ratings-file", type=Path, default=None,
+                   help="CSV user_id,movie_id,rating[,timestamp]: every user folded in from exactly "
+                        "these rows; JSON lines out")  # fmt: skip
     p.add_argument("--genres", default=None, help="only these genres, comma-separated")
-    option(p, "--min-count", type=int, default=20, help="popularity: minimum ratings per movie")
     option(p, "--sink", default=None, help="sink DB URL, for vectors refreshed by the stream")
     option(p, "--json", action="store_true", help="print JSON")
     p.set_defaults(func=recommend_cmd)
@@ -72,17 +74,23 @@ def _load_context():
 
 
 def recommend_cmd(args: argparse.Namespace) -> int:
-    from .recommend import parse_rated, recommend
+    from .recommend import parse_rated, read_ratings_file, recommend, recommend_many
 
+    if args.ratings_file is not None:
+        if args.user is not None or args.rated is not None or args.genres:
+            raise StreamrecError("--ratings-file cannot be combined with --user, --rated or --genres")
+        return _recommend_file(args, read_ratings_file(args.ratings_file), recommend_many)
     if args.user is None and args.rated is None:
-        raise StreamrecError("give --user ID, or --rated MOVIE:RATING,... for a brand-new user")
+        raise StreamrecError(
+            "give --user ID, --rated MOVIE:RATING,... for a brand-new user, or --ratings-file F"
+        )
     rated = parse_rated(args.rated) if args.rated else None
     model, history, movies = _load_context()
     streamed = None
     if args.user is not None and rated is None:
         streamed = _streamed_vector(args.sink, args.user, model.version)
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
-    recs = recommend(model, args.user, history, movies, args.k, rated, genres, args.min_count, streamed)
+    recs = recommend(model, args.user, history, movies, args.k, rated, genres, streamed)
     if args.json:
         print(json.dumps(recs.to_dict(), default=json_default))
         return 0
@@ -91,6 +99,24 @@ def recommend_cmd(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(_markdown(recs.items))
     print(f"{len(recs.items)} recommendations for {who} from {recs.source} (model {recs.model_version})")
+    return 0
+
+
+def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_many) -> int:
+    import sys
+    import time
+
+    from streamrec.model_store import ModelStore
+
+    t0 = time.monotonic()
+    model = ModelStore().load()
+    lists = recommend_many(model, ratings, args.k)
+    for rec in lists:
+        print(json.dumps(rec))
+    cold = sum(r["source"] == "popularity" for r in lists)
+    print(f"{len(lists):,} users ({cold} with no known movie: popularity) from {len(ratings):,} ratings, "
+          f"top-{args.k} each, model {model.version}, in {time.monotonic() - t0:.1f}s",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

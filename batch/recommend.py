@@ -1,18 +1,21 @@
-"""Top-k recommendations for a user, with cold start, and similar movies by three metrics.
+"""Top-k recommendations (one user, or every user of a ratings file) and similar movies.
 
-Pure NumPy over the published model's compact factors; only LSH needs Spark.
+Lists are ranked by the model version's ranking model through its `Scorer` (cold-start blend
+included) and show the explicit model's predicted rating; similar movies compare the ranking
+model's item factors. Pure NumPy over the published model's compact factors; only LSH needs Spark.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from streamrec.errors import StreamrecError
-from streamrec.foldin import fold_in, top_k
 from streamrec.model_store import Model
+from streamrec.scorer import Users
 
 MIN_RATING, MAX_RATING = 0.5, 5.0
 
@@ -22,7 +25,7 @@ class Recommendations:
     user_id: int | None
     source: str  # "model", "stream", "fold-in", "popularity"
     model_version: str | None
-    items: pd.DataFrame  # rank, movie_id, title, score, genres
+    items: pd.DataFrame  # rank, movie_id, title, score, predicted_rating, genres
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -52,21 +55,7 @@ def parse_rated(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["movie_id", "rating"]).drop_duplicates("movie_id", keep="last")
 
 
-def popularity(
-    ratings: pd.DataFrame, movies: pd.DataFrame | None, min_count: int, genres: list[str] | None = None
-) -> pd.DataFrame:
-    """Bayesian-average rating: (C*mu + sum r) / (C + n), only movies with n >= min_count."""
-    mu = float(ratings["rating"].mean())
-    g = ratings.groupby("movie_id")["rating"].agg(["sum", "count"])
-    g = g[g["count"] >= min_count]
-    score = (min_count * mu + g["sum"]) / (min_count + g["count"])
-    out = pd.DataFrame({"movie_id": g.index.astype(np.int64), "score": score.to_numpy(), "n": g["count"]})
-    if genres and movies is not None:
-        out = out[out["movie_id"].isin(_genre_ids(movies, genres))]
-    return out.sort_values(["score", "n"], ascending=False, kind="stable").reset_index(drop=True)
-
-
-def _table(ids, scores, movies: pd.DataFrame) -> pd.DataFrame:
+def _table(ids, scores, predicted, movies: pd.DataFrame) -> pd.DataFrame:
     info = movies.set_index("movie_id")
     ids = np.asarray(ids, dtype=np.int64)
     return pd.DataFrame(
@@ -74,7 +63,8 @@ def _table(ids, scores, movies: pd.DataFrame) -> pd.DataFrame:
             "rank": np.arange(1, len(ids) + 1),
             "movie_id": ids,
             "title": [info["title"].get(i, f"movie {i}") for i in ids],
-            "score": np.round(np.clip(np.asarray(scores, float), MIN_RATING, MAX_RATING), 3),
+            "score": np.round(np.asarray(scores, float), 4),
+            "predicted_rating": np.round(np.asarray(predicted, float), 2),
             "genres": ["|".join(info["genres"].get(i, [])) for i in ids],
         }
     )
@@ -88,17 +78,18 @@ def recommend(
     k: int = 10,
     rated: pd.DataFrame | None = None,
     genres: list[str] | None = None,
-    min_count: int = 20,
-    streamed: tuple[np.ndarray, float] | None = None,
+    streamed: Users | None = None,
 ) -> Recommendations:
-    """Top-k unrated movies for a user.
+    """Top-k unrated movies for a user, ranked by the ranking model with the cold-start blend.
 
     Order of preference: `rated` given -> fold in the user's history plus those ratings;
-    a streamed vector for CURRENT -> use it; a user the model trained on with no newer ratings
-    -> the model's vector; a user with ratings -> fold them in now; else popularity.
+    the stream's vectors for CURRENT -> use them; a user the model trained on with no newer
+    ratings -> the model's vectors; a user with ratings -> fold them in now; else the most
+    popular movies. Every list shows the explicit model's predicted rating per movie.
     """
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
+    scorer = model.scorer
     mine = history[history["user_id"] == user_id] if user_id is not None else None
     # The model's stored vector is current only if the model saw all of this user's ratings.
     newest = model.meta.get("newest_event_ts")
@@ -110,33 +101,109 @@ def recommend(
     seen = mine["movie_id"].to_numpy() if mine is not None else np.empty(0, np.int64)
     notes: list[str] = []
 
-    vector, bias, source = None, 0.0, None
-    stored = model.user_vector(user_id) if user_id is not None else None
+    stored = model.stored_users(user_id) if user_id is not None else None
     if rated is None and streamed is not None:
-        (vector, bias), source = streamed, "stream"
+        users, source = streamed, "stream"
     elif rated is None and model_is_fresh and stored is not None:
-        (vector, bias), source = stored, "model"
-    elif mine is not None and len(mine):
-        f = fold_in(model.items, mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), model.reg)
-        if f.n_unknown:
-            notes.append(f"{f.n_unknown} rated movie(s) unknown to model {model.version} ignored")
-        if f.vector is not None:
-            vector, bias, source = f.vector, f.bias, "fold-in"
-    if vector is not None:
-        if genres:
-            allowed = _genre_ids(movies, genres)
-            exclude = np.union1d(seen, np.setdiff1d(model.items.ids, allowed))
-        else:
-            exclude = seen
-        ids, scores = top_k(model.items, vector, k, exclude=exclude, bias=bias)
-        return Recommendations(user_id, source, model.version, _table(ids, scores, movies), notes)
+        users, source = stored, "model"
+    else:
+        users = scorer.fold_in_one(mine["movie_id"].to_numpy() if mine is not None else [],
+                                   mine["rating"].to_numpy() if mine is not None else [])  # fmt: skip
+        source = "fold-in"
+        if users.n_unknown.sum():
+            notes.append(
+                f"{int(users.n_unknown.sum())} rated movie(s) unknown to model {model.version} ignored"
+            )
+    if users.n_used[0] == 0:
+        source = "popularity"
+        notes.append("cold start: no usable ratings, recommending the most popular movies")
+    elif (w := float(scorer.blend.weight(users.n_used)[0])) > 0:
+        notes.append(
+            f"cold-start blend: {int(users.n_used[0])} known rating(s), popularity prior weight {w:g}"
+        )
+    allowed = np.isin(model.items.ids, _genre_ids(movies, genres)) if genres else None
+    ids, scores, predicted = scorer.top_k(users, k, [seen], allowed)[0]
+    return Recommendations(user_id, source, model.version, _table(ids, scores, predicted, movies), notes)
 
-    notes.append("cold start: no usable ratings, recommending by popularity (Bayesian average)")
-    pop = popularity(history, movies, min_count, genres)
-    pop = pop[~pop["movie_id"].isin(seen)].head(k)
-    return Recommendations(
-        user_id, "popularity", model.version, _table(pop["movie_id"], pop["score"], movies), notes
-    )
+
+def read_ratings_file(path: Path) -> pd.DataFrame:
+    """`user_id,movie_id,rating[,timestamp]` rows with a header; one-line `file:line` errors.
+
+    Rows are checked against the event contract's domain (ids 1..2^31-1, ratings 0.5..5.0 in
+    steps of 0.5); a later row for the same (user, movie) replaces an earlier one.
+    """
+    import csv
+
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise StreamrecError(f"{path}: cannot read ({exc.strerror})") from None
+    rows = []
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise StreamrecError(f"{path}: empty file (expected a user_id,movie_id,rating header)") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise StreamrecError(f"{path}:1: unreadable header ({exc})") from None
+        missing = [c for c in ("user_id", "movie_id", "rating") if c not in header]
+        if missing or len(set(header)) != len(header):
+            raise StreamrecError(
+                f"{path}:1: header must name user_id,movie_id,rating (optional timestamp), got {','.join(header)}"
+            )
+        cols = [header.index(c) for c in ("user_id", "movie_id", "rating")]
+        try:
+            for line, row in enumerate(reader, 2):
+                if not row or not "".join(row).strip():
+                    continue
+                if len(row) != len(header):
+                    raise StreamrecError(f"{path}:{line}: {len(row)} fields, expected {len(header)}")
+                rows.append(_check_row(path, line, *(row[c].strip() for c in cols)))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise StreamrecError(f"{path}:{reader.line_num}: unreadable ({exc})") from None
+    df = pd.DataFrame(rows, columns=["user_id", "movie_id", "rating"])
+    return df.drop_duplicates(["user_id", "movie_id"], keep="last").reset_index(drop=True)
+
+
+def _check_row(path: Path, line: int, user: str, movie: str, rating: str) -> tuple[int, int, float]:
+    from streamrec.events import MAX_ID
+
+    try:
+        u, m = int(user), int(movie)
+    except ValueError:
+        raise StreamrecError(
+            f"{path}:{line}: user_id and movie_id must be integers, got {user!r}, {movie!r}"
+        ) from None
+    try:
+        r = float(rating)
+    except ValueError:
+        raise StreamrecError(f"{path}:{line}: rating {rating!r} is not a number") from None
+    if not (0 < u <= MAX_ID and 0 < m <= MAX_ID):
+        raise StreamrecError(f"{path}:{line}: ids must be in 1..{MAX_ID}")
+    if not (MIN_RATING <= r <= MAX_RATING) or r * 2 != int(r * 2):
+        raise StreamrecError(f"{path}:{line}: rating {rating} is outside 0.5..5.0 in steps of 0.5")
+    return u, m, r
+
+
+def recommend_many(model: Model, ratings: pd.DataFrame, k: int = 10) -> list[dict]:
+    """Each user of `ratings` folded in from exactly those rows (known to the model or not):
+    one vectorised fold-in for all users, then a top-k of the movies not in their rows."""
+    if k < 1:
+        raise StreamrecError(f"-k must be >= 1, got {k}")
+    scorer = model.scorer
+    users = scorer.fold_in(ratings["user_id"], ratings["movie_id"], ratings["rating"])
+    seen = [g.to_numpy() for _, g in ratings.groupby("user_id")["movie_id"]]  # sorted like users.ids
+    out = []
+    for u, n, (ids, scores, pred) in zip(users.ids, users.n_used, scorer.top_k(users, k, seen), strict=True):
+        out.append({
+            "user_id": int(u),
+            "source": "fold-in" if n else "popularity",
+            "model_version": model.version,
+            "items": [{"movie_id": int(i), "score": round(float(s), 4), "predicted_rating": round(float(p), 2)}
+                      for i, s, p in zip(ids, scores, pred, strict=True)],
+        })  # fmt: skip
+    return out
 
 
 def _genre_ids(movies: pd.DataFrame, genres: list[str]) -> np.ndarray:
@@ -177,7 +244,7 @@ def similar_exact(
     `candidates` (a mask over the model's items) limits which movies may be returned.
     """
     row = _query_row(model, movie_id)
-    v = model.items.factors.astype(np.float64)
+    v = model.ranking.factors.astype(np.float64)
     q = v[row]
     if metric == "cosine":
         norms = np.linalg.norm(v, axis=1) * np.linalg.norm(q)
@@ -216,7 +283,7 @@ def similar_lsh(
     row = _query_row(model, movie_id)
     keep = np.ones(len(model.items.ids), bool) if candidates is None else candidates.copy()
     keep[row] = False
-    ids, factors = model.items.ids[keep], model.items.factors[keep]
+    ids, factors = model.items.ids[keep], model.ranking.factors[keep]
     rows = [(int(i), Vectors.dense(f.tolist())) for i, f in zip(ids, factors, strict=True)]
     if not rows:
         return model.items.ids[:0], np.zeros(0)
@@ -224,7 +291,7 @@ def similar_lsh(
     lsh = BucketedRandomProjectionLSH(
         inputCol="features", outputCol="hashes", bucketLength=bucket_length, numHashTables=tables, seed=seed
     ).fit(df)
-    key = Vectors.dense(model.items.factors[row].tolist())
+    key = Vectors.dense(model.ranking.factors[row].tolist())
     found = lsh.approxNearestNeighbors(df, key, k, distCol="distance").toPandas()
     return found["id"].to_numpy(np.int64), found["distance"].to_numpy()
 

@@ -17,8 +17,15 @@ import numpy as np
 import pandas as pd
 
 from streamrec.foldin import ItemFactors, top_k
+from streamrec.ranking import ImplicitFactors
+from streamrec.scorer import Blend, Scorer, Users
 
-RELEVANT = 4.0  # a holdout rating >= 4 makes an item relevant for ranking metrics
+from .metrics import first_n, list_metrics, ndcg_per_user, relevant_sets
+
+# The cold-start policy's buckets (a user's number of known ratings) and candidate weights of the
+# popularity prior; 1e3 is "popularity, personal scores only break ties".
+BLEND_N = (1, 2, 3, 5, 8, 12, 20, 35, 50)
+BLEND_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1e3)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,31 @@ class Params:
     min_support: int = 10
 
 
+@dataclass(frozen=True)
+class RankingParams:
+    """The ranking model: Spark ML ALS with implicitPrefs=True on p = rating - threshold.
+
+    Defaults from the sweep in docs/benchmarks.md (warm NDCG@10 on the bundled data): ratings
+    <= 2.5 count as "not a positive signal" (Spark treats p <= 0 as unobserved), confidence
+    c = 1 + alpha * (rating - 2.5), so a 5 weighs 3.5 and a 3 weighs 1.5.
+    """
+
+    rank: int = 32
+    reg: float = 0.1
+    alpha: float = 1.0
+    threshold: float = 2.5
+    iters: int = 10
+    seed: int = 42
+
+
+@dataclass
+class RankingFit:
+    factors: ImplicitFactors  # rows aligned with the explicit model's item ids
+    user_ids: np.ndarray
+    user_factors: np.ndarray
+    als_model: object
+
+
 @dataclass
 class Fitted:
     items: ItemFactors
@@ -42,6 +74,7 @@ class Fitted:
     user_factors: np.ndarray
     user_bias: np.ndarray
     als_model: object  # pyspark ALSModel, for Parquet export
+    reg: float = 0.15
 
 
 def log(msg: str) -> None:
@@ -105,7 +138,96 @@ def fit(spark, ratings: pd.DataFrame, p: Params) -> Fitted:
         np.stack(users["features"].to_numpy()).astype(np.float32),
         b_u.reindex(user_ids).to_numpy(np.float64),
         model,
+        p.reg,
     )
+
+
+def fit_ranking(spark, ratings: pd.DataFrame, rp: RankingParams, item_ids: np.ndarray) -> RankingFit:
+    """Spark implicit ALS on de-duplicated ratings; item rows re-ordered to `item_ids`."""
+    from pyspark.ml.recommendation import ALS
+
+    train = pd.DataFrame(
+        {"user_id": ratings["user_id"].astype("int32"), "movie_id": ratings["movie_id"].astype("int32"),
+         "rating": (ratings["rating"].astype(np.float64) - rp.threshold).astype("float32")}
+    )  # fmt: skip
+    als = ALS(
+        rank=rp.rank, regParam=rp.reg, alpha=rp.alpha, maxIter=rp.iters, seed=rp.seed,
+        userCol="user_id", itemCol="movie_id", ratingCol="rating",
+        implicitPrefs=True, checkpointInterval=5,
+    )  # fmt: skip
+    model = als.fit(spark.createDataFrame(train))
+    items = model.itemFactors.toPandas()
+    users = model.userFactors.toPandas().sort_values("id")
+    rows = np.zeros((len(item_ids), rp.rank), np.float32)
+    pos = np.searchsorted(item_ids, items["id"].to_numpy(np.int64))
+    rows[pos] = np.stack(items["features"].to_numpy())
+    factors = ImplicitFactors(rows, rp.reg, rp.alpha, rp.threshold)
+    return RankingFit(factors, users["id"].to_numpy(np.int64),
+                      np.stack(users["features"].to_numpy()).astype(np.float32), model)  # fmt: skip
+
+
+def scorer_of(m: Fitted, r: RankingFit, blend: Blend | None = None) -> Scorer:
+    return Scorer(m.items, r.factors, m.reg, blend or Blend())
+
+
+def stored_users(m: Fitted, r: RankingFit, train: pd.DataFrame, users: np.ndarray) -> Users:
+    """Trained users' vectors of both models (users must be in both fits)."""
+    e = np.searchsorted(m.user_ids, users)
+    i = np.searchsorted(r.user_ids, users)
+    n = train.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
+    return Users(users, r.user_factors[i], n, m.user_factors[e], m.user_bias[e])
+
+
+def ranking_model_metrics(scorer: Scorer, users: Users, train: pd.DataFrame, test: pd.DataFrame,
+                          k: int = 10) -> dict:  # fmt: skip
+    """List metrics of the served lists (scorer) for `users` against their held-out ratings."""
+    rel = relevant_sets(test)
+    keep = np.isin(users.ids, rel.index.to_numpy())
+    users = _subset(users, keep)
+    seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
+    rows, _ = scorer.rank_rows(users, k, [seen.get(u, np.empty(0)) for u in users.ids])
+    lists = list(ids_of(scorer, rows))
+    return list_metrics(lists, [rel[u] for u in users.ids], k)
+
+
+def ids_of(scorer: Scorer, rows: np.ndarray) -> np.ndarray:
+    """Movie ids of item rows, -1 kept for padding."""
+    return np.where(rows >= 0, scorer.items.ids[np.maximum(rows, 0)], -1)
+
+
+def _subset(users: Users, mask: np.ndarray) -> Users:
+    return Users(users.ids[mask], users.rank_vectors[mask], users.n_used[mask], users.vectors[mask],
+                 users.biases[mask])  # fmt: skip
+
+
+def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple[Blend, list[dict]]:
+    """Choose the prior's weight per bucket of n on users the ranking model never saw.
+
+    For each n in BLEND_N: fold in each user's first n ratings by event time, rank with every
+    candidate weight, score NDCG@k on the rest of their ratings; keep the best weight. Because the
+    largest weight is popularity itself, the chosen policy is at least popularity on these users.
+    """
+    weights, table = [], []
+    for n in BLEND_N:
+        inputs, rest = first_n(ratings, n)
+        rel = relevant_sets(rest)
+        inputs = inputs[inputs["user_id"].isin(rel.index)]
+        if inputs.empty:
+            weights.append(weights[-1] if weights else 0.0)
+            continue
+        users = scorer.fold_in(inputs["user_id"], inputs["movie_id"], inputs["rating"])
+        exclude = [g.to_numpy() for _, g in inputs.groupby("user_id")["movie_id"]]  # sorted like users
+        relevant = [rel[u] for u in users.ids]
+        row = {"n": n, "users": len(users)}
+        for w in BLEND_WEIGHTS:
+            trial = replace(scorer, blend=Blend((1,), (w,)))
+            rows, _ = trial.rank_rows(users, k, exclude)
+            row[str(w)] = float(ndcg_per_user(ids_of(scorer, rows), relevant, k).mean())
+        best = max(BLEND_WEIGHTS, key=lambda w: row[str(w)])
+        row["chosen"] = best
+        weights.append(best)
+        table.append(row)
+    return Blend(BLEND_N, tuple(weights)), table
 
 
 def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
@@ -145,38 +267,23 @@ def evaluate(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int = 10, ra
 
 
 def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) -> dict:
-    """precision@k, recall@k, NDCG@k, MAP@k over holdout users with a relevant item.
+    """List metrics of the explicit model's own lists (ranked by predicted rating), for reference.
 
-    Candidates are the model's servable items (enough training ratings) the user did not rate in
-    training: the same rule `recommend` and the stream apply.
+    Candidates are the model's servable items the user did not rate in training.
     """
-    rel = test[test["rating"] >= RELEVANT].groupby("user_id")["movie_id"].agg(set)
+    rel = relevant_sets(test)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    p_sum = r_sum = n_sum = ap_sum = 0.0
-    n_users = 0
-    for user, relevant in rel.items():
+    lists, relevant = [], []
+    for user, relevant_items in rel.items():
         i = np.searchsorted(m.user_ids, user)
         if i >= len(m.user_ids) or m.user_ids[i] != user:
             continue
         top, _ = top_k(m.items, m.user_factors[i], k, exclude=seen.get(user), bias=m.user_bias[i])
-        hits = np.zeros(k)  # padded: fewer than k candidates count as misses
-        hits[: len(top)] = [t in relevant for t in top]
-        n_users += 1
-        p_sum += hits.sum() / k
-        r_sum += hits.sum() / len(relevant)
-        ideal = discounts[: min(len(relevant), k)].sum()
-        n_sum += (hits * discounts).sum() / ideal
-        prec_at = np.cumsum(hits) / np.arange(1, k + 1)
-        ap_sum += (prec_at * hits).sum() / min(len(relevant), k)
-    d = max(n_users, 1)
-    return {
-        f"precision_at_{k}": p_sum / d,
-        f"recall_at_{k}": r_sum / d,
-        f"ndcg_at_{k}": n_sum / d,
-        f"map_at_{k}": ap_sum / d,
-        "ranking_users": n_users,
-    }
+        lists.append(top)
+        relevant.append(relevant_items)
+    res = list_metrics(lists, relevant, k)
+    res["ranking_users"] = res.pop("users")
+    return res
 
 
 def tune(
@@ -203,6 +310,34 @@ def tune(
             f" -> validation RMSE {row['rmse']:.4f} ({row['seconds']}s)")  # fmt: skip
     best = min(results, key=lambda r: r["rmse"])
     return replace(base, rank=best["rank"], reg=best["reg"], iters=best["iters"]), results
+
+
+def tune_ranking(
+    spark, train: pd.DataFrame, grid: dict, base: RankingParams, item_ids: np.ndarray
+) -> tuple[RankingParams, list[dict]]:
+    """Grid search of the ranking model on a validation split of the training part, by NDCG@10."""
+    combos = [replace(base, rank=r, reg=g, alpha=a) for r, g, a in itertools.product(*grid.values())]
+    tr, va = split(train, "random", 0.2, base.seed)
+    # Item ids of this fit (a movie only in the validation part has no factors).
+    ids = np.unique(tr["movie_id"].to_numpy(np.int64))
+    support = tr["movie_id"].value_counts().reindex(ids, fill_value=0).to_numpy()
+    items = ItemFactors(ids, np.zeros((len(ids), 1), np.float32), support=support)
+    results = []
+    for n, rp in enumerate(combos, 1):
+        t0 = time.monotonic()
+        r = fit_ranking(spark, tr, rp, ids)
+        scorer = Scorer(items, r.factors, 0.0, Blend())
+        n_used = tr.groupby("user_id").size().reindex(r.user_ids, fill_value=0).to_numpy()
+        users = Users(r.user_ids, r.user_factors, n_used, np.zeros((len(r.user_ids), 1), np.float32),
+                      np.zeros(len(r.user_ids)))  # fmt: skip
+        m = ranking_model_metrics(scorer, users, tr, va)
+        row = {"rank": rp.rank, "reg": rp.reg, "alpha": rp.alpha, "ndcg_at_10": m["ndcg_at_10"],
+               "precision_at_10": m["precision_at_10"], "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+        results.append(row)
+        log(f"  tune ranking [{n}/{len(combos)}] rank={rp.rank} reg={rp.reg} alpha={rp.alpha}"
+            f" -> validation NDCG@10 {row['ndcg_at_10']:.4f} ({row['seconds']}s)")  # fmt: skip
+    best = max(results, key=lambda r: r["ndcg_at_10"])
+    return replace(base, rank=best["rank"], reg=best["reg"], alpha=best["alpha"]), results
 
 
 def params_dict(p: Params) -> dict:

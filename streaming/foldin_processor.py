@@ -2,9 +2,10 @@
 
 State per user: their ratings as three parallel arrays (one ValueState: one read and one write
 per active user per batch, instead of one JVM round-trip per rated movie with a MapState).
-Latest rating per movie by event time wins. On each batch a user with new events gets a fresh
-vector from one regularised least-squares solve against CURRENT's item factors and a top-k
-list of unrated movies; a user with no usable rating gets the model's popularity list.
+Latest rating per movie by event time wins. On each batch a user with new events gets fresh
+vectors of both models of CURRENT (one regularised least-squares solve each, streamrec.scorer)
+and a top-k list of unrated movies ranked by the ranking model with the cold-start blend; a user
+with no usable rating gets the most popular movies.
 Until a model is published the processor only keeps state (it cannot score anything yet).
 """
 
@@ -21,7 +22,7 @@ from pyspark.sql.streaming.stateful_processor import StatefulProcessor, Stateful
 STATE_SCHEMA = "movie_ids array<int>, ratings array<float>, timestamps array<long>"
 OUTPUT_SCHEMA = (
     "user_id int, model_version string, n_ratings int, n_used int, vector string, bias double, "
-    "rec_movie_ids array<long>, rec_scores array<double>, source string, "
+    "rec_movie_ids array<long>, rec_scores array<double>, rec_predicted array<double>, source string, "
     "min_kafka_ts double, max_kafka_ts double, new_events int"
 )
 
@@ -66,31 +67,29 @@ class FoldInProcessor(StatefulProcessor):
         self.ratings.update((m.tolist(), r.tolist(), t.tolist()))
 
     def handleInputRows(self, key, rows: Iterator[pd.DataFrame], timerValues) -> Iterator[pd.DataFrame]:
-        from streamrec.foldin import fold_in, top_k
-
         batch = pd.concat(list(rows), ignore_index=True)
         m, r, t = merge_ratings(self._get(), batch)
         self.ratings.update((m.tolist(), r.tolist(), t.tolist()))
         user = int(key[0])
         out = {
             "user_id": user, "model_version": None, "n_ratings": len(m), "n_used": 0,
-            "vector": None, "bias": None, "rec_movie_ids": [], "rec_scores": [], "source": "none",
-            "min_kafka_ts": float(batch["kafka_ts"].min()), "max_kafka_ts": float(batch["kafka_ts"].max()),
-            "new_events": len(batch),
+            "vector": None, "bias": None, "rec_movie_ids": [], "rec_scores": [], "rec_predicted": [],
+            "source": "none", "min_kafka_ts": float(batch["kafka_ts"].min()),
+            "max_kafka_ts": float(batch["kafka_ts"].max()), "new_events": len(batch),
         }  # fmt: skip
         model = self.model
         if model is not None:
-            out["model_version"] = model.version
-            f = fold_in(model.items, m, r, model.reg)
-            out["n_used"] = f.n_used
-            if f.vector is not None:
-                ids, scores = top_k(model.items, f.vector, self.k, exclude=m, bias=f.bias)
-                vector = json.dumps([round(float(x), 7) for x in f.vector])
-                out.update(vector=vector, bias=f.bias, rec_movie_ids=ids.tolist(),
-                           rec_scores=scores.tolist(), source="fold-in")  # fmt: skip
-            else:
-                ids, scores = _popular(model, m, self.k)
-                out.update(rec_movie_ids=ids, rec_scores=scores, source="popularity")
+            # The same scorer as `recommend`: ranking model + cold-start blend, explicit ratings.
+            users = model.scorer.fold_in_one(m, r, user)
+            ids, scores, predicted = model.scorer.top_k(users, self.k, [m])[0]
+            n_used = int(users.n_used[0])
+            out.update(model_version=model.version, n_used=n_used, rec_movie_ids=ids.tolist(),
+                       rec_scores=scores.tolist(), rec_predicted=predicted.tolist(),
+                       source="fold-in" if n_used else "popularity")  # fmt: skip
+            if n_used:
+                vector = {"ranking": [round(float(x), 7) for x in users.rank_vectors[0]],
+                          "explicit": [round(float(x), 7) for x in users.vectors[0]]}  # fmt: skip
+                out.update(vector=json.dumps(vector), bias=float(users.biases[0]))
         yield pd.DataFrame([out])
 
     def _get(self):
@@ -113,11 +112,3 @@ def _cached_model(store):
         _CACHE.clear()
         _CACHE[key] = store.load(version)
     return _CACHE[key]
-
-
-def _popular(model, exclude: np.ndarray, k: int) -> tuple[list[int], list[float]]:
-    pop = model.meta.get("popular") or {}
-    ids, scores = pop.get("movie_ids", []), pop.get("scores", [])
-    seen = set(np.asarray(exclude).tolist())
-    picked = [(i, s) for i, s in zip(ids, scores, strict=True) if i not in seen][:k]
-    return [i for i, _ in picked], [s for _, s in picked]

@@ -168,11 +168,11 @@ def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float)
         "DELETE FROM user_recommendations WHERE user_id = ?", [(int(u),) for u in scored["user_id"]]
     )
     sink.executemany(
-        "INSERT INTO user_recommendations (user_id, rank, movie_id, score, model_version, source)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [(int(r.user_id), rank, int(m), float(s), r.model_version, r.source)
+        "INSERT INTO user_recommendations (user_id, rank, movie_id, score, predicted_rating,"
+        " model_version, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(int(r.user_id), rank, int(m), float(s), float(p), r.model_version, r.source)
          for r in scored.itertuples()
-         for rank, (m, s) in enumerate(zip(r.rec_movie_ids, r.rec_scores, strict=True), 1)],
+         for rank, (m, s, p) in enumerate(zip(r.rec_movie_ids, r.rec_scores, r.rec_predicted, strict=True), 1)],
     )  # fmt: skip
     versions = sorted(set(scored["model_version"]))
     upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,

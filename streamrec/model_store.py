@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import numpy as np
 
 from .errors import ModelStoreError
 from .foldin import ItemFactors
+from .ranking import ImplicitFactors
+from .scorer import Blend, Scorer, Users
 from .settings import home
 
 NPZ = "factors.npz"
@@ -38,10 +41,26 @@ class Model:
     user_ids: np.ndarray
     user_factors: np.ndarray
     user_bias: np.ndarray
+    ranking: ImplicitFactors
+    rank_user_factors: np.ndarray  # ranking model's user vectors, rows aligned with user_ids
+    user_support: np.ndarray  # training ratings per user (the blend's n for a stored vector)
 
     @property
     def reg(self) -> float:
         return float(self.meta["params"]["reg"])
+
+    @cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(self.items, self.ranking, self.reg, Blend.from_dict(self.meta.get("blend")))
+
+    def stored_users(self, user_id: int) -> Users | None:
+        """A trained user's stored vectors of both models, None for a user the model has not seen."""
+        i = np.searchsorted(self.user_ids, user_id)
+        if i < len(self.user_ids) and self.user_ids[i] == user_id:
+            s = slice(i, i + 1)
+            return Users(self.user_ids[s], self.rank_user_factors[s], self.user_support[s],
+                         self.user_factors[s], self.user_bias[s].astype(np.float64))  # fmt: skip
+        return None
 
     def user_vector(self, user_id: int) -> tuple[np.ndarray, float] | None:
         """(vector, bias) of a trained user, None for a user the model has not seen."""
@@ -108,6 +127,11 @@ class ModelStore:
             raise ModelStoreError(f"model {version} does not exist in {self.root}")
         meta = self.metadata(version)
         baseline = meta["params"].get("baseline") or {}
+        ranking = meta["params"].get("ranking")
+        if not ranking:
+            raise ModelStoreError(
+                f"model {version} predates the ranking model: train a new version (`streamrec train`)"
+            )
         with np.load(self.root / version / NPZ) as z:
             items = ItemFactors(
                 z["item_ids"],
@@ -121,6 +145,9 @@ class ModelStore:
             return Model(
                 version, self.root / version, meta, items,
                 z["user_ids"], z["user_factors"], z["user_bias"],
+                ImplicitFactors(z["rank_item_factors"], float(ranking["reg"]), float(ranking["alpha"]),
+                                float(ranking["threshold"])),
+                z["rank_user_factors"], z["user_support"],
             )  # fmt: skip
 
     # -- writing --------------------------------------------------------------------------
@@ -191,8 +218,13 @@ def write_npz(
     user_ids: np.ndarray,
     user_factors: np.ndarray,
     user_bias: np.ndarray,
+    rank_item_factors: np.ndarray,
+    rank_user_factors: np.ndarray,
+    user_support: np.ndarray,
 ) -> None:
-    """The compact copy of a model that the stream and `recommend` load in milliseconds."""
+    """The compact copy of a model that the stream and `recommend` load in milliseconds.
+
+    Both models' factors share the item and user id arrays (rows aligned)."""
     extra = {} if items.support is None else {"item_support": np.asarray(items.support, dtype=np.int64)}
     np.savez(
         path,
@@ -203,6 +235,9 @@ def write_npz(
         user_ids=np.asarray(user_ids, dtype=np.int64),
         user_factors=np.asarray(user_factors, dtype=np.float32),
         user_bias=np.asarray(user_bias, dtype=np.float64),
+        rank_item_factors=np.asarray(rank_item_factors, dtype=np.float32),
+        rank_user_factors=np.asarray(rank_user_factors, dtype=np.float32),
+        user_support=np.asarray(user_support, dtype=np.int64),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StreamrecError
+from .scorer import Users
 from .settings import home
 
 SCHEMA = [
@@ -48,7 +49,8 @@ SCHEMA = [
         vector TEXT, bias DOUBLE PRECISION, updated_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS user_recommendations (
         user_id BIGINT NOT NULL, rank INTEGER NOT NULL, movie_id BIGINT NOT NULL,
-        score DOUBLE PRECISION, model_version TEXT, source TEXT, PRIMARY KEY (user_id, rank))""",
+        score DOUBLE PRECISION, predicted_rating DOUBLE PRECISION, model_version TEXT, source TEXT,
+        PRIMARY KEY (user_id, rank))""",
     """CREATE TABLE IF NOT EXISTS stream_metrics (
         query TEXT NOT NULL, batch_id BIGINT NOT NULL, at DOUBLE PRECISION,
         input_rows BIGINT, rows_per_s DOUBLE PRECISION, duration_ms BIGINT,
@@ -168,17 +170,24 @@ class Sink:
         )
         return bool(self.query(sql, (name,))[0][0])
 
-    def user_vector(self, user_id: int, model_version: str) -> tuple[np.ndarray, float] | None:
-        """The streamed (vector, bias) of a user when computed against `model_version`."""
+    def user_vector(self, user_id: int, model_version: str) -> Users | None:
+        """The stream's fitted user (both models' vectors) when computed against `model_version`."""
         if not self.has_table("user_vectors"):  # no stream has run against this sink yet
             return None
         rows = self.query(
-            "SELECT vector, bias FROM user_vectors WHERE user_id = ? AND model_version = ?",
+            "SELECT vector, bias, n_used FROM user_vectors WHERE user_id = ? AND model_version = ?",
             (user_id, model_version),
         )
         if not rows or rows[0][0] is None:
             return None
-        return np.array(json.loads(rows[0][0]), dtype=np.float32), float(rows[0][1] or 0.0)
+        v = json.loads(rows[0][0])
+        return Users(
+            np.array([user_id], np.int64),
+            np.array([v["ranking"]], np.float32),
+            np.array([int(rows[0][2] or 0)], np.int64),
+            np.array([v["explicit"]], np.float32),
+            np.array([float(rows[0][1] or 0.0)]),
+        )
 
 
 @contextlib.contextmanager

@@ -68,8 +68,9 @@ def assert_aggregates_exact(sink_url: str, events: pd.DataFrame, movies: pd.Data
 def assert_vectors_match_fold_in(
     sink_url: str, model, events: pd.DataFrame, expect_users=None
 ) -> pd.DataFrame:
-    """Streamed vectors of `model.version` equal a direct NumPy fold-in of each user's ratings;
-    their recommendations never include a rated movie, nor one the model does not serve."""
+    """Streamed vectors (both models) of `model.version` equal a direct NumPy fold-in of each
+    user's ratings; their lists are the scorer's top-k and never include a rated movie, nor one
+    the model does not serve."""
     vecs = table(sink_url, "SELECT user_id, model_version, n_ratings, vector, bias FROM user_vectors",
                  ["user_id", "version", "n", "vector", "bias"])  # fmt: skip
     vecs = vecs[vecs["version"] == model.version]
@@ -77,16 +78,23 @@ def assert_vectors_match_fold_in(
     if expect_users is not None:
         assert set(vecs["user_id"]) == set(expect_users)
     ratings = latest_per_pair(events)
-    recs = table(sink_url, "SELECT user_id, rank, movie_id, model_version FROM user_recommendations",
-                 ["user_id", "rank", "movie_id", "version"])  # fmt: skip
+    recs = table(sink_url, "SELECT user_id, rank, movie_id, model_version, predicted_rating "
+                 "FROM user_recommendations ORDER BY user_id, rank",
+                 ["user_id", "rank", "movie_id", "version", "predicted"])  # fmt: skip
     for row in vecs.itertuples():
         mine = ratings[ratings["user_id"] == row.user_id]
         assert row.n == len(mine)
         f = fold_in(model.items, mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), model.reg)
-        np.testing.assert_allclose(np.array(json.loads(row.vector)), f.vector, atol=1e-5)
+        streamed = json.loads(row.vector)
+        np.testing.assert_allclose(np.array(streamed["explicit"]), f.vector, atol=1e-5)
         assert abs(row.bias - f.bias) < 1e-9
+        users = model.scorer.fold_in_one(mine["movie_id"].to_numpy(), mine["rating"].to_numpy())
+        np.testing.assert_allclose(np.array(streamed["ranking"]), users.rank_vectors[0], atol=1e-5)
         user_recs = recs[recs["user_id"] == row.user_id]
         assert len(user_recs) > 0 and (user_recs["version"] == model.version).all()
+        ids, _, predicted = model.scorer.top_k(users, len(user_recs), [mine["movie_id"].to_numpy()])[0]
+        assert user_recs["movie_id"].tolist() == ids.tolist()
+        np.testing.assert_allclose(user_recs["predicted"], predicted, atol=1e-6)
         assert not set(user_recs["movie_id"]) & set(mine["movie_id"])
         if model.items.servable is not None:
             assert set(user_recs["movie_id"]) <= set(model.items.ids[model.items.servable])

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from batch.publish import TrainOptions, default_spec, run_training
-from batch.train import Params
+from batch.train import Params, RankingParams
 from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
 from streamrec.event_log import committed_files, count_events, read_event_log
@@ -52,7 +52,7 @@ def base_model(spark, state_home):
     """Base model v1 from the oldest 80% of events (small and quick: rank 10, 6 iterations)."""
     store = ModelStore(state_home / "stream-models")
     opts = TrainOptions(default_spec(BUNDLED_DATA, split_at=SPLIT, with_event_log=False),
-                        Params(rank=10, iters=6))  # fmt: skip
+                        Params(rank=10, iters=6), RankingParams(rank=10, iters=6))  # fmt: skip
     res = run_training(spark, opts, store)
     return store, store.load(res["version"])
 
@@ -164,10 +164,11 @@ def _until(condition, log_path: Path, timeout: float = 240) -> None:
 
 
 def _publish_perturbed_copy(store: ModelStore, model) -> str:
-    """A new model version: the same model with item factors scaled (a different, valid model)."""
+    """A new model version: the same model with both models' item factors scaled (different, valid)."""
     staged = store.staging_dir()
     items = dataclasses.replace(model.items, factors=model.items.factors * 1.5)
-    write_npz(staged / "factors.npz", items, model.user_ids, model.user_factors, model.user_bias)
+    write_npz(staged / "factors.npz", items, model.user_ids, model.user_factors, model.user_bias,
+              model.ranking.factors * 1.5, model.rank_user_factors, model.user_support)  # fmt: skip
     meta = {k: v for k, v in model.meta.items() if k not in ("version", "files")}
     return store.publish(staged, meta)
 

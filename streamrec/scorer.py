@@ -1,0 +1,187 @@
+"""The scorer every served list goes through: fold-in, scoring, top-k of one model version.
+
+A model version holds two models (README, "The models"):
+- the ranking model (implicit ALS) orders every list;
+- the explicit model (baseline + ALS) predicts the rating shown next to each item.
+The ranking score is blended with a popularity prior whose weight falls with the number of
+ratings the user has (`Blend`, chosen on validation users at train time): a user with one rating
+gets mostly the top chart, a user with fifty a personal list. `recommend`, the stream's fold-in,
+the HTTP-free batch path (`--ratings-file`) and `evaluate` all call this one class, so what is
+measured is what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .foldin import ItemFactors, fold_in_many
+from .ranking import ImplicitFactors, implicit_fold_in_many
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Cold-start policy: score = personal + weight(n) * prior, n = the user's known ratings.
+
+    `n` are ascending bucket starts (the first is 1); a user with n ratings takes the weight of
+    the last bucket start <= n. n = 0 means no personal signal: the prior alone.
+    """
+
+    n: tuple[int, ...] = (1,)
+    weights: tuple[float, ...] = (0.0,)
+
+    def weight(self, n: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(np.asarray(self.n), np.asarray(n), side="right") - 1
+        return np.asarray(self.weights, dtype=np.float64)[np.clip(idx, 0, None)]
+
+    def to_dict(self) -> dict:
+        return {"n": list(self.n), "weights": list(self.weights)}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Blend:
+        return cls() if not d else cls(tuple(int(x) for x in d["n"]), tuple(float(w) for w in d["weights"]))
+
+
+def popularity_prior(support: np.ndarray) -> np.ndarray:
+    """Training ratings per item scaled to [0, 1] (the top chart as a score)."""
+    support = np.asarray(support, dtype=np.float64)
+    return support / max(float(support.max(initial=0.0)), 1.0)
+
+
+@dataclass
+class Users:
+    """Fitted users, row-aligned: ranking vectors, explicit vectors and biases, known ratings."""
+
+    ids: np.ndarray
+    rank_vectors: np.ndarray  # (m, ranking rank) float32
+    n_used: np.ndarray  # known rated movies per user (the blend's n)
+    vectors: np.ndarray  # (m, explicit rank) float32
+    biases: np.ndarray  # (m,) explicit user bias
+    n_unknown: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Scorer:
+    items: ItemFactors
+    ranking: ImplicitFactors
+    explicit_reg: float
+    blend: Blend = field(default_factory=Blend)
+
+    @cached_property
+    def prior(self) -> np.ndarray:
+        if self.items.support is None:
+            return np.zeros(len(self.items.ids))
+        return popularity_prior(self.items.support)
+
+    # -- fold-in ------------------------------------------------------------------------------
+
+    def fold_in(self, user_ids, movie_ids, ratings) -> Users:
+        """Both models' fold-in for many users at once (one row per distinct user id).
+
+        Ratings of movies the model does not know are ignored and counted in `n_unknown`.
+        """
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        pos, known = self.items.rows(np.asarray(movie_ids))
+        ratings = np.asarray(ratings, dtype=np.float64)
+        all_users, total = np.unique(user_ids, return_counts=True)
+        ids, rank_vectors, _ = implicit_fold_in_many(
+            self.ranking, user_ids[known], pos[known], ratings[known]
+        )
+        e_users, vectors, biases, used = fold_in_many(
+            self.items, user_ids[known], np.asarray(movie_ids)[known], ratings[known], self.explicit_reg
+        )
+        # Users whose every movie is unknown have no personal signal: zero vectors, n = 0.
+        out = Users(
+            all_users,
+            np.zeros((len(all_users), self.ranking.rank), np.float32),
+            np.zeros(len(all_users), np.int64),
+            np.zeros((len(all_users), self.items.rank), np.float32),
+            np.zeros(len(all_users)),
+        )
+        slot = np.searchsorted(all_users, ids)
+        out.rank_vectors[slot] = rank_vectors
+        slot = np.searchsorted(all_users, e_users)
+        out.vectors[slot], out.biases[slot], out.n_used[slot] = vectors, biases, used
+        out.n_unknown = total - out.n_used
+        return out
+
+    def fold_in_one(self, movie_ids, ratings, user_id: int = 0) -> Users:
+        """One user's fold-in; no ratings at all gives a user with no personal signal (n = 0)."""
+        if len(movie_ids) == 0:
+            return Users(np.array([user_id]), np.zeros((1, self.ranking.rank), np.float32), np.zeros(1, np.int64),
+                         np.zeros((1, self.items.rank), np.float32), np.zeros(1), np.zeros(1, np.int64))  # fmt: skip
+        return self.fold_in(np.full(len(movie_ids), user_id), movie_ids, ratings)
+
+    # -- scoring ------------------------------------------------------------------------------
+
+    def scores(self, users: Users) -> np.ndarray:
+        """(m, n_items) blended ranking scores; movies that may not be served are -inf."""
+        s = users.rank_vectors.astype(np.float64) @ self.ranking.factors.T.astype(np.float64)
+        s += self.blend.weight(users.n_used)[:, None] * self.prior[None, :]
+        no_signal = users.n_used == 0  # nothing personal: the prior alone
+        s[no_signal] = self.prior
+        if self.items.servable is not None:
+            s[:, ~self.items.servable] = -np.inf
+        return s
+
+    def predicted(self, users: Users, rows: np.ndarray) -> np.ndarray:
+        """Explicit model's predicted ratings, (m, len(rows)) for item rows (one set per user)."""
+        rows = np.atleast_2d(rows)
+        v = self.items.factors[rows].astype(np.float64)  # (m, r, k)
+        dot = np.einsum("mrk,mk->mr", v, users.vectors.astype(np.float64))
+        pred = self.items.mean + self.items.item_bias(rows.ravel()).reshape(rows.shape) + dot
+        return np.clip(pred + users.biases[:, None], 0.5, 5.0)
+
+    def rank_rows(
+        self, users: Users, k: int, exclude: list[np.ndarray] | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(m, k) item rows of each user's best k servable movies (-1 pads) and the score matrix.
+
+        `exclude[j]` are movie ids user j must not get (their own); `allowed` a mask over items.
+        """
+        s = self.scores(users)
+        if allowed is not None:
+            s[:, ~allowed] = -np.inf
+        for j, ids in enumerate(exclude or []):
+            if len(ids):
+                pos, known = self.items.rows(np.asarray(ids))
+                s[j, pos[known]] = -np.inf
+        return top_rows(s, k), s
+
+    def top_k(
+        self, users: Users, k: int, exclude: list[np.ndarray] | None = None, allowed: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per user: (movie ids, ranking scores, predicted ratings) of the best k servable movies."""
+        rows, s = self.rank_rows(users, k, exclude, allowed)
+        out = []
+        for j in range(len(users)):
+            r = rows[j][rows[j] >= 0]
+            pred = self.predicted(_take(users, j), r)[0] if len(r) else np.empty(0)
+            out.append((self.items.ids[r], s[j, r], pred))
+        return out
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """(m, k) row indices of the k best finite scores per row, best first; -1 pads."""
+    m, n = scores.shape
+    k_eff = min(k, n)
+    if k_eff == 0:
+        return np.full((m, k), -1)
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    rows = np.take_along_axis(part, order, axis=1)
+    rows[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
+    if k_eff < k:
+        rows = np.hstack([rows, np.full((m, k - k_eff), -1)])
+    return rows
+
+
+def _take(users: Users, j: int) -> Users:
+    sl = slice(j, j + 1)
+    return Users(users.ids[sl], users.rank_vectors[sl], users.n_used[sl], users.vectors[sl], users.biases[sl])
