@@ -19,6 +19,10 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
     option(p, "--until", type=parse_time, default=None, help="train only on events before this time")
@@ -78,6 +82,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(p, "--json", action="store_true", help="print JSON")
     p.set_defaults(func=model_cmd)
 
+    p = sub.add_parser("evaluate", help="served lists vs popularity and EASE: warm, new users, prequential")
+    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
+    option(p, "--protocols", type=_words, default=["warm", "strong", "new_users", "prequential"],
+           help="comma-separated subset of warm,strong,new_users,prequential")  # fmt: skip
+    option(p, "--n", type=_ints, default=[1, 3, 5, 10, 20],
+           help="new users: numbers of first ratings folded in")  # fmt: skip
+    option(p, "--user-fraction", type=float, default=0.2, help="users held out for strong / new users")
+    option(p, "--test-fraction", type=float, default=0.2, help="warm: ratings held out")
+    option(p, "--split-at", type=float, default=0.8, help="prequential: the live part starts here")
+    option(p, "--ease-lambda", type=float, default=500.0, help="EASE regularisation")
+    option(p, "--ease-max-items", type=int, default=20_000, help="skip EASE above this many movies")
+    option(p, "--rank", type=int, default=20, help="explicit model: latent factors")
+    option(p, "--ranking-rank", type=int, default=32, help="ranking model: latent factors")
+    option(p, "--ranking-alpha", type=float, default=1.0, help="ranking model: alpha")
+    option(p, "--ranking-reg", type=float, default=0.1, help="ranking model: regParam")
+    option(p, "--ranking-threshold", type=float, default=2.5, help="ranking model: preference threshold")
+    option(p, "--seed", type=int, default=42, help="random seed (splits, held-out users, ALS)")
+    option(p, "--chart", type=Path, default=None, help="write the NDCG@10-vs-n chart (PNG) here")
+    option(p, "--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=evaluate_cmd)
+
     from . import queries
 
     queries.register(sub)
@@ -100,8 +125,14 @@ def training_options(args: argparse.Namespace):
     spec = default_spec(args.data, args.until, args.split_at, args.event_log)
     params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
                     min_support=args.min_support)  # fmt: skip
-    ranking = RankingParams(rank=args.ranking_rank, reg=args.ranking_reg, alpha=args.ranking_alpha,
-                            threshold=args.ranking_threshold, iters=args.ranking_iters, seed=args.seed)  # fmt: skip
+    ranking = RankingParams(
+        rank=args.ranking_rank,
+        reg=args.ranking_reg,
+        alpha=args.ranking_alpha,
+        threshold=args.ranking_threshold,
+        iters=args.ranking_iters,
+        seed=args.seed,
+    )
     grid = {"rank": args.tune_rank, "reg": args.tune_reg, "iters": args.tune_iters} if args.tune else None
     rgrid = (
         {"rank": args.tune_ranking_rank, "reg": args.tune_ranking_reg, "alpha": args.tune_ranking_alpha}
@@ -133,6 +164,46 @@ def train_cmd(args: argparse.Namespace) -> int:
     opts = training_options(args)
     res = run_training(get_spark("streamrec-train"), opts)
     print(json.dumps(res, default=str) if args.json else summary_line(res))
+    return 0
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    from streamrec.movielens import load_ratings
+    from streamrec.spark import get_spark
+
+    from .evaluate import EvalOptions, chart, run_evaluation
+    from .report_eval import markdown_tables, summary
+    from .train import Params, RankingParams
+
+    known = {"warm", "strong", "new_users", "prequential"}
+    if not args.protocols or set(args.protocols) - known:
+        raise StreamrecError(
+            f"--protocols must be a subset of {','.join(sorted(known))}, got {args.protocols}"
+        )
+    if not args.n or min(args.n) < 1:
+        raise StreamrecError(f"--n must be positive integers, got {args.n}")
+    for name in ("user_fraction", "test_fraction", "split_at"):
+        if not 0 < getattr(args, name) < 1:
+            raise StreamrecError(
+                f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}"
+            )
+    ratings, _ = load_ratings(args.data)
+    if ratings.empty:
+        raise StreamrecError(f"{args.data}: no ratings to evaluate")
+    opts = EvalOptions(
+        seed=args.seed, test_fraction=args.test_fraction, user_fraction=args.user_fraction, ns=tuple(args.n),
+        split_at=args.split_at, ease_lambda=args.ease_lambda, ease_max_items=args.ease_max_items,
+        params=Params(rank=args.rank, seed=args.seed),
+        ranking=RankingParams(rank=args.ranking_rank, reg=args.ranking_reg, alpha=args.ranking_alpha,
+                              threshold=args.ranking_threshold, seed=args.seed),
+        protocols=tuple(args.protocols),
+    )  # fmt: skip
+    res = run_evaluation(get_spark("streamrec-evaluate"), ratings, opts)
+    if args.chart and "new_users" in res:
+        res["chart"] = str(chart(res, args.chart))
+    print(json.dumps(res, default=str) if args.json else markdown_tables(res))
+    if not args.json:
+        print(summary(res))
     return 0
 
 

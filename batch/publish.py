@@ -172,8 +172,11 @@ def _gate(store: ModelStore, current: str | None, metrics: dict) -> dict:
         "explicit_lists" in old  # CURRENT's NDCG is the ranking model's (not an older model's)
         and metrics["ndcg_at_10"] < old["ndcg_at_10"] * (1 - RANKING_GATE_TOLERANCE)
     ):
-        gate.update(passed=False, reason=f"holdout NDCG@10 {metrics['ndcg_at_10']:.4f} is more than "
-                    f"{RANKING_GATE_TOLERANCE:.0%} worse than {current}'s {old['ndcg_at_10']:.4f}")  # fmt: skip
+        gate.update(
+            passed=False,
+            reason=f"holdout NDCG@10 {metrics['ndcg_at_10']:.4f} is more than "
+            f"{RANKING_GATE_TOLERANCE:.0%} worse than {current}'s {old['ndcg_at_10']:.4f}",
+        )
     return gate
 
 

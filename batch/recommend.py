@@ -150,7 +150,8 @@ def read_ratings_file(path: Path) -> pd.DataFrame:
         missing = [c for c in ("user_id", "movie_id", "rating") if c not in header]
         if missing or len(set(header)) != len(header):
             raise StreamrecError(
-                f"{path}:1: header must name user_id,movie_id,rating (optional timestamp), got {','.join(header)}"
+                f"{path}:1: header must name user_id,movie_id,rating (optional timestamp), "
+                f"got {','.join(header)}"
             )
         cols = [header.index(c) for c in ("user_id", "movie_id", "rating")]
         try:
@@ -200,7 +201,8 @@ def recommend_many(model: Model, ratings: pd.DataFrame, k: int = 10) -> list[dic
             "user_id": int(u),
             "source": "fold-in" if n else "popularity",
             "model_version": model.version,
-            "items": [{"movie_id": int(i), "score": round(float(s), 4), "predicted_rating": round(float(p), 2)}
+            "items": [{"movie_id": int(i), "score": round(float(s), 4),
+                       "predicted_rating": round(float(p), 2)}
                       for i, s, p in zip(ids, scores, pred, strict=True)],
         })  # fmt: skip
     return out

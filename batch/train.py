@@ -331,8 +331,14 @@ def tune_ranking(
         users = Users(r.user_ids, r.user_factors, n_used, np.zeros((len(r.user_ids), 1), np.float32),
                       np.zeros(len(r.user_ids)))  # fmt: skip
         m = ranking_model_metrics(scorer, users, tr, va)
-        row = {"rank": rp.rank, "reg": rp.reg, "alpha": rp.alpha, "ndcg_at_10": m["ndcg_at_10"],
-               "precision_at_10": m["precision_at_10"], "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+        row = {
+            "rank": rp.rank,
+            "reg": rp.reg,
+            "alpha": rp.alpha,
+            "ndcg_at_10": m["ndcg_at_10"],
+            "precision_at_10": m["precision_at_10"],
+            "seconds": round(time.monotonic() - t0, 1),
+        }
         results.append(row)
         log(f"  tune ranking [{n}/{len(combos)}] rank={rp.rank} reg={rp.reg} alpha={rp.alpha}"
             f" -> validation NDCG@10 {row['ndcg_at_10']:.4f} ({row['seconds']}s)")  # fmt: skip

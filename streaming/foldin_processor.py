@@ -28,19 +28,20 @@ OUTPUT_SCHEMA = (
 
 
 def merge_ratings(
-    state: tuple[np.ndarray, np.ndarray, np.ndarray] | None, new: pd.DataFrame
+    state: tuple[np.ndarray, np.ndarray, np.ndarray] | None, new: pd.DataFrame | dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of stored and new ratings, keeping the latest per movie by event time.
 
+    `new` has movie_id, rating and timestamp columns (a DataFrame, or a dict of arrays).
     On equal event times the newer arrival wins (stable sort, state first).
     """
     if state is None:
         m0, r0, t0 = np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int64)
     else:
         m0, r0, t0 = (np.asarray(a) for a in state)
-    m = np.concatenate([m0, new["movie_id"].to_numpy(np.int32)])
-    r = np.concatenate([r0, new["rating"].to_numpy(np.float32)])
-    t = np.concatenate([t0, new["timestamp"].to_numpy(np.int64)])
+    m = np.concatenate([m0, np.asarray(new["movie_id"], np.int32)])
+    r = np.concatenate([r0, np.asarray(new["rating"], np.float32)])
+    t = np.concatenate([t0, np.asarray(new["timestamp"], np.int64)])
     order = np.lexsort((np.arange(len(t)), t, m))  # by movie, then time, then arrival
     m, r, t = m[order], r[order], t[order]
     last = np.r_[m[1:] != m[:-1], True]

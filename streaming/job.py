@@ -172,7 +172,8 @@ def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float)
         " model_version, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(int(r.user_id), rank, int(m), float(s), float(p), r.model_version, r.source)
          for r in scored.itertuples()
-         for rank, (m, s, p) in enumerate(zip(r.rec_movie_ids, r.rec_scores, r.rec_predicted, strict=True), 1)],
+         for rank, (m, s, p) in enumerate(
+             zip(r.rec_movie_ids, r.rec_scores, r.rec_predicted, strict=True), 1)],
     )  # fmt: skip
     versions = sorted(set(scored["model_version"]))
     upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,

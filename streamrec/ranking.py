@@ -45,10 +45,14 @@ class ImplicitFactors:
         return self.factors.shape[1]
 
     @cached_property
+    def factors64(self) -> np.ndarray:
+        """The factors in float64 (as Spark's solver sees them), converted once per version."""
+        return self.factors.astype(np.float64)
+
+    @cached_property
     def gram(self) -> np.ndarray:
         """Y'Y over every item, in float64: computed once per model version."""
-        y = self.factors.astype(np.float64)
-        return y.T @ y
+        return self.factors64.T @ self.factors64
 
     def preference(self, ratings: np.ndarray) -> np.ndarray:
         return np.asarray(ratings, dtype=np.float64) - self.threshold
@@ -64,7 +68,7 @@ def implicit_fold_in(f: ImplicitFactors, pos: np.ndarray, ratings: np.ndarray) -
     if n == 0:
         return np.zeros(f.rank, np.float32), 0
     c1 = f.alpha * np.abs(p)
-    y = f.factors[np.asarray(pos)].astype(np.float64)
+    y = f.factors64[np.asarray(pos)]
     a = f.gram + (y.T * c1) @ y + f.reg * n * np.eye(f.rank)
     b = y.T @ np.where(p > 0, 1.0 + c1, 0.0)
     return np.linalg.solve(a, b).astype(np.float32), n
@@ -75,8 +79,8 @@ def implicit_fold_in_many(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised fold-in of many users: (sorted unique users, vectors, n positive inputs).
 
-    The same normal equations as `implicit_fold_in`, built with one reduceat over weighted
-    outer products per chunk of users and solved in one batched call.
+    The same normal equations as `implicit_fold_in`, built with one BLAS product per user and
+    solved in one batched call.
     """
     users = np.asarray(users, dtype=np.int64)
     order = np.argsort(users, kind="stable")
@@ -88,6 +92,23 @@ def implicit_fold_in_many(
     n_pos = np.zeros(len(out_users), np.int64)
     if len(users) == 0:
         return out_users, vectors, n_pos
+    _, starts, counts = np.unique(users, return_index=True, return_counts=True)
+    positive = p > 0
+    n_pos[:] = np.add.reduceat(positive.astype(np.int64), starts)
+    c1 = f.alpha * np.abs(p)
+    rhs = np.where(positive, 1.0 + c1, 0.0)
+    y_all = f.factors64[pos]
+    a = np.empty((len(out_users), k, k))
+    b = np.empty((len(out_users), k))
+    # One BLAS product per user (Y_u' C_u Y_u), then one batched solve for everyone.
+    for j, (s0, n) in enumerate(zip(starts, counts, strict=True)):
+        y = y_all[s0 : s0 + n]
+        a[j] = (y.T * c1[s0 : s0 + n]) @ y
+        b[j] = y.T @ rhs[s0 : s0 + n]
+    a += f.gram + (f.reg * n_pos)[:, None, None] * np.eye(k)
+    vectors[:] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+    vectors[n_pos == 0] = 0.0  # zero right-hand side: Spark's answer is exactly 0
+    return out_users, vectors, n_pos
     _, starts, counts = np.unique(users, return_index=True, return_counts=True)
     n_pos[:] = np.add.reduceat((p > 0).astype(np.int64), starts)
     c1, rhs = f.alpha * np.abs(p), np.where(p > 0, 1.0 + f.alpha * np.abs(p), 0.0)

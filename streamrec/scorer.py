@@ -80,10 +80,11 @@ class Scorer:
 
     # -- fold-in ------------------------------------------------------------------------------
 
-    def fold_in(self, user_ids, movie_ids, ratings) -> Users:
+    def fold_in(self, user_ids, movie_ids, ratings, explicit: bool = True) -> Users:
         """Both models' fold-in for many users at once (one row per distinct user id).
 
         Ratings of movies the model does not know are ignored and counted in `n_unknown`.
+        `explicit=False` skips the explicit model (zero vectors): for ranking-only evaluation.
         """
         user_ids = np.asarray(user_ids, dtype=np.int64)
         pos, known = self.items.rows(np.asarray(movie_ids))
@@ -92,9 +93,13 @@ class Scorer:
         ids, rank_vectors, _ = implicit_fold_in_many(
             self.ranking, user_ids[known], pos[known], ratings[known]
         )
-        e_users, vectors, biases, used = fold_in_many(
-            self.items, user_ids[known], np.asarray(movie_ids)[known], ratings[known], self.explicit_reg
-        )
+        if explicit:
+            e_users, vectors, biases, used = fold_in_many(
+                self.items, user_ids[known], np.asarray(movie_ids)[known], ratings[known], self.explicit_reg
+            )
+        else:
+            e_users, used = np.unique(user_ids[known], return_counts=True)
+            vectors, biases = np.zeros((len(e_users), self.items.rank), np.float32), np.zeros(len(e_users))
         # Users whose every movie is unknown have no personal signal: zero vectors, n = 0.
         out = Users(
             all_users,
@@ -110,18 +115,24 @@ class Scorer:
         out.n_unknown = total - out.n_used
         return out
 
-    def fold_in_one(self, movie_ids, ratings, user_id: int = 0) -> Users:
+    def fold_in_one(self, movie_ids, ratings, user_id: int = 0, explicit: bool = True) -> Users:
         """One user's fold-in; no ratings at all gives a user with no personal signal (n = 0)."""
         if len(movie_ids) == 0:
-            return Users(np.array([user_id]), np.zeros((1, self.ranking.rank), np.float32), np.zeros(1, np.int64),
-                         np.zeros((1, self.items.rank), np.float32), np.zeros(1), np.zeros(1, np.int64))  # fmt: skip
-        return self.fold_in(np.full(len(movie_ids), user_id), movie_ids, ratings)
+            return Users(
+                np.array([user_id]),
+                np.zeros((1, self.ranking.rank), np.float32),
+                np.zeros(1, np.int64),
+                np.zeros((1, self.items.rank), np.float32),
+                np.zeros(1),
+                np.zeros(1, np.int64),
+            )
+        return self.fold_in(np.full(len(movie_ids), user_id), movie_ids, ratings, explicit)
 
     # -- scoring ------------------------------------------------------------------------------
 
     def scores(self, users: Users) -> np.ndarray:
         """(m, n_items) blended ranking scores; movies that may not be served are -inf."""
-        s = users.rank_vectors.astype(np.float64) @ self.ranking.factors.T.astype(np.float64)
+        s = users.rank_vectors.astype(np.float64) @ self.ranking.factors64.T
         s += self.blend.weight(users.n_used)[:, None] * self.prior[None, :]
         no_signal = users.n_used == 0  # nothing personal: the prior alone
         s[no_signal] = self.prior

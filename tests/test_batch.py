@@ -23,10 +23,10 @@ from batch.report import run_queries
 from streamrec.cli import main
 from streamrec.errors import StreamrecError
 from streamrec.foldin import fold_in, fold_in_many
-from streamrec.ranking import implicit_fold_in, implicit_fold_in_many
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_movies, load_ratings, load_tags
+from streamrec.ranking import implicit_fold_in, implicit_fold_in_many
 from streamrec.settings import BUNDLED_DATA
 
 pytestmark = pytest.mark.integration
@@ -162,7 +162,9 @@ def test_cold_start_is_the_most_popular_movies_with_genre_filter(trained, histor
 def test_ratings_file_folds_in_every_user_like_recommend_does(trained, history, movies, tmp_path):
     _, model = trained
     f = tmp_path / "batch.csv"
-    f.write_text("user_id,movie_id,rating\n7,260,5\n7,1196,4.5\n99999999,1,4\n99999999,999999,3\n5,999999,5\n")
+    f.write_text(
+        "user_id,movie_id,rating\n7,260,5\n7,1196,4.5\n99999999,1,4\n99999999,999999,3\n5,999999,5\n"
+    )
     lists = recommend_many(model, read_ratings_file(f), k=5)
     by_user = {r["user_id"]: r for r in lists}
     assert set(by_user) == {5, 7, 99999999}

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MINIMAL_ARGS = {
     "kafka": ["status"], "replay": [], "stream": [], "status": [], "train": [], "retrain": [],
-    "model": ["list"], "recommend": [], "similar": ["--movie", "1"], "report": [],
+    "model": ["list"], "recommend": [], "similar": ["--movie", "1"], "report": [], "evaluate": [],
 }  # fmt: skip
 
 
@@ -73,3 +73,18 @@ def test_out_of_range_counts_are_one_line_errors():
     args = parser.parse_args(["similar", "--movie", "1", "--min-count", "0"])
     with pytest.raises(StreamrecError, match="^--min-count must be >= 1, got 0$"):
         args.func(args)
+
+
+def test_evaluate_and_ratings_file_misuse_are_one_line_errors():
+    from streamrec.errors import StreamrecError
+
+    parser = build_parser()
+    for argv, message in [
+        (["evaluate", "--protocols", "warm,bogus"], "^--protocols must be a subset of"),
+        (["evaluate", "--n", "0,3"], "^--n must be positive integers"),
+        (["evaluate", "--split-at", "1.5"], "^--split-at must be between 0 and 1"),
+        (["recommend", "--ratings-file", "x.csv", "--user", "1"], "^--ratings-file cannot be combined"),
+    ]:
+        args = parser.parse_args(argv)
+        with pytest.raises(StreamrecError, match=message):
+            args.func(args)
