@@ -41,7 +41,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     option(p, "--ranking-reg", type=float, default=0.1, help="ranking model: regParam (lambda)")
     option(p, "--ranking-alpha", type=float, default=1.0, help="ranking model: confidence slope alpha")
     option(p, "--ranking-threshold", type=float, default=2.5,
-           help="ranking model: preference = rating - T; ratings <= T count as unobserved")  # fmt: skip
+           help="ranking model: preference = rating - T; a rating below T is a confident no")  # fmt: skip
     option(p, "--ranking-iters", type=int, default=10, help="ranking model: maxIter")
     option(p, "--tune", action="store_true",
            help="grid-search both models first (explicit by RMSE, ranking by NDCG@10)")  # fmt: skip
@@ -62,7 +62,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train ALS, evaluate on a holdout, publish a model version")
+    p = sub.add_parser("train", help="train both models (ranking + explicit), evaluate, publish a version")
     add_training_options(p)
     p.set_defaults(func=train_cmd)
 

@@ -38,6 +38,12 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         ax.legend()
         save(fig, "quality_vs_coverage")
 
+    evaluation = results.get("quality", {}).get("evaluation")
+    if evaluation and "new_users" in evaluation:
+        from batch.evaluate import chart
+
+        made["new_users_ndcg"] = chart(evaluation, out / "new_users_ndcg.png")
+
     runs = results.get("stream", {}).get("throughput")
     if isinstance(runs, list) and runs:
         labels = [f"{r['per_batch'] // 1000}k" if r["per_batch"] else "no cap" for r in runs]

@@ -6,22 +6,24 @@ import datetime as dt
 import json
 import sys
 
-from bench import replay_bench, stream_bench, train_bench
+from bench import quality_bench, replay_bench, stream_bench, train_bench
 from bench.common import machine
-from bench.report import write_markdown, write_readme_results
+from bench.report import write_markdown, write_readme_quality, write_readme_results
 from streamrec.settings import PROJECT_ROOT
 from streamrec.spark import get_spark
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"replay", "train", "stream"}
+    which = set(sys.argv[1:]) or {"quality", "replay", "train", "stream"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     results["machine"] = machine()
     results["date"] = dt.date.today().isoformat()
     if "replay" in which:
         results["replay"] = replay_bench.run()
-    spark = get_spark("streamrec-bench") if which & {"train", "stream"} else None
+    spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream"} else None
+    if "quality" in which:
+        results["quality"] = quality_bench.run(spark)
     if "train" in which:
         results["train"] = train_bench.run(spark)
     if "stream" in which:
@@ -30,6 +32,8 @@ def main() -> None:
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:
         write_readme_results(results, PROJECT_ROOT / "README.md")
+    if "quality" in results:
+        write_readme_quality(results, PROJECT_ROOT / "README.md")
     print(f"wrote {out} and docs/benchmarks.md")
 
 

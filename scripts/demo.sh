@@ -57,8 +57,13 @@ step "after the stream: user $NEW_USER now has personal recommendations"
 $S recommend --user "$NEW_USER" -k 5
 $S recommend --user "$OLD_USER" -k 5
 
-step "a brand-new user who just rated three Star Wars films (folded in on the spot)"
-$S recommend --rated 260:5,1196:5,1210:4.5 -k 5
+step "a brand-new user, before and after a few ratings (folded in on the spot, no state written)"
+echo "-- no ratings yet: the most popular movies"
+$S recommend --user 999999 -k 5
+echo "-- after one rating (Star Wars IV: 5): mostly the top chart, nudged by the blend"
+$S recommend --rated 260:5 -k 5
+echo "-- after three ratings (Star Wars IV, V: 5, VI: 4.5) and a dislike (Titanic: 1)"
+$S recommend --rated 260:5,1196:5,1210:4.5,1721:1 -k 5
 
 step "model versions"
 $S model list
