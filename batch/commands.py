@@ -148,7 +148,8 @@ def summary_line(res: dict) -> str:
     r = p["ranking"]
     return (
         f"published {res['version']}: lists P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
-        f"(ranking model rank {r['rank']}, alpha {r['alpha']}); ratings RMSE {m['rmse']:.4f}, "
+        f"(popularity {m['popularity']['precision_at_10']:.4f}, {m['popularity']['ndcg_at_10']:.4f}; "
+        f"ranking model rank {r['rank']}, alpha {r['alpha']}); ratings RMSE {m['rmse']:.4f}, "
         f"MAE {m['mae']:.4f} "
         f"(rank {p['rank']}, reg {p['reg']}, {p['iters']} iters, bias {'on' if p['bias'] else 'off'}; "
         f"{res['counts']['ratings']:,} ratings, {m['cold_start_dropped']} cold-start holdout rows "
@@ -226,6 +227,7 @@ def model_cmd(args: argparse.Namespace) -> int:
             rows.append({"version": v, "current": v == current, "problem": problem,
                          "created_at": meta.get("created_at"),
                          "rmse": meta.get("metrics", {}).get("rmse"),
+                         "ndcg_at_10": meta.get("metrics", {}).get("ndcg_at_10"),
                          "ratings": meta.get("counts", {}).get("ratings")})  # fmt: skip
         if args.json:
             print(json.dumps(rows))
@@ -236,8 +238,8 @@ def model_cmd(args: argparse.Namespace) -> int:
             if r["problem"]:
                 print(f"{mark} {r['version']}  UNUSABLE: {r['problem']}")
             else:
-                print(f"{mark} {r['version']}  {r['created_at']}  RMSE {r['rmse']:.4f}  "
-                      f"{r['ratings']:,} ratings")  # fmt: skip
+                print(f"{mark} {r['version']}  {r['created_at']}  lists NDCG@10 {r['ndcg_at_10']:.4f}  "
+                      f"RMSE {r['rmse']:.4f}  {r['ratings']:,} ratings")  # fmt: skip
         return 0
     if args.action == "show":
         version = args.version or current

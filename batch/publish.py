@@ -27,6 +27,7 @@ from .train import (
     fit_ranking,
     log,
     params_dict,
+    popularity_metrics,
     ranking_model_metrics,
     scorer_of,
     split,
@@ -107,8 +108,10 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     metrics["explicit_lists"] = {k: metrics.pop(k) for k in list(metrics) if k.endswith("_at_10")}
     metrics["explicit_lists"]["users"] = metrics.pop("ranking_users")
     metrics.update(rmetrics)
+    metrics["popularity"] = popularity_metrics(model.items, warm, train, test)
     log(f"ranking model, warm users: P@10 {rmetrics['precision_at_10']:.4f}, "
-        f"NDCG@10 {rmetrics['ndcg_at_10']:.4f}; cold-start prior weight by n: "
+        f"NDCG@10 {rmetrics['ndcg_at_10']:.4f} (popularity {metrics['popularity']['ndcg_at_10']:.4f}); "
+        "cold-start prior weight by n: "
         + ", ".join(f"{n}:{w:g}" for n, w in zip(blend.n, blend.weights, strict=True)))  # fmt: skip
 
     current = store.current_version()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from streamrec.foldin import ItemFactors, top_k
 from streamrec.ranking import ImplicitFactors
-from streamrec.scorer import Blend, Scorer, Users
+from streamrec.scorer import Blend, Scorer, Users, top_rows
 
 from .metrics import first_n, list_metrics, ndcg_per_user, relevant_sets
 
@@ -193,6 +193,24 @@ def ranking_model_metrics(scorer: Scorer, users: Users, train: pd.DataFrame, tes
 def ids_of(scorer: Scorer, rows: np.ndarray) -> np.ndarray:
     """Movie ids of item rows, -1 kept for padding."""
     return np.where(rows >= 0, scorer.items.ids[np.maximum(rows, 0)], -1)
+
+
+def popularity_metrics(items: ItemFactors, users: np.ndarray, train: pd.DataFrame, test: pd.DataFrame,
+                       k: int = 10) -> dict:  # fmt: skip
+    """The same list metrics for "most popular" (count of training ratings), on the same users and
+    candidates (training movies minus the user's own), as the yardstick every list must beat."""
+    rel = relevant_sets(test)
+    users = users[np.isin(users, rel.index.to_numpy())]
+    counts = train["movie_id"].value_counts().reindex(items.ids, fill_value=0).to_numpy(np.float64)
+    seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
+    lists = []
+    for u in users:
+        s = counts.copy()
+        pos, known = items.rows(seen.get(u, np.empty(0)))
+        s[pos[known]] = -np.inf
+        rows = top_rows(s[None, :], k)[0]
+        lists.append(items.ids[rows[rows >= 0]])
+    return list_metrics(lists, [rel[u] for u in users], k)
 
 
 def _subset(users: Users, mask: np.ndarray) -> Users:

@@ -53,6 +53,8 @@ def test_training_meets_the_rmse_target_and_records_everything(trained):
         assert 0 < m[key] < 1, key
         # the served lists (ranking model) beat the explicit model's own lists by far
         assert m[key] > 1.5 * m["explicit_lists"][key], key
+    assert m["ndcg_at_10"] > 1.3 * m["popularity"]["ndcg_at_10"]  # loose floor: lists beat the top chart
+    assert m["popularity"]["users"] == m["users"]  # the same users and candidates
     assert model.meta["params"]["ranking"]["rank"] == model.ranking.rank
     blend = model.meta["blend"]
     assert len(blend["n"]) == len(blend["weights"]) and blend["validation"]
