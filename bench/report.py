@@ -96,7 +96,7 @@ def targets(q: dict) -> list[tuple[str, str, bool]]:
                 f"{f:.4f} vs static {st_:.4f}, popularity {pop:.4f}", f > st_ and f > pop))  # fmt: skip
     out.append(("explicit model RMSE <= 0.85", f"{ev['warm']['rmse']:.4f}", ev["warm"]["rmse"] <= 0.85))
     t = q["training_time"]
-    out.append(("training time of both models <= 1.5 x the explicit model alone",
+    out.append(("training time of both models <= 1.5 x today's (explicit model only)",
                 f"median {sorted(t['both_s'])[len(t['both_s']) // 2]} s vs "
                 f"{sorted(t['explicit_only_s'])[len(t['explicit_only_s']) // 2]} s = {t['ratio']:.2f} x",
                 t["ratio"] <= 1.5))  # fmt: skip
@@ -142,9 +142,12 @@ def _quality(q: dict, img: dict[str, str]) -> list[str]:
               f"(BucketedRandomProjectionLSH, 5 tables, bucket length 2) finds on average "
               f"{lsh['mean_recall_at_10']:.2f} of the exact Euclidean top-10 (minimum "
               f"{lsh['min_recall_at_10']:.2f}) over {lsh['queries']} random servable movies.", "",
-              f"**Training time** (`train` publishes both models; runs alternate with the explicit-only "
-              f"pipeline, same machine): both {t['both_s']} s, explicit only {t['explicit_only_s']} s, "
-              f"ratio of medians {t['ratio']:.2f}.", ""]  # fmt: skip
+              f"**Training time** (`train` now, publishing both models, against the pipeline it "
+              f"replaced: the explicit model alone with Spark's default 10 ALS blocks, fit on the "
+              f"split, evaluated, refit, written; runs alternate, same Spark session): now "
+              f"{t['both_s']} s, before {t['explicit_only_s']} s, ratio of medians {t['ratio']:.2f}. "
+              "Both models now fit with one ALS block per core instead of 10, which about halves "
+              "each fit on 2 cores and pays for the second model.", ""]  # fmt: skip
     return lines
 
 

@@ -306,6 +306,14 @@ def test_quality_gate_refuses_a_worse_model_and_force_overrides(store_copy, caps
     assert store.current_version() == v1
 
 
+def test_quality_gate_refuses_worse_lists_even_with_a_good_rmse(store_copy, capsys):
+    store, v1 = store_copy
+    assert main(["train", "--ranking-rank", "1", "--ranking-iters", "2", "--json"]) == 3
+    err = capsys.readouterr().err
+    assert "not published: holdout NDCG@10" in err and f"worse than {v1}" in err
+    assert store.current_version() == v1 and store.versions() == [v1]
+
+
 def test_prune_keeps_the_newest_versions_and_current(store_copy):
     store, v1 = store_copy
     for _ in range(4):
