@@ -24,7 +24,7 @@ from .metrics import first_n, list_metrics, ndcg_per_user, relevant_sets
 
 # The cold-start policy's buckets (a user's number of known ratings) and candidate weights of the
 # popularity prior; 1e3 is "popularity, personal scores only break ties".
-BLEND_N = (1, 2, 3, 5, 8, 12, 20, 35, 50)
+BLEND_N = (1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 200)
 BLEND_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1e3)
 
 
