@@ -300,7 +300,7 @@ def chart(res: dict, path: Path) -> Path:
 
     by_n = res["new_users"]["by_n"]
     ns = sorted(int(n) for n in by_n)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     for name in METHODS:
         ys = [by_n[n if n in by_n else str(n)].get(name, {}).get(f"ndcg_at_{res['k']}") for n in ns]
         if all(y is not None for y in ys):
@@ -311,7 +311,7 @@ def chart(res: dict, path: Path) -> Path:
     ax.set_ylabel(f"NDCG@{res['k']} on the rest")
     ax.set_title("New users in stream order")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

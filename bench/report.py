@@ -141,7 +141,11 @@ def _quality(q: dict, img: dict[str, str]) -> list[str]:
               f"**Similar movies** come from the ranking model's item factors: LSH "
               f"(BucketedRandomProjectionLSH, 5 tables, bucket length 2) finds on average "
               f"{lsh['mean_recall_at_10']:.2f} of the exact Euclidean top-10 (minimum "
-              f"{lsh['min_recall_at_10']:.2f}) over {lsh['queries']} random servable movies.", "",
+              f"{lsh['min_recall_at_10']:.2f}) over {lsh['queries']} random servable movies. That "
+              "recall is cheap here: with ranking factors of norm ~1 and 5 tables, a query shares a "
+              "bucket with ~98 % of the servable movies in at least one table (NumPy check by hand; "
+              "bucket length 0.2: 83 % of them, recall 0.94), so on a catalogue this small LSH is "
+              "close to an exhaustive scan; it pays off on large ones.", "",
               f"**Training time** (`train` now, publishing both models, against the pipeline it "
               f"replaced: the explicit model alone with Spark's default 10 ALS blocks, fit on the "
               f"split, evaluated, refit, written; runs alternate, same Spark session): now "
