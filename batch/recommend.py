@@ -187,11 +187,20 @@ def _check_row(path: Path, line: int, user: str, movie: str, rating: str) -> tup
     return u, m, r
 
 
-def recommend_many(model: Model, ratings: pd.DataFrame, k: int = 10) -> list[dict]:
+def recommend_many(model: Model, ratings: pd.DataFrame, k: int = 10, chunk: int = 2000) -> list[dict]:
     """Each user of `ratings` folded in from exactly those rows (known to the model or not):
     one vectorised fold-in for all users, then a top-k of the movies not in their rows."""
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
+    out: list[dict] = []
+    ids = np.unique(ratings["user_id"].to_numpy())
+    for lo in range(0, len(ids), chunk):  # bounded memory: a score matrix per chunk of users
+        part = ratings[ratings["user_id"].isin(ids[lo : lo + chunk])]
+        out.extend(_recommend_chunk(model, part, k))
+    return out
+
+
+def _recommend_chunk(model: Model, ratings: pd.DataFrame, k: int) -> list[dict]:
     scorer = model.scorer
     users = scorer.fold_in(ratings["user_id"], ratings["movie_id"], ratings["rating"])
     seen = [g.to_numpy() for _, g in ratings.groupby("user_id")["movie_id"]]  # sorted like users.ids

@@ -1,4 +1,5 @@
-"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~20 minutes)."""
+"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~35 minutes);
+`python -m bench.run_all quality` (or replay, train, stream) runs one part and keeps the others."""
 
 from __future__ import annotations
 

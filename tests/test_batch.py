@@ -168,6 +168,7 @@ def test_ratings_file_folds_in_every_user_like_recommend_does(trained, history, 
         "user_id,movie_id,rating\n7,260,5\n7,1196,4.5\n99999999,1,4\n99999999,999999,3\n5,999999,5\n"
     )
     lists = recommend_many(model, read_ratings_file(f), k=5)
+    assert recommend_many(model, read_ratings_file(f), k=5, chunk=1) == lists  # chunking changes nothing
     by_user = {r["user_id"]: r for r in lists}
     assert set(by_user) == {5, 7, 99999999}
     assert by_user[5]["source"] == "popularity"  # no movie known to the model
