@@ -134,6 +134,18 @@ class Sink:
         with self.transaction():
             for ddl in SCHEMA:
                 self.execute(ddl)
+            # A sink created before the two-model version lacks this column: add it in place, so
+            # an upgraded stream keeps every stored row instead of failing on its first insert.
+            if "predicted_rating" not in self.columns("user_recommendations"):
+                self.execute("ALTER TABLE user_recommendations ADD COLUMN predicted_rating DOUBLE PRECISION")
+
+    def columns(self, table: str) -> set[str]:
+        if self.postgres:
+            rows = self.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,)
+            )
+            return {r[0] for r in rows}
+        return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
 
     # -- batch bookkeeping -----------------------------------------------------------------------
 
