@@ -31,7 +31,7 @@ from .train import (
     Fitted,
     Params,
     RankingParams,
-    calibrate_blend,
+    choose_blend,
     evaluate,
     fit,
     fit_ranking,
@@ -76,11 +76,9 @@ def fit_models(spark, ratings: pd.DataFrame, opts: EvalOptions, with_ease: bool 
     """The same recipe as `train`: the blend is chosen on a fifth of the training users left out of
     a first ranking fit, then both models are fitted on all of `ratings`."""
     t0 = time.monotonic()
-    val = holdout_users(ratings, 0.2, opts.seed + 1)
     explicit = fit(spark, ratings, opts.params)
     ids = explicit.items.ids
-    partial = fit_ranking(spark, ratings[~ratings["user_id"].isin(val)], opts.ranking, ids)
-    blend, _ = calibrate_blend(scorer_of(explicit, partial), ratings[ratings["user_id"].isin(val)], opts.k)
+    blend, *_ = choose_blend(spark, explicit, ratings, opts.ranking, opts.seed + 1, opts.k)
     ranking = fit_ranking(spark, ratings, opts.ranking, ids)
     seconds = time.monotonic() - t0
     counts = ratings["movie_id"].value_counts().reindex(ids, fill_value=0).to_numpy()
@@ -190,7 +188,7 @@ def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
     live = window(events, split_at=opts.split_at, part="after")
     base = fit_models(spark, latest_per_pair(history), opts, with_ease=False)
     half = len(live) // 2
-    scorer, static = base.scorer, base.scorer
+    scorer = base.scorer
     retrained: Scorer | None = None
     state = {u: (g["movie_id"].to_numpy(np.int32), g["rating"].to_numpy(np.float32),
                  g["timestamp"].to_numpy(np.int64))
@@ -215,12 +213,12 @@ def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
                 lists["static model (no fold-in)"] = _static_list(base, stored[ev.user_id], opts.k, rated)
             else:
                 lists["static model (no fold-in)"] = _first_list(
-                    static, static.fold_in_one([], []), opts.k, rated
+                    scorer, scorer.fold_in_one([], []), opts.k, rated
                 )
             pop = counts.copy()
-            pos, ok = base.scorer.items.rows(rated)
+            pos, ok = scorer.items.rows(rated)
             pop[pos[ok]] = -np.inf
-            lists["popularity (running counts)"] = base.scorer.items.ids[top_rows(pop[None, :], opts.k)[0]]
+            lists["popularity (running counts)"] = ids_of(scorer, top_rows(pop[None, :], opts.k))[0]
             if retrained is not None:
                 again = retrained.fold_in_one(rated, mine[1] if mine is not None else [], explicit=False)
                 lists["fold-in + one retrain halfway"] = _first_list(retrained, again, opts.k, rated)
@@ -230,7 +228,7 @@ def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
                 hits[name] += int(ev.movie_id in set(np.asarray(ids).tolist()))
         new = {"movie_id": [ev.movie_id], "rating": [ev.rating], "timestamp": [ev.timestamp]}
         state[ev.user_id] = merge_ratings(mine, new)
-        pos, ok = base.scorer.items.rows(np.array([ev.movie_id]))
+        pos, ok = scorer.items.rows(np.array([ev.movie_id]))
         if ok[0]:
             counts[pos[0]] += 1
         if (j + 1) % 5000 == 0:

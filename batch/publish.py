@@ -17,11 +17,11 @@ from streamrec.errors import QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore, write_npz
 
-from .metrics import holdout_users
 from .train import (
+    VALIDATION_USERS,
     Params,
     RankingParams,
-    calibrate_blend,
+    choose_blend,
     evaluate,
     fit,
     fit_ranking,
@@ -39,7 +39,6 @@ from .train import (
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
 # ... or whose lists' NDCG@10 is > 10% worse (lists are noisier than RMSE across data growth)
 RANKING_GATE_TOLERANCE = 0.10
-VALIDATION_USERS = 0.2  # users kept out of the ranking model's holdout fit to choose the blend
 
 
 @dataclass
@@ -94,14 +93,9 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         log(f"tuning the ranking model over {_grid_size(opts.ranking_grid)} candidates (NDCG@10)")
         rparams, rtuning = tune_ranking(spark, train, opts.ranking_grid, rparams, model.items.ids)
         log(f"best: rank={rparams.rank} reg={rparams.reg} alpha={rparams.alpha}")
-    val_users = holdout_users(train, VALIDATION_USERS, params.seed)
-    fit_part = train[~train["user_id"].isin(val_users)]
     log(f"fitting the ranking model: implicit ALS rank={rparams.rank} reg={rparams.reg} "
-        f"alpha={rparams.alpha} on {len(fit_part):,} ratings")  # fmt: skip
-    ranking = fit_ranking(spark, fit_part, rparams, model.items.ids)
-    blend, blend_table = calibrate_blend(
-        scorer_of(model, ranking), ratings[ratings["user_id"].isin(val_users)]
-    )
+        f"alpha={rparams.alpha}, {VALIDATION_USERS:.0%} of users held out for the blend")  # fmt: skip
+    blend, blend_table, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed)
     warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
     scorer = scorer_of(model, ranking, blend)
     rmetrics = ranking_model_metrics(scorer, stored_users(model, ranking, train, warm), train, test)

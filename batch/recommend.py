@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import StreamrecError
+from streamrec.events import MAX_ID, valid_rating
 from streamrec.model_store import Model
 from streamrec.scorer import Users
-
-MIN_RATING, MAX_RATING = 0.5, 5.0
 
 
 @dataclass
@@ -47,7 +46,7 @@ def parse_rated(text: str) -> pd.DataFrame:
             m, r = int(movie), float(rating)
         except ValueError:
             raise StreamrecError(f"--rated: {part!r} is not MOVIE:RATING (e.g. 1:5,260:4.5)") from None
-        if not (MIN_RATING <= r <= MAX_RATING) or r * 2 != int(r * 2):
+        if not valid_rating(r):
             raise StreamrecError(f"--rated: rating {r} for movie {m} is outside 0.5..5.0 in steps of 0.5")
         rows.append((m, r))
     if not rows:
@@ -168,8 +167,6 @@ def read_ratings_file(path: Path) -> pd.DataFrame:
 
 
 def _check_row(path: Path, line: int, user: str, movie: str, rating: str) -> tuple[int, int, float]:
-    from streamrec.events import MAX_ID
-
     try:
         u, m = int(user), int(movie)
     except ValueError:
@@ -182,7 +179,7 @@ def _check_row(path: Path, line: int, user: str, movie: str, rating: str) -> tup
         raise StreamrecError(f"{path}:{line}: rating {rating!r} is not a number") from None
     if not (0 < u <= MAX_ID and 0 < m <= MAX_ID):
         raise StreamrecError(f"{path}:{line}: ids must be in 1..{MAX_ID}")
-    if not (MIN_RATING <= r <= MAX_RATING) or r * 2 != int(r * 2):
+    if not valid_rating(r):
         raise StreamrecError(f"{path}:{line}: rating {rating} is outside 0.5..5.0 in steps of 0.5")
     return u, m, r
 

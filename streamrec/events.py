@@ -19,6 +19,11 @@ MAX_ID = 2**31 - 1
 MIN_TS, MAX_TS = 631_152_000, 4_102_444_800
 
 
+def valid_rating(r: float) -> bool:
+    """The rating domain: 0.5 to 5.0 in steps of 0.5 (NaN and infinities are outside)."""
+    return MIN_RATING <= r <= MAX_RATING and r * 2 == int(r * 2)
+
+
 def encode(user_id: int, movie_id: int, rating: float, timestamp: int) -> tuple[bytes, bytes]:
     """(key, value) bytes for one rating event. Formatted by hand: 3x faster than json.dumps."""
     value = (
@@ -52,7 +57,7 @@ def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None
     r = obj["rating"]
     if isinstance(r, bool) or not isinstance(r, int | float):
         return None, "rating is not a number"
-    if not (MIN_RATING <= r <= MAX_RATING) or (r * 2) != int(r * 2):
+    if not valid_rating(r):
         return None, "rating outside 0.5..5.0 in steps of 0.5"
     if not (0 < obj["user_id"] <= MAX_ID) or not (0 < obj["movie_id"] <= MAX_ID):
         return None, "id out of range"

@@ -62,13 +62,6 @@ class Model:
                          self.user_factors[s], self.user_bias[s].astype(np.float64))  # fmt: skip
         return None
 
-    def user_vector(self, user_id: int) -> tuple[np.ndarray, float] | None:
-        """(vector, bias) of a trained user, None for a user the model has not seen."""
-        i = np.searchsorted(self.user_ids, user_id)
-        if i < len(self.user_ids) and self.user_ids[i] == user_id:
-            return self.user_factors[i], float(self.user_bias[i])
-        return None
-
 
 class ModelStore:
     def __init__(self, root: Path | None = None):

@@ -38,7 +38,7 @@ class ImplicitFactors:
     factors: np.ndarray  # float32 (n_items, rank)
     reg: float  # Spark's regParam (lambda)
     alpha: float  # Spark's alpha
-    threshold: float = 0.0  # preference = rating - threshold; <= 0 counts as unobserved
+    threshold: float = 0.0  # preference = rating - threshold; < 0 is a confident "no"
 
     @property
     def rank(self) -> int:
@@ -108,20 +108,4 @@ def implicit_fold_in_many(
     a += f.gram + (f.reg * n_pos)[:, None, None] * np.eye(k)
     vectors[:] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
     vectors[n_pos == 0] = 0.0  # zero right-hand side: Spark's answer is exactly 0
-    return out_users, vectors, n_pos
-    _, starts, counts = np.unique(users, return_index=True, return_counts=True)
-    n_pos[:] = np.add.reduceat((p > 0).astype(np.int64), starts)
-    c1, rhs = f.alpha * np.abs(p), np.where(p > 0, 1.0 + f.alpha * np.abs(p), 0.0)
-    chunk = max(1, int(2_000_000 // (k * k)) // max(1, int(counts.mean())))
-    eye = np.eye(k)
-    for lo in range(0, len(out_users), chunk):
-        hi = min(lo + chunk, len(out_users))
-        a0, a1 = starts[lo], starts[hi - 1] + counts[hi - 1]
-        y = f.factors[pos[a0:a1]].astype(np.float64)
-        rel = starts[lo:hi] - a0
-        a = np.add.reduceat(np.einsum("n,ni,nj->nij", c1[a0:a1], y, y), rel, axis=0)
-        a += f.gram + (f.reg * n_pos[lo:hi])[:, None, None] * eye
-        b = np.add.reduceat(y * rhs[a0:a1, None], rel, axis=0)
-        solved = np.linalg.solve(a, b[:, :, None])[:, :, 0]
-        vectors[lo:hi] = np.where((n_pos[lo:hi] > 0)[:, None], solved, 0.0)
     return out_users, vectors, n_pos
