@@ -1,4 +1,4 @@
-"""Batch subcommands: train, retrain, model, recommend, similar, report."""
+"""Batch subcommands: train, retrain, model, evaluate, report."""
 
 from __future__ import annotations
 
@@ -103,9 +103,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(p, "--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=evaluate_cmd)
 
-    from . import queries
-
-    queries.register(sub)
+    p = sub.add_parser("report", help="OLAP report with Spark SQL (Markdown; CSV + PNG with --out)")
+    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
+    option(p, "--out", type=Path, default=None, help="also write CSV per query and PNG charts here")
+    option(p, "--min-count", type=int, default=50, help="minimum ratings for 'best movies'")
+    option(p, "--top", type=int, default=10, help="rows in top-N tables")
+    p.set_defaults(func=report_cmd)
 
 
 def training_options(args: argparse.Namespace):
@@ -255,3 +258,9 @@ def model_cmd(args: argparse.Namespace) -> int:
     store.rollback(args.version)
     print(f"CURRENT is now {args.version} (was {current})")
     return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(args)

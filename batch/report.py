@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from streamrec.movielens import load_movies, load_ratings, load_tags
-
-from .queries import _markdown
+from streamrec.tables import markdown
 
 
 def queries(min_count: int, top: int) -> dict[str, str]:
@@ -158,7 +157,7 @@ def run_report(args: argparse.Namespace) -> int:
         limit = PRINT_LIMIT.get(name)
         shown = df.head(limit) if limit else df
         more = f" (first {limit} of {len(df)}; all in CSV with --out)" if limit and len(df) > limit else ""
-        print(f"\n## {name.replace('_', ' ')}{more}\n\n{_markdown(shown)}")
+        print(f"\n## {name.replace('_', ' ')}{more}\n\n{markdown(shown)}")
     written = ""
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

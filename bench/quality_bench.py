@@ -14,7 +14,6 @@ import numpy as np
 
 from batch.evaluate import EvalOptions, run_evaluation
 from batch.publish import TrainOptions, default_spec, run_training
-from batch.recommend import recall, similar_exact, similar_lsh
 from batch.train import (
     Params,
     RankingParams,
@@ -27,6 +26,7 @@ from batch.train import (
     stored_users,
 )
 from bench.common import median
+from serving.recommend import recall, similar_exact, similar_lsh
 from streamrec.history import latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_ratings

@@ -60,12 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from batch import commands as batch_commands
     from producer import commands as producer_commands
+    from serving import commands as serving_commands
     from streaming import commands as streaming_commands
 
     producer_commands.register(sub)
     streaming_commands.register(sub)
     streaming_commands.register_status(sub)
     batch_commands.register(sub)
+    serving_commands.register(sub)
     return parser
 
 

@@ -23,3 +23,11 @@ class QualityGateFailed(StreamrecError):
     """A trained model is worse than the current one by more than the allowed margin."""
 
     exit_code = 3
+
+
+class NotFound(StreamrecError):
+    """An id the user asked for (movie, user, model version) is unknown."""
+
+
+class InvalidRequest(StreamrecError):
+    """A request names something impossible (a rating outside the domain, an unknown option)."""

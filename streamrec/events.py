@@ -45,6 +45,12 @@ def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None, "not JSON"
+    return check(obj)
+
+
+def check(obj: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The contract's rules on an already parsed JSON value (what `validate` applies after parsing;
+    the HTTP API's `POST /events` calls this, so both give the same reason for the same event)."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     for f in FIELDS:

@@ -79,3 +79,24 @@ def trained(spark, state_home):
     store = ModelStore(state_home / "models")
     res = run_training(spark, TrainOptions(default_spec(BUNDLED_DATA)), store)
     return res, store.load(res["version"])
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server started by the project's script (installed from Debian if needed)."""
+    import shutil
+    import subprocess
+
+    from streamrec.settings import PROJECT_ROOT
+
+    root = Path(f"/tmp/streamrec-pg-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    data = root / "data"
+    script = PROJECT_ROOT / "scripts" / "postgres.sh"
+    done = subprocess.run(
+        [str(script), "start", str(data), str(free_port_pair())], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    yield done.stdout.strip().splitlines()[-1]
+    subprocess.run([str(script), "stop", str(data)], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.recommend import (
+from batch.report import run_queries
+from serving.recommend import (
     parse_rated,
     read_ratings_file,
     recommend,
@@ -19,7 +20,6 @@ from batch.recommend import (
     similar_exact,
     similar_lsh,
 )
-from batch.report import run_queries
 from streamrec.cli import main
 from streamrec.errors import StreamrecError
 from streamrec.foldin import fold_in, fold_in_many
@@ -114,7 +114,7 @@ def test_recommendations_never_contain_rated_or_rarely_rated_movies(trained, his
     assert min_support == 10
     assert model.items.servable.sum() == (support >= min_support).sum()
     for user in history.user_id.drop_duplicates().sample(60, random_state=1):
-        recs = recommend(model, int(user), history, movies, k=20)
+        recs = recommend(model, int(user), history[history.user_id == user], movies, k=20)
         assert recs.source == "model" and len(recs.items) == 20
         rated = set(history.loc[history.user_id == user, "movie_id"])
         assert not rated & set(recs.items.movie_id)
@@ -126,10 +126,10 @@ def test_recommendations_never_contain_rated_or_rarely_rated_movies(trained, his
 def test_new_user_with_rated_movies_gets_personal_fold_in_recommendations(trained, history, movies):
     _, model = trained
     rated = parse_rated("260:5,1196:5,1210:4.5,2571:4")  # Star Wars fan
-    recs = recommend(model, None, history, movies, k=10, rated=rated)
+    recs = recommend(model, None, None, movies, k=10, rated=rated)
     assert recs.source == "fold-in"
     assert not {260, 1196, 1210, 2571} & set(recs.items.movie_id)
-    pop = recommend(model, None, history, movies, k=10)
+    pop = recommend(model, None, None, movies, k=10)
     assert pop.source == "popularity"
     assert list(recs.items.movie_id) != list(pop.items.movie_id)
     with pytest.raises(StreamrecError, match="outside 0.5..5.0"):
@@ -142,7 +142,7 @@ def test_a_user_with_ratings_newer_than_the_model_is_folded_in_on_the_spot(train
     newer = pd.DataFrame({"user_id": [user], "movie_id": [1], "rating": [0.5],
                           "timestamp": [model.meta["newest_event_ts"] + 60]})  # fmt: skip
     grown = pd.concat([history[history.movie_id.ne(1) | history.user_id.ne(user)], newer])
-    recs = recommend(model, user, grown, movies, k=5)
+    recs = recommend(model, user, grown[grown.user_id == user], movies, k=5)
     assert recs.source == "fold-in"
     mine = grown[grown.user_id == user]
     f = model.scorer.fold_in_one(mine.movie_id.to_numpy(), mine.rating.to_numpy())
@@ -153,7 +153,7 @@ def test_a_user_with_ratings_newer_than_the_model_is_folded_in_on_the_spot(train
 
 def test_cold_start_is_the_most_popular_movies_with_genre_filter(trained, history, movies):
     _, model = trained
-    recs = recommend(model, 10_000_000, history, movies, k=5, genres=["Horror"])
+    recs = recommend(model, 10_000_000, None, movies, k=5, genres=["Horror"])
     assert recs.source == "popularity"
     horror = set(movies[movies.genres.map(lambda g: "Horror" in g)].movie_id)
     assert set(recs.items.movie_id) <= horror
@@ -172,7 +172,7 @@ def test_ratings_file_folds_in_every_user_like_recommend_does(trained, history, 
     by_user = {r["user_id"]: r for r in lists}
     assert set(by_user) == {5, 7, 99999999}
     assert by_user[5]["source"] == "popularity"  # no movie known to the model
-    one = recommend(model, None, history, movies, k=5, rated=parse_rated("260:5,1196:4.5"))
+    one = recommend(model, None, None, movies, k=5, rated=parse_rated("260:5,1196:4.5"))
     assert [i["movie_id"] for i in by_user[7]["items"]] == list(one.items.movie_id)
     assert [i["predicted_rating"] for i in by_user[7]["items"]] == list(one.items.predicted_rating)
 

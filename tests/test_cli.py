@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MINIMAL_ARGS = {
     "kafka": ["status"], "replay": [], "stream": [], "status": [], "train": [], "retrain": [],
     "model": ["list"], "recommend": [], "similar": ["--movie", "1"], "report": [], "evaluate": [],
+    "serve": [],
 }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch.metrics import first_n, list_metrics, ndcg_per_user
-from batch.recommend import read_ratings_file
+from serving.recommend import read_ratings_file
 from streamrec.errors import StreamrecError
 from streamrec.foldin import ItemFactors
 from streamrec.ranking import ImplicitFactors, implicit_fold_in, implicit_fold_in_many

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,6 @@ from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode
 from streamrec.history import HistorySpec, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
-from streamrec.kafka_local import free_port_pair
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_movies, load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
@@ -278,21 +276,6 @@ def test_sigkill_mid_replay_then_restart_loses_and_double_counts_nothing(spark, 
     assert not log.duplicated(["partition", "offset"]).any()
     batches = table(sink_url, "SELECT query, batch_id FROM stream_batches", ["q", "b"])
     assert not batches.duplicated().any()
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A real PostgreSQL server started by the project's script (installed from Debian if needed)."""
-    root = Path(f"/tmp/streamrec-pg-{uuid.uuid4().hex[:8]}")
-    root.mkdir(mode=0o755)
-    data = root / "data"
-    port = free_port_pair()
-    script = PROJECT_ROOT / "scripts" / "postgres.sh"
-    done = subprocess.run([str(script), "start", str(data), str(port)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    yield done.stdout.strip().splitlines()[-1]
-    subprocess.run([str(script), "stop", str(data)], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_postgres_sink_passes_the_same_aggregate_checks(spark, kafka, topic, tmp_path, base_model, history,

@@ -1,4 +1,4 @@
-"""CLI for the read-side commands: recommend, similar, report."""
+"""Serving subcommands: recommend, similar, serve (the HTTP API and dashboard)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pandas as pd
 
 from streamrec.errors import StreamrecError
 from streamrec.model_store import json_default
-from streamrec.settings import BUNDLED_DATA, option
+from streamrec.settings import option
+from streamrec.tables import markdown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,12 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(p, "--json", action="store_true", help="print JSON")
     p.set_defaults(func=similar_cmd)
 
-    p = sub.add_parser("report", help="OLAP report with Spark SQL (Markdown; CSV + PNG with --out)")
-    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
-    option(p, "--out", type=Path, default=None, help="also write CSV per query and PNG charts here")
-    option(p, "--min-count", type=int, default=50, help="minimum ratings for 'best movies'")
-    option(p, "--top", type=int, default=10, help="rows in top-N tables")
-    p.set_defaults(func=report_cmd)
+    register_serve(sub)
 
 
 def _load_context():
@@ -90,14 +86,15 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     if args.user is not None and rated is None:
         streamed = _streamed_vector(args.sink, args.user, model.version)
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
-    recs = recommend(model, args.user, history, movies, args.k, rated, genres, streamed)
+    mine = history[history["user_id"] == args.user] if args.user is not None else None
+    recs = recommend(model, args.user, mine, movies, args.k, rated, genres, streamed)
     if args.json:
         print(json.dumps(recs.to_dict(), default=json_default))
         return 0
     who = f"user {args.user}" if args.user is not None else "a new user"
     for note in recs.notes:
         print(f"note: {note}")
-    print(_markdown(recs.items))
+    print(markdown(recs.items))
     print(f"{len(recs.items)} recommendations for {who} from {recs.source} (model {recs.model_version})")
     return 0
 
@@ -165,28 +162,60 @@ def similar_cmd(args: argparse.Namespace) -> int:
                           "min_count": min_count, "model_version": model.version, **extra,
                           "items": table.to_dict("records")}, default=json_default))  # fmt: skip
         return 0
-    print(_markdown(table))
+    print(markdown(table))
     tail = f"; LSH recall@{args.k} vs exact Euclidean: {extra['recall_vs_exact']:.2f}" if extra else ""
     print(f"{len(table)} movies similar to {title} by {args.metric} among movies with >= "
           f"{min_count} training ratings (model {model.version}){tail}")  # fmt: skip
     return 0
 
 
-def report_cmd(args: argparse.Namespace) -> int:
-    from .report import run_report
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    from streamrec.events import TOPIC
+    from streamrec.settings import BUNDLED_DATA, add_kafka_options
 
-    return run_report(args)
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API and live dashboard (FastAPI + uvicorn)",
+        description="Serve recommendations, similar movies, live stats, models and rating ingestion "
+        "over HTTP; the dashboard is at /, the API docs at /docs.",
+    )
+    option(p, "--host", default="127.0.0.1", help="address to bind")
+    option(p, "--port", type=int, default=8000, help="port to bind")
+    option(p, "--sink", default=None, help="sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)")
+    add_kafka_options(p)
+    option(p, "--topic", default=TOPIC, help="topic POST /events publishes to")
+    option(p, "--data", type=Path, default=BUNDLED_DATA,
+           help="MovieLens folder for titles and genres while no model is published")  # fmt: skip
+    option(p, "--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=serve_cmd)
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(lines)
+def serve_config(args: argparse.Namespace):
+    """The server's view of the state directory: the same paths the stream and train use."""
+    from streamrec.event_log import event_log_dir
+    from streamrec.kafka_local import LocalKafka
+    from streamrec.settings import home
+    from streamrec.sink import default_url
+
+    from .service import ServeConfig
+
+    bootstrap = args.bootstrap_servers or LocalKafka(args.kafka_port).address  # never starts a broker
+    return ServeConfig(model_root=home() / "models", sink_url=args.sink or default_url(),
+                       event_log_dir=event_log_dir(), checkpoint_dir=home() / "checkpoints",
+                       data=args.data, bootstrap=bootstrap, topic=args.topic)  # fmt: skip
 
 
-def _cell(v) -> str:
-    if isinstance(v, float | np.floating):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    return str(v).replace("|", "\\|")
+def serve_cmd(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    if not 0 < args.port < 65536:
+        raise StreamrecError(f"--port must be in 1..65535, got {args.port}")
+    cfg = serve_config(args)
+    app = create_app(cfg)
+    print(f"serving http://{args.host}:{args.port}/ (API docs at /docs; model store {cfg.model_root}, "
+          f"sink {cfg.sink_url}, Kafka {cfg.bootstrap}); Ctrl-C to stop", flush=True)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=args.access_log)
+    print("server stopped")
+    return 0

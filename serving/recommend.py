@@ -72,7 +72,7 @@ def _table(ids, scores, predicted, movies: pd.DataFrame) -> pd.DataFrame:
 def recommend(
     model: Model,
     user_id: int | None,
-    history: pd.DataFrame,
+    mine: pd.DataFrame | None,
     movies: pd.DataFrame,
     k: int = 10,
     rated: pd.DataFrame | None = None,
@@ -81,7 +81,8 @@ def recommend(
 ) -> Recommendations:
     """Top-k unrated movies for a user, ranked by the ranking model with the cold-start blend.
 
-    Order of preference: `rated` given -> fold in the user's history plus those ratings;
+    `mine` is the user's known ratings (movie_id, rating, timestamp; latest per movie), None for
+    a user with no identity. Order of preference: `rated` given -> fold in `mine` plus those ratings;
     the stream's vectors for CURRENT -> use them; a user the model trained on with no newer
     ratings -> the model's vectors; a user with ratings -> fold them in now; else the most
     popular movies. Every list shows the explicit model's predicted rating per movie.
@@ -89,7 +90,6 @@ def recommend(
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
     scorer = model.scorer
-    mine = history[history["user_id"] == user_id] if user_id is not None else None
     # The model's stored vector is current only if the model saw all of this user's ratings.
     newest = model.meta.get("newest_event_ts")
     model_is_fresh = mine is None or newest is None or bool((mine["timestamp"] <= newest).all())

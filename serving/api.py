@@ -1,0 +1,330 @@
+"""The HTTP API and dashboard (`streamrec serve`): FastAPI over `serving.service.Service`.
+
+Every error a client can cause is a 4xx with a JSON body {"detail": "..."}; unknown ids are
+404; a missing model or broker is 503. Endpoint functions are plain `def`: FastAPI runs them
+in its thread pool, and the NumPy work inside releases the GIL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from streamrec.errors import (
+    InvalidRequest,
+    KafkaUnavailable,
+    ModelStoreError,
+    NotFound,
+    StreamrecError,
+)
+from streamrec.events import MAX_ID, MAX_TS, MIN_TS
+
+from .metrics import Metrics
+from .service import METRICS, ServeConfig, Service, parse_genres
+
+STATIC = Path(__file__).parent / "static"
+UserId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="user id (1..2^31-1)")]
+MovieId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="movie id (1..2^31-1)")]
+K = Annotated[int, Query(ge=1, le=1000, description="how many movies")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+# -- response and request models (the OpenAPI contract) ----------------------------------------
+
+
+class Item(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    score: float
+    predicted_rating: float = Field(description="the explicit model's predicted rating, 0.5..5")
+
+
+class RecommendationList(BaseModel):
+    user_id: int | None
+    model_version: str
+    source: Literal["stream", "model", "fold-in", "popularity", "anonymous"] = Field(
+        description="stream: the stream's list for CURRENT; model: the trained vector; fold-in: the "
+        "user's known ratings folded in now; popularity: cold start; anonymous: the request's ratings"
+    )
+    notes: list[str]
+    items: list[Item]
+
+
+class Rated(BaseModel):
+    movie_id: int = Field(ge=1, le=MAX_ID)
+    rating: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="0.5..5.0 in steps of 0.5")
+
+
+class AnonymousRequest(BaseModel):
+    ratings: list[Rated] = Field(max_length=10_000)
+    k: int = Field(10, ge=1, le=1000)
+    genres: list[str] | None = None
+
+
+class SimilarItem(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    similarity: float | None = None
+    distance: float | None = None
+    n_ratings: int | None = None
+
+
+class SimilarList(BaseModel):
+    movie_id: int
+    title: str
+    metric: str
+    model_version: str
+    items: list[SimilarItem]
+
+
+class Accepted(BaseModel):
+    accepted: int
+    topic: str
+
+
+class Error(BaseModel):
+    detail: Any
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, dict[str, Any]]
+
+
+# The event contract as JSON Schema, for the OpenAPI document only: the body is checked by the
+# stream's own rules (streamrec.events.check), so both refuse the same events with one reason.
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["user_id", "movie_id", "rating"],
+    "properties": {
+        "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        "movie_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        "rating": {"type": "number", "minimum": 0.5, "maximum": 5.0, "multipleOf": 0.5},
+        "timestamp": {
+            "type": "integer",
+            "minimum": MIN_TS,
+            "maximum": MAX_TS,
+            "description": "event time, epoch seconds; omitted: the time of the request",
+        },
+    },
+}
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        EVENT_SCHEMA,
+                        {"type": "array", "items": EVENT_SCHEMA, "minItems": 1, "maxItems": 10_000},
+                    ]
+                },
+                "example": {"user_id": 900001, "movie_id": 260, "rating": 5.0},
+            }
+        },
+    }
+}
+
+
+ERRORS = {
+    400: {"model": Error},
+    404: {"model": Error},
+    422: {"model": Error},
+    503: {"model": Error},
+}
+
+
+def create_app(cfg: ServeConfig) -> FastAPI:
+    service = Service(cfg)
+    metrics = Metrics(service)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()  # flush and close the Kafka producer, if one was opened
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="streamrec",
+        version="1",
+        description="Movie recommendations from a streaming, incremental ALS recommender: lists, "
+        "similar movies, live OLAP statistics of the stream, model versions, and rating ingestion.",
+        responses={422: {"model": Error}},
+    )
+    app.state.service = service
+    app.add_middleware(metrics.middleware)
+
+    @app.exception_handler(StreamrecError)
+    def _errors(request: Request, exc: StreamrecError) -> JSONResponse:
+        status = 400
+        if isinstance(exc, NotFound):
+            status = 404
+        elif isinstance(exc, InvalidRequest):
+            status = 422
+        elif isinstance(exc, KafkaUnavailable | ModelStoreError):
+            status = 503
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    # -- recommendations ---------------------------------------------------------------------
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationList,
+        responses=ERRORS,
+        tags=["recommendations"],
+    )
+    def user_recommendations(user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500)):
+        """A user's top-k: the stream's list when fresh for CURRENT, else their ratings folded in
+        now; a user never seen gets the cold-start list. `genres`: comma-separated filter."""
+        return service.recommend_user(user_id, k, service.genre_filter(parse_genres(genres)))
+
+    @app.post(
+        "/recommendations", response_model=RecommendationList, responses=ERRORS, tags=["recommendations"]
+    )
+    def anonymous_recommendations(req: AnonymousRequest):
+        """An anonymous user folded in from the given ratings on the spot (nothing is stored)."""
+        ratings = [(r.movie_id, r.rating) for r in req.ratings]
+        return service.recommend_anonymous(ratings, req.k, service.genre_filter(req.genres))
+
+    # -- movies ------------------------------------------------------------------------------
+
+    @app.get("/movies", tags=["movies"], responses=ERRORS)
+    def search_movies(q: str = Query(..., min_length=1, max_length=200), limit: Limit = 10) -> list[dict]:
+        """Movies whose title contains `q` (case-insensitive), most rated first."""
+        return service.search_movies(q, limit)
+
+    @app.get("/movies/{movie_id}", tags=["movies"], responses=ERRORS)
+    def movie(movie_id: MovieId) -> dict:
+        """Title, genres, training ratings and the stream's live statistics of one movie."""
+        return service.movie(movie_id)
+
+    @app.get(
+        "/movies/{movie_id}/similar",
+        response_model=SimilarList,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+        tags=["movies"],
+    )
+    def similar(
+        movie_id: MovieId,
+        metric: Literal["cosine", "euclidean", "lsh"] = "cosine",
+        k: K = 10,
+        min_count: int | None = Query(None, ge=1, le=MAX_ID),
+    ):
+        """Movies similar to a movie by the ranking model's item factors (exact cosine or
+        Euclidean, or approximate LSH), among movies with >= min_count training ratings."""
+        assert metric in METRICS
+        return service.similar(movie_id, metric, k, min_count)
+
+    @app.get("/users/{user_id}", tags=["users"], responses=ERRORS)
+    def user(user_id: UserId) -> dict:
+        """A user's activity in the stream, their stream vector's model version and rated count."""
+        return service.user(user_id)
+
+    # -- live statistics ---------------------------------------------------------------------
+
+    @app.get("/stats/movies", tags=["stats"], responses=ERRORS)
+    def stats_movies(
+        order: Literal["n_ratings", "avg_rating"] = "n_ratings",
+        min_count: int = Query(1, ge=0, le=MAX_ID),
+        limit: Limit = 20,
+    ) -> list[dict]:
+        """Movies by rating count or average (with at least min_count ratings), live."""
+        return service.stats_movies(order, min_count, limit)
+
+    @app.get("/stats/genres", tags=["stats"])
+    def stats_genres() -> list[dict]:
+        """Rating count and average per genre, live."""
+        return service.stats_genres()
+
+    @app.get("/stats/trending", tags=["stats"], responses=ERRORS)
+    def stats_trending(
+        window: str = Query("latest", pattern=r"^(latest|[0-9]{1,12})$"), limit: Limit = 10
+    ) -> dict:
+        """The most rated movies of an event-time window: `latest` or a window start (epoch s)."""
+        return service.stats_trending(window, limit)
+
+    @app.get("/stats/histogram", tags=["stats"])
+    def stats_histogram() -> list[dict]:
+        """How many ratings of each value, live."""
+        return service.stats_histogram()
+
+    @app.get("/stats/stream", tags=["stats"], responses=ERRORS)
+    def stats_stream(batches: int = Query(60, ge=1, le=1000)) -> dict:
+        """Per query: last batch, throughput, latency p50/p95 over the recent batches; dead letters;
+        and the recent batches themselves (for charts)."""
+        return service.stats_stream(batches)
+
+    @app.get("/stats/dead-letters", tags=["stats"], responses=ERRORS)
+    def stats_dead_letters(limit: Limit = 20) -> list[dict]:
+        """The newest bad records and why each was refused."""
+        return service.dead_letters(limit)
+
+    # -- models ------------------------------------------------------------------------------
+
+    @app.get("/models", tags=["models"])
+    def models() -> list[dict]:
+        """Every model version, newest first, with its list and rating metrics; one is CURRENT."""
+        return service.models()
+
+    @app.get("/models/{version}", tags=["models"], responses=ERRORS)
+    def model(version: str = PathParam(..., max_length=40)) -> dict:
+        """One version's metadata: params, metrics, data counts, the cold-start blend."""
+        return service.model_info(version)
+
+    # -- ingestion ---------------------------------------------------------------------------
+
+    @app.post("/events", status_code=202, response_model=Accepted, responses=ERRORS, tags=["events"],
+              openapi_extra=EVENTS_BODY)  # fmt: skip
+    async def events(request: Request):
+        """One rating or a list (at most 10,000) into the `ratings` topic, key = user id, checked by
+        the stream's own rules; 422 names the first broken rule."""
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not JSON") from None
+        if isinstance(body, list) and len(body) > 10_000:
+            raise InvalidRequest(f"at most 10,000 events per request, got {len(body)}")
+        valid = service.validate_events(body)
+        return {"accepted": await run_in_threadpool(service.publish, valid), "topic": cfg.topic}
+
+    # -- operations --------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        """The process is up."""
+        return {"ok": True, "time": time.time()}
+
+    @app.get("/readyz", tags=["operations"], response_model=Readiness, responses={503: {"model": Readiness}})
+    def readyz():
+        """Ready when the model is loaded and the sink and the broker are reachable (503 otherwise)."""
+        r = service.readiness()
+        return JSONResponse(r, status_code=200 if r["ready"] else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus text: request counts and latencies, model version, stream lag and latency."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    # -- dashboard ---------------------------------------------------------------------------
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

@@ -1,0 +1,178 @@
+"""Prometheus metrics of the server (prometheus-client): requests, model, stream lag and latency.
+
+Request counts and latencies are labelled by route template (`/movies/{movie_id}`), never by
+the raw path, so an id scan cannot blow up the series count. Stream figures are read when
+scraped: latency and batch age from `stream_metrics`, lag as the topic's end offsets minus the
+offsets in the stream's newest checkpoint (how many records each query has yet to read).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def checkpoint_offsets(checkpoint: Path) -> dict[int, int] | None:
+    """Partition -> next offset to read, from a query's newest offsets log entry."""
+    log = checkpoint / "offsets"
+    if not log.is_dir():
+        return None
+    batches = sorted((int(p.name) for p in log.iterdir() if p.name.isdigit()), reverse=True)
+    for b in batches:
+        try:
+            lines = (log / str(b)).read_text().splitlines()
+            sources = json.loads(lines[-1])
+        except (OSError, ValueError, IndexError):
+            continue  # being written: take the one before
+        if isinstance(sources, dict):
+            for offsets in sources.values():
+                return {int(p): int(o) for p, o in offsets.items()}
+    return None
+
+
+class Metrics:
+    def __init__(self, service):
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "streamrec_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "streamrec_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StreamCollector(service))
+        self.middleware = self._middleware_class()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _middleware_class(self):
+        metrics = self
+
+        class RequestMetrics:
+            """Pure ASGI middleware (cheaper than BaseHTTPMiddleware on every request)."""
+
+            def __init__(self, app):
+                self.app = app
+
+            async def __call__(self, scope, receive, send):
+                if scope["type"] != "http":
+                    return await self.app(scope, receive, send)
+                start = time.perf_counter()
+                status = {"code": 500}
+
+                async def send_wrapper(message):
+                    if message["type"] == "http.response.start":
+                        status["code"] = message["status"]
+                    await send(message)
+
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                finally:
+                    route = getattr(scope.get("route"), "path", None) or "unmatched"
+                    if route.startswith("/static"):
+                        route = "/static"
+                    metrics.requests.labels(scope["method"], route, str(status["code"])).inc()
+                    metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+
+        return RequestMetrics
+
+
+class _StreamCollector:
+    """Collected at scrape time; Kafka end offsets are cached for a few seconds."""
+
+    def __init__(self, service):
+        self.service = service
+        self._consumer = None
+        self._lock = threading.Lock()
+        self._ends: tuple[float, dict[int, int] | None] = (0.0, None)
+
+    def collect(self):
+        svc = self.service
+        info = GaugeMetricFamily(
+            "streamrec_model_info", "CURRENT model version (value 1)", labels=["version"]
+        )
+        version = svc.store.current_version()
+        if version:
+            info.add_metric([version], 1.0)
+        yield info
+        p95 = GaugeMetricFamily(
+            "streamrec_stream_latency_p95_seconds",
+            "end-to-end latency p95 of the newest batch",
+            labels=["query"],
+        )
+        age = GaugeMetricFamily(
+            "streamrec_stream_last_batch_age_seconds", "time since the newest batch", labels=["query"]
+        )
+        try:
+            rows = svc.rows(
+                "stream_metrics",
+                "SELECT m.query, m.at, m.latency_p95_ms FROM stream_metrics m JOIN (SELECT query,"
+                " MAX(batch_id) AS b FROM stream_metrics GROUP BY query) n"
+                " ON m.query = n.query AND m.batch_id = n.b",
+            )
+        except Exception:  # noqa: BLE001 - a scrape never fails because the sink is down
+            rows = []
+        now = time.time()
+        for q, at, lat in rows:
+            if at is not None:
+                age.add_metric([q], max(0.0, now - float(at)))
+            if lat is not None:
+                p95.add_metric([q], float(lat) / 1000.0)
+        yield p95
+        yield age
+        dead = GaugeMetricFamily("streamrec_dead_letters", "bad records stored in dead_letters")
+        try:
+            n = svc.rows("dead_letters", "SELECT COUNT(*) FROM dead_letters")
+            dead.add_metric([], float(n[0][0]) if n else 0.0)
+        except Exception:  # noqa: BLE001
+            pass
+        yield dead
+        lag = GaugeMetricFamily(
+            "streamrec_stream_lag_records", "records in the topic not yet read by a query", labels=["query"]
+        )
+        ends = self._end_offsets()
+        if ends is not None:
+            for q in ("eventlog", "aggregates", "foldin"):
+                done = checkpoint_offsets(svc.cfg.checkpoint_dir / q)
+                if done is not None:
+                    lag.add_metric([q], float(sum(max(0, e - done.get(p, 0)) for p, e in ends.items())))
+        yield lag
+
+    def _end_offsets(self) -> dict[int, int] | None:
+        cfg = self.service.cfg
+        if cfg.bootstrap is None:
+            return None
+        at, ends = self._ends
+        if time.monotonic() - at < 5.0:
+            return ends
+        with self._lock:
+            if not self.service.broker_check()["ok"]:  # a closed port answers at once: skip the client
+                self._ends = (time.monotonic(), None)
+                return None
+            try:
+                from kafka import KafkaConsumer, TopicPartition
+
+                if self._consumer is None:
+                    self._consumer = KafkaConsumer(
+                        bootstrap_servers=cfg.bootstrap,
+                        request_timeout_ms=3000,
+                    )
+                parts = self._consumer.partitions_for_topic(cfg.topic) or set()
+                tps = [TopicPartition(cfg.topic, p) for p in parts]
+                ends = {tp.partition: o for tp, o in self._consumer.end_offsets(tps).items()} if tps else None
+            except Exception:  # noqa: BLE001 - no broker: no lag figure, the scrape still succeeds
+                ends = None
+            self._ends = (time.monotonic(), ends)
+            return ends

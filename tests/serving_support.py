@@ -1,0 +1,85 @@
+"""Helpers for the API tests: a sink DB filled by the stream's own writers, without Spark."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from serving.service import ServeConfig
+from streaming.aggregates import WindowSpec, apply_deltas, compute_deltas
+from streaming.job import apply_user_outputs
+from streaming.metrics import upsert_metrics
+from streamrec.model_store import Model
+from streamrec.settings import BUNDLED_DATA
+from streamrec.sink import Sink
+
+
+def fill_sink(url: str, events: pd.DataFrame, movies: pd.DataFrame) -> None:
+    """Aggregates of `events`, three batches of metrics per query and two dead letters, written
+    with the same functions the stream's batch writers call."""
+    m = movies.set_index("movie_id")
+    sink = Sink(url)
+    try:
+        sink.create_schema()
+        with sink.transaction():
+            d = compute_deltas(events, m["genres"], None, WindowSpec())
+            apply_deltas(sink, d, m["title"])
+            now = time.time()
+            for q in ("eventlog", "aggregates", "foldin"):
+                for b in range(3):
+                    upsert_metrics(sink, q, b, input_rows=100 * (b + 1), rows_per_s=500.0, duration_ms=200,
+                                   latency_p50_ms=300.0 + b, latency_p95_ms=900.0 + b)  # fmt: skip
+                    sink.execute("UPDATE stream_metrics SET at = ? WHERE query = ? AND batch_id = ?",
+                                 (now - 10 + b, q, b))  # fmt: skip
+            sink.executemany(
+                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    ("ratings", 0, 5, "not json", "not JSON", 1),
+                    ("ratings", 1, 9, "[1]", "not a JSON object", 2),
+                ],
+            )
+    finally:
+        sink.close()
+
+
+def store_stream_list(
+    url: str, model: Model, user_id: int, movie_ids: list[int], version: str | None = None
+) -> None:
+    """A fold-in output row for one user, as the stream's fold-in query writes it."""
+    n = len(movie_ids)
+    row = {
+        "user_id": user_id,
+        "model_version": version or model.version,
+        "n_ratings": 3,
+        "n_used": 3,
+        "vector": None,
+        "bias": None,
+        "rec_movie_ids": movie_ids,
+        "rec_scores": [1.0 - i / 100 for i in range(n)],
+        "rec_predicted": [4.0] * n,
+        "source": "fold-in",
+        "min_kafka_ts": time.time(),
+        "max_kafka_ts": time.time(),
+        "new_events": 1,
+    }
+    sink = Sink(url)
+    try:
+        with sink.transaction():
+            apply_user_outputs(sink, pd.DataFrame([row]), 10_000 + user_id, time.time())
+    finally:
+        sink.close()
+
+
+def serve_config(home: Path, model_root: Path, sink_url: str, bootstrap: str | None, topic: str = "ratings"):
+    return ServeConfig(
+        model_root=model_root,
+        sink_url=sink_url,
+        event_log_dir=home / "eventlog",
+        checkpoint_dir=home / "checkpoints",
+        data=BUNDLED_DATA,
+        bootstrap=bootstrap,
+        topic=topic,
+    )
