@@ -417,7 +417,7 @@ class Service:
                 "last_batch": int(last["batch_id"]),
                 "last_at": _num(last["at"]),
                 "batches": len(g),
-                "input_rows": int(g["input_rows"].fillna(0).sum()),
+                "input_rows": int(pd.to_numeric(g["input_rows"]).fillna(0).sum()),
                 "rows_per_s": _num(g["rows_per_s"].dropna().iloc[-1])
                 if g["rows_per_s"].notna().any()
                 else None,

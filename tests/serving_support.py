@@ -83,3 +83,55 @@ def serve_config(home: Path, model_root: Path, sink_url: str, bootstrap: str | N
         bootstrap=bootstrap,
         topic=topic,
     )
+
+
+class ServerThread:
+    """A real uvicorn server for an app, on a free loopback port, in a background thread."""
+
+    def __init__(self, app):
+        import threading
+
+        import uvicorn
+
+        from streamrec.kafka_local import free_port_pair
+
+        self.port = free_port_pair()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, installed by the project's script when missing."""
+    import subprocess
+
+    from streamrec.settings import PROJECT_ROOT
+
+    done = subprocess.run([str(PROJECT_ROOT / "scripts" / "chromium.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+# Headless flags for a machine with no network but loopback (no background fetches, no sandbox as root).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
