@@ -256,7 +256,36 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += _train(results["train"], img)
     if "stream" in results:
         lines += _stream(results["stream"], img)
+    if "api" in results:
+        lines += _api(results["api"])
     path.write_text("\n".join(lines))
+
+
+def _api(a: dict) -> list[str]:
+    """The HTTP API section: load at 16 connections per sink, and a new user end to end."""
+    lines = ["## HTTP API (`streamrec serve`)", "",
+             f"`python -m bench.run_all api`. One `streamrec serve` process; load from wrk (C) with "
+             f"{a['connections']} connections for {a['seconds']} s per row, on the same 2 cores. The "
+             f"sink holds a stream's run over {a['live_events']:,} live events (base model from the "
+             "oldest 80 %). *Known user*: `GET /recommendations/{id}?k=10` rotating over the live "
+             "users, each served from the stream's list in the sink. *Fold-in*: `POST /recommendations` "
+             "with 20 ratings (rotating over 50 bodies), folded in on the spot. Aims (issue): p99 <= 20 ms "
+             "(known user) and <= 50 ms (fold-in), >= 1,000 requests/s for known users.", "",
+             "| sink | request | requests/s | p50 ms | p99 ms | non-2xx | aim met |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for sink, r in a["sinks"].items():
+        for key, label, p99_aim, rps_aim in (("known_user", "known user", 20.0, 1000.0),
+                                             ("fold_in_20", "fold-in, 20 ratings", 50.0, 0.0)):  # fmt: skip
+            x = r[key]
+            ok = x["p99_ms"] <= p99_aim and x["requests_per_s"] >= rps_aim and x["non_2xx"] == 0
+            lines.append(f"| {sink} | {label} | {x['requests_per_s']:,.0f} | {x['p50_ms']:.1f} | "
+                         f"{x['p99_ms']:.1f} | {x['non_2xx']} | {'yes' if ok else 'no'} |")  # fmt: skip
+    n = a["new_user"]
+    lines += ["", f"A brand-new user end to end over HTTP: `POST /events` with 5 ratings, then "
+              f"`GET /recommendations/{{id}}` polled until `source` is `stream` (continuous stream, "
+              f"1 s trigger): median **{n['median_s']:.2f} s** over {n['trials']} users "
+              f"({', '.join(f'{x:.2f}' for x in n['seconds'])} s).", ""]  # fmt: skip
+    return lines
 
 
 def write_readme_quality(results: dict, readme: Path) -> None:

@@ -1,5 +1,5 @@
 """Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~35 minutes);
-`python -m bench.run_all quality` (or replay, train, stream) runs one part and keeps the others."""
+`python -m bench.run_all quality` (or replay, train, stream, api) runs one part and keeps the others."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 
-from bench import quality_bench, replay_bench, stream_bench, train_bench
+from bench import api_bench, quality_bench, replay_bench, stream_bench, train_bench
 from bench.common import machine
 from bench.report import write_markdown, write_readme_quality, write_readme_results
 from streamrec.settings import PROJECT_ROOT
@@ -15,20 +15,22 @@ from streamrec.spark import get_spark
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"quality", "replay", "train", "stream"}
+    which = set(sys.argv[1:]) or {"quality", "replay", "train", "stream", "api"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     results["machine"] = machine()
     results["date"] = dt.date.today().isoformat()
     if "replay" in which:
         results["replay"] = replay_bench.run()
-    spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream"} else None
+    spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream", "api"} else None
     if "quality" in which:
         results["quality"] = quality_bench.run(spark)
     if "train" in which:
         results["train"] = train_bench.run(spark)
     if "stream" in which:
         results["stream"] = stream_bench.run(spark)
+    if "api" in which:
+        results["api"] = api_bench.run(spark)
     out.write_text(json.dumps(results, indent=2))
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole scenario on the bundled data, in a fresh state directory (var/demo):
 #   broker -> base model v1 (oldest 80%) -> stream -> replay the newest 20% in two halves with a
-#   retrain in between (v2, hot-swapped into the running stream) -> recommendations before/after.
+#   retrain in between (v2, hot-swapped into the running stream) -> recommendations before/after
+#   -> the HTTP API and dashboard (a new user's events in through POST /events, their list out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export STREAMREC_HOME=${STREAMREC_HOME:-$PWD/var/demo}
 export STREAMREC_KAFKA_PORT=${STREAMREC_KAFKA_PORT:-9092}
+PORT=${DEMO_PORT:-8000}            # the HTTP API and dashboard
 S=".venv/bin/streamrec"
 MID=${DEMO_MID:-2017-06-01}        # the live part is replayed before and after this date
 SPEEDUP=${DEMO_SPEEDUP:-4000000}   # event-time gaps / SPEEDUP: ~2.5 years of ratings in ~20 s
@@ -65,21 +67,50 @@ $S recommend --rated 260:5 -k 5
 echo "-- after three ratings (Star Wars IV, V: 5, VI: 4.5) and a dislike (Titanic: 1)"
 $S recommend --rated 260:5,1196:5,1210:4.5,1721:1 -k 5
 
+step "the HTTP API and the live dashboard (log: $STREAMREC_HOME/serve.log)"
+$S serve --port "$PORT" >"$STREAMREC_HOME/serve.log" 2>&1 &
+SERVE_PID=$!
+trap 'kill -TERM $STREAM_PID $SERVE_PID 2>/dev/null || true' EXIT
+API="http://127.0.0.1:$PORT"
+for _ in $(seq 100); do curl -sf "$API/healthz" >/dev/null && break; sleep 0.2; done
+echo "-- a brand-new user 900001 rates three movies through POST /events"
+curl -s -X POST "$API/events" -H 'Content-Type: application/json' -d '[
+  {"user_id": 900001, "movie_id": 260, "rating": 5, "timestamp": 1537800000},
+  {"user_id": 900001, "movie_id": 1196, "rating": 5, "timestamp": 1537800001},
+  {"user_id": 900001, "movie_id": 2571, "rating": 4.5, "timestamp": 1537800002}]'; echo
+for _ in $(seq 120); do
+  curl -s "$API/recommendations/900001?k=5" | grep -q '"source":"stream"' && break; sleep 0.25
+done
+echo "-- GET /recommendations/900001?k=5 (the stream's list):"
+curl -s "$API/recommendations/900001?k=5" | .venv/bin/python -c '
+import json, sys
+r = json.load(sys.stdin)
+print(f"source {r[\"source\"]}, model {r[\"model_version\"]}")
+for i, m in enumerate(r["items"], 1):
+    print(f"  {i}. {m[\"title\"]}  (predicted {m[\"predicted_rating\"]})")'
+echo "-- GET /readyz: $(curl -s "$API/readyz" | head -c 200)"
+
 step "model versions"
 $S model list
 
-step "stop the stream at a batch boundary"
-kill -TERM $STREAM_PID; wait $STREAM_PID || true; trap - EXIT
-tail -n 1 "$STREAMREC_HOME/stream.log"
 cat <<MSG
 
 Where to look:
+  dashboard    $API/   (API docs: $API/docs, metrics: $API/metrics)
   sink DB      $STREAMREC_HOME/streamrec.db  (sqlite3: movie_stats, genre_stats, user_activity,
                rating_histogram, trending, dead_letters, user_vectors, user_recommendations,
                stream_metrics)
   event log    $STREAMREC_HOME/eventlog/  (Parquet)
   models       $STREAMREC_HOME/models/    (streamrec model list / show)
-  stream log   $STREAMREC_HOME/stream.log
-The broker keeps running: STREAMREC_HOME=$STREAMREC_HOME $S kafka stop
+  logs         $STREAMREC_HOME/stream.log, $STREAMREC_HOME/serve.log
 MSG
-echo "demo done: v1 -> $(cat "$STREAMREC_HOME/models/CURRENT"), users $NEW_USER and $OLD_USER served from the stream"
+echo "demo done: v1 -> $(cat "$STREAMREC_HOME/models/CURRENT"), users $NEW_USER and $OLD_USER served from the stream; dashboard at $API/"
+if [ -t 0 ] && [ -z "${DEMO_NO_WAIT:-}" ]; then
+  echo "the stream and the server keep running: press Enter to stop them (the broker stays up)"
+  read -r _
+fi
+step "stop the server and the stream (at a batch boundary)"
+kill -TERM $SERVE_PID 2>/dev/null || true
+kill -TERM $STREAM_PID; wait $STREAM_PID || true; wait $SERVE_PID 2>/dev/null || true; trap - EXIT
+tail -n 1 "$STREAMREC_HOME/stream.log"
+echo "The broker keeps running: STREAMREC_HOME=$STREAMREC_HOME $S kafka stop"

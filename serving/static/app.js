@@ -2,6 +2,7 @@
 "use strict";
 
 const POLL_MS = 2000;
+const WINDOW_S = 300;
 const QUERY_COLORS = { aggregates: "#3b6fd8", foldin: "#e07b39", eventlog: "#1f9d55" };
 const charts = {};
 const state = { ratings: new Map() }; // try-it panel: movie_id -> {title, rating}
@@ -32,7 +33,8 @@ function timeAxis() {
 async function refreshStream() {
   const s = await api("/stats/stream?batches=120");
   const byQuery = {};
-  for (const b of s.batches) (byQuery[b.query] ||= []).push(b);
+  const since = Date.now() / 1000 - WINDOW_S; // the charts show the last few minutes only
+  for (const b of s.batches) if (b.at >= since) (byQuery[b.query] ||= []).push(b);
   const series = (key) => Object.entries(byQuery).map(([q, rows]) => ({
     label: q, borderColor: QUERY_COLORS[q] || "#888", backgroundColor: QUERY_COLORS[q] || "#888",
     pointRadius: 1.5, borderWidth: 1.5,
@@ -40,7 +42,7 @@ async function refreshStream() {
   }));
   const tp = chart("chart-throughput", { type: "line", data: { datasets: [] }, options: { scales: { x: timeAxis(), y: { beginAtZero: true } } } });
   tp.data.datasets = series("events_per_s").filter((d) => d.data.length); tp.update();
-  const lat = chart("chart-latency", { type: "line", data: { datasets: [] }, options: { scales: { x: timeAxis(), y: { beginAtZero: true } } } });
+  const lat = chart("chart-latency", { type: "line", data: { datasets: [] }, options: { scales: { x: timeAxis(), y: { type: "logarithmic" } } } });
   lat.data.datasets = series("latency_p95_ms").filter((d) => d.data.length); lat.update();
   const q = s.queries;
   $("kpi-agg-p95").textContent = q.aggregates?.latency_p95_ms != null ? `${fmt(q.aggregates.latency_p95_ms)} ms` : "—";
