@@ -18,6 +18,8 @@ from streamrec.events import MAX_ID, valid_rating
 from streamrec.model_store import Model
 from streamrec.scorer import Users
 
+from .catalog import Catalog
+
 
 @dataclass
 class Recommendations:
@@ -54,17 +56,16 @@ def parse_rated(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["movie_id", "rating"]).drop_duplicates("movie_id", keep="last")
 
 
-def _table(ids, scores, predicted, movies: pd.DataFrame) -> pd.DataFrame:
-    info = movies.set_index("movie_id")
+def _table(ids, scores, predicted, catalog: Catalog) -> pd.DataFrame:
     ids = np.asarray(ids, dtype=np.int64)
     return pd.DataFrame(
         {
             "rank": np.arange(1, len(ids) + 1),
             "movie_id": ids,
-            "title": [info["title"].get(i, f"movie {i}") for i in ids],
+            "title": [catalog.title(i) for i in ids],
             "score": np.round(np.asarray(scores, float), 4),
             "predicted_rating": np.round(np.asarray(predicted, float), 2),
-            "genres": ["|".join(info["genres"].get(i, [])) for i in ids],
+            "genres": ["|".join(catalog.genres_of(i)) for i in ids],
         }
     )
 
@@ -73,7 +74,7 @@ def recommend(
     model: Model,
     user_id: int | None,
     mine: pd.DataFrame | None,
-    movies: pd.DataFrame,
+    movies: pd.DataFrame | Catalog,
     k: int = 10,
     rated: pd.DataFrame | None = None,
     genres: list[str] | None = None,
@@ -89,6 +90,7 @@ def recommend(
     """
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
+    catalog = movies if isinstance(movies, Catalog) else Catalog.of(movies)
     scorer = model.scorer
     # The model's stored vector is current only if the model saw all of this user's ratings.
     newest = model.meta.get("newest_event_ts")
@@ -120,9 +122,9 @@ def recommend(
         notes.append(
             f"cold-start blend: {int(users.n_used[0])} known rating(s), popularity prior weight {w:g}"
         )
-    allowed = np.isin(model.items.ids, _genre_ids(movies, genres)) if genres else None
+    allowed = np.isin(model.items.ids, catalog.ids_in(genres), assume_unique=True) if genres else None
     ids, scores, predicted = scorer.top_k(users, k, [seen], allowed)[0]
-    return Recommendations(user_id, source, model.version, _table(ids, scores, predicted, movies), notes)
+    return Recommendations(user_id, source, model.version, _table(ids, scores, predicted, catalog), notes)
 
 
 def read_ratings_file(path: Path) -> pd.DataFrame:
@@ -212,13 +214,6 @@ def _recommend_chunk(model: Model, ratings: pd.DataFrame, k: int) -> list[dict]:
                       for i, s, p in zip(ids, scores, pred, strict=True)],
         })  # fmt: skip
     return out
-
-
-def _genre_ids(movies: pd.DataFrame, genres: list[str]) -> np.ndarray:
-    """Sorted ids of the movies in any of `genres` (case-insensitive)."""
-    wanted = {g.lower() for g in genres}
-    mask = movies["genres"].map(lambda gs: bool(wanted & {g.lower() for g in gs}))
-    return np.sort(movies.loc[mask, "movie_id"].to_numpy(np.int64))
 
 
 # -- similar movies ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from streamrec.model_store import Model, ModelStore
 from streamrec.movielens import load_movies
 from streamrec.sink import Sink
 
+from .catalog import Catalog
 from .lsh import RandomProjectionLSH
 from .ratings_index import RatingsIndex
 from .recommend import Recommendations, recommend, similar_candidates, similar_exact
@@ -49,7 +50,7 @@ class Loaded:
 
     model: Model
     movies: pd.DataFrame  # movie_id, title, genres (list)
-    info: pd.DataFrame  # the same, indexed by movie_id
+    catalog: Catalog  # the same as dicts, for per-item lookups
     ratings: RatingsIndex
     lsh: RandomProjectionLSH
 
@@ -65,6 +66,7 @@ class Service:
         self._producer_lock = threading.Lock()
         self._producer_failed_at = -1e9
         self._fallback_movies: pd.DataFrame | None = None
+        self._fallback_catalog: Catalog | None = None
 
     # -- model and sink ---------------------------------------------------------------------------
 
@@ -82,7 +84,7 @@ class Service:
                 self._loaded = Loaded(
                     model,
                     movies,
-                    movies.set_index("movie_id"),
+                    Catalog.of(movies),
                     RatingsIndex(spec, self.cfg.event_log_dir),
                     RandomProjectionLSH(model.ranking.factors),
                 )
@@ -96,6 +98,14 @@ class Service:
             if self._fallback_movies is None:
                 self._fallback_movies = load_movies(self.cfg.data)
             return self._fallback_movies
+
+    def catalog(self) -> Catalog:
+        try:
+            return self.current().catalog
+        except ModelStoreError:
+            if self._fallback_catalog is None:
+                self._fallback_catalog = Catalog.of(self.movies())
+            return self._fallback_catalog
 
     def sink(self) -> Sink:
         s = getattr(self._local, "sink", None)
@@ -145,7 +155,7 @@ class Service:
                     [],
                 )
         mine = cur.ratings.user(user_id)
-        recs = recommend(model, user_id, mine, cur.movies, k, genres=genres)
+        recs = recommend(model, user_id, mine, cur.catalog, k, genres=genres)
         return self._from_recs(recs)
 
     def recommend_anonymous(self, ratings: list[tuple[int, float]], k: int, genres: list[str] | None) -> dict:
@@ -156,9 +166,10 @@ class Service:
                     f"rating {rating} for movie {movie_id} is outside 0.5..5.0 in steps of 0.5"
                 )
         cur = self.current()
-        rated = pd.DataFrame(ratings, columns=["movie_id", "rating"]).drop_duplicates("movie_id", keep="last")
+        last = dict(ratings)  # a movie rated twice: the later rating wins
+        rated = pd.DataFrame({"movie_id": list(last), "rating": list(last.values())})
         recs = recommend(
-            cur.model, None, None, cur.movies, k, rated=rated if len(rated) else None, genres=genres
+            cur.model, None, None, cur.catalog, k, rated=rated if len(rated) else None, genres=genres
         )
         return self._from_recs(recs)
 
@@ -176,12 +187,12 @@ class Service:
         )
 
     def _response(self, user_id, version, source, ids, scores, predicted, notes) -> dict:
-        info = self.current().info
+        cat = self.current().catalog
         items = [
             {
                 "movie_id": int(m),
-                "title": _title(info, m),
-                "genres": _genres(info, m),
+                "title": cat.title(m),
+                "genres": cat.genres_of(m),
                 "score": round(float(s), 4),
                 "predicted_rating": round(float(p), 2),
             }
@@ -198,8 +209,8 @@ class Service:
     def genre_filter(self, genres: list[str] | None) -> list[str] | None:
         if not genres:
             return None
-        known = {g.lower() for gs in self.movies()["genres"] for g in gs}
-        unknown = [g for g in genres if g.lower() not in known]
+        catalog = self.catalog()
+        unknown = [g for g in genres if not catalog.known_genre(g)]
         if unknown:
             raise InvalidRequest(f"unknown genre(s): {', '.join(unknown)}")
         return genres
@@ -223,8 +234,8 @@ class Service:
         items = [
             {
                 "movie_id": int(m),
-                "title": _title(cur.info, m),
-                "genres": _genres(cur.info, m),
+                "title": cur.catalog.title(m),
+                "genres": cur.catalog.genres_of(m),
                 key: round(float(s), 4),
                 "n_ratings": None if support is None else int(support[model.items.rows(np.array([m]))[0][0]]),
             }
@@ -232,7 +243,7 @@ class Service:
         ]
         return {
             "movie_id": movie_id,
-            "title": _title(cur.info, movie_id),
+            "title": cur.catalog.title(movie_id),
             "metric": metric,
             "model_version": model.version,
             "items": items,
@@ -368,12 +379,12 @@ class Service:
             "WHERE window_start = ? ORDER BY n_ratings DESC, avg_rating DESC, movie_id LIMIT ?",
             (int(start), limit),
         )
-        info = self.movies().set_index("movie_id")
+        cat = self.catalog()
         return {
             "window_start": int(start),
             "window_end": int(rows[0][0]) if rows else None,
             "items": [
-                {"movie_id": int(m), "title": _title(info, m), "n_ratings": int(n), "avg_rating": _num(a)}
+                {"movie_id": int(m), "title": cat.title(m), "n_ratings": int(n), "avg_rating": _num(a)}
                 for _, m, n, a in rows
             ],
         }
@@ -606,16 +617,6 @@ def parse_genres(text: str | None) -> list[str] | None:
 
 def valid_id(value: int) -> bool:
     return 0 < value <= MAX_ID
-
-
-def _title(info: pd.DataFrame, movie_id) -> str:
-    t = info["title"].get(int(movie_id))
-    return t if isinstance(t, str) else f"movie {int(movie_id)}"
-
-
-def _genres(info: pd.DataFrame, movie_id) -> list[str]:
-    g = info["genres"].get(int(movie_id))
-    return list(g) if g is not None and not isinstance(g, float) else []
 
 
 def _num(v) -> float | None:
