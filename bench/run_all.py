@@ -9,7 +9,7 @@ import sys
 
 from bench import api_bench, quality_bench, replay_bench, stream_bench, train_bench
 from bench.common import machine
-from bench.report import write_markdown, write_readme_quality, write_readme_results
+from bench.report import write_markdown, write_readme_api, write_readme_quality, write_readme_results
 from streamrec.settings import PROJECT_ROOT
 from streamrec.spark import get_spark
 
@@ -18,8 +18,9 @@ def main() -> None:
     which = set(sys.argv[1:]) or {"quality", "replay", "train", "stream", "api"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
-    results["machine"] = machine()
-    results["date"] = dt.date.today().isoformat()
+    if not sys.argv[1:] or "date" not in results:  # a partial run dates only its own section
+        results["machine"] = machine()
+        results["date"] = dt.date.today().isoformat()
     if "replay" in which:
         results["replay"] = replay_bench.run()
     spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream", "api"} else None
@@ -30,13 +31,15 @@ def main() -> None:
     if "stream" in which:
         results["stream"] = stream_bench.run(spark)
     if "api" in which:
-        results["api"] = api_bench.run(spark)
+        results["api"] = {**api_bench.run(spark), "date": dt.date.today().isoformat(), "machine": machine()}
     out.write_text(json.dumps(results, indent=2))
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:
         write_readme_results(results, PROJECT_ROOT / "README.md")
     if "quality" in results:
         write_readme_quality(results, PROJECT_ROOT / "README.md")
+    if "api" in results:
+        write_readme_api(results, PROJECT_ROOT / "README.md")
     print(f"wrote {out} and docs/benchmarks.md")
 
 
