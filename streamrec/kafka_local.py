@@ -169,7 +169,7 @@ class LocalKafka:
         )
 
     def _format(self) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         cmd = self._java(
             "kafka.tools.StorageTool", "format", "--standalone",
             "-t", cluster_id, "-c", str(self.config_file),
@@ -259,3 +259,13 @@ def free_port_pair() -> int:
                 except OSError:
                     continue
     raise RuntimeError("no free port pair")
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of 16 bytes) that never starts with "-": the storage
+    tool's parser reads such an id as an option and formatting fails (1 run in 64). Kafka's own
+    Uuid.randomUuid() redraws for the same reason."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
