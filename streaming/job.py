@@ -133,10 +133,10 @@ def apply_aggregates(ctx: Context, cfg: StreamConfig):
         bad = pdf[pdf["reason"].notna()]
         good = pdf[pdf["reason"].isna()]
         sink.executemany(
-            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(t, int(p), int(o), v, r, batch_id) for t, p, o, v, r in
-             bad[["topic", "partition", "offset", "value", "reason"]].itertuples(index=False)],
+            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id,"
+            " raw_base64) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(t, int(p), int(o), v, r, batch_id, b) for t, p, o, v, r, b in
+             bad[["topic", "partition", "offset", "value", "reason", "raw_base64"]].itertuples(index=False)],
         )  # fmt: skip
         late = 0
         if len(good):

@@ -9,6 +9,18 @@ from __future__ import annotations
 from streamrec.events import FIELDS, MAX_ID, MAX_RATING, MAX_TS, MIN_RATING, MIN_TS
 
 SCHEMA = "user_id long, movie_id long, rating double, timestamp long"
+COLUMNS = (
+    "user_id",
+    "movie_id",
+    "rating",
+    "timestamp",
+    "reason",
+    "value",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_ts",
+)
 
 
 def kafka_stream(spark, bootstrap: str, topic: str, max_offsets: int | None = None):
@@ -33,6 +45,7 @@ def reason_sql(value: str = "value") -> str:
     p = "parsed"
     checks = [
         (f"{value} IS NULL", "empty value"),
+        (f"NOT is_valid_utf8({value})", "not UTF-8"),
         (f"get_json_object({value}, '$') IS NULL", "not JSON"),
         (f"json_object_keys({value}) IS NULL", "not a JSON object"),
     ]
@@ -48,34 +61,45 @@ def reason_sql(value: str = "value") -> str:
     ]  # fmt: skip
     # Fast path first: a record whose typed fields all parsed and are in range is valid after a
     # single JSON parse; only bad records pay for the get_json_object checks that name the reason.
-    ok = " AND ".join([f"{p}.{f} IS NOT NULL" for f in FIELDS] + [f"NOT ({cond})" for cond, _ in checks[-3:]])
+    ok = " AND ".join([f"is_valid_utf8({value})"] + [f"{p}.{f} IS NOT NULL" for f in FIELDS]
+                      + [f"NOT ({cond})" for cond, _ in checks[-3:]])  # fmt: skip
     whens = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in checks)
     return f"CASE WHEN {ok} THEN NULL {whens} ELSE NULL END"
 
 
 def parse(raw):
-    """Kafka rows -> (user_id, movie_id, rating, timestamp, reason, raw value, Kafka metadata)."""
+    """Kafka rows -> (user_id, movie_id, rating, timestamp, reason, value, raw_base64, Kafka metadata).
+
+    Rules run on the record's own bytes read as UTF-8 (`text`). What leaves Spark is safe for
+    Arrow and for every sink whatever the bytes were: `value` is the text with invalid UTF-8
+    and NUL replaced by U+FFFD (PostgreSQL text cannot hold NUL; Arrow refuses invalid UTF-8,
+    which once failed the whole batch, and every restart with it), and a bad record keeps its
+    exact bytes in `raw_base64`.
+    """
     return (
         raw.selectExpr(
-            "CAST(value AS STRING) AS value",
+            "CAST(value AS STRING) AS text",
+            "value AS bytes",
             "topic",
             "partition",
             "offset",
             "CAST(timestamp AS DOUBLE) AS kafka_ts",
         )  # fmt: skip
-        .selectExpr("*", f"from_json(value, '{SCHEMA}') AS parsed")
+        .selectExpr("*", f"from_json(text, '{SCHEMA}') AS parsed")
         .selectExpr(
             "try_cast(parsed.user_id AS INT) AS user_id",
             "try_cast(parsed.movie_id AS INT) AS movie_id",
             "try_cast(parsed.rating AS FLOAT) AS rating",
             "parsed.timestamp AS timestamp",
-            f"{reason_sql()} AS reason",
-            "value",
+            f"{reason_sql('text')} AS reason",
+            "replace(make_valid_utf8(text), char(0), '\\uFFFD') AS value",
+            "bytes",
             "topic",
             "partition",
             "offset",
             "kafka_ts",
         )  # fmt: skip
+        .selectExpr(*COLUMNS, "CASE WHEN reason IS NOT NULL THEN base64(bytes) END AS raw_base64")
     )
 
 

@@ -41,6 +41,11 @@ def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None
     """
     if raw is None:
         return None, "empty value"
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = raw.decode("utf-8")  # strictly: json.loads(bytes) would also guess UTF-16/32
+        except UnicodeDecodeError:
+            return None, "not UTF-8"
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

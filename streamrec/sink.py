@@ -42,7 +42,7 @@ SCHEMA = [
         PRIMARY KEY (window_start, movie_id))""",
     """CREATE TABLE IF NOT EXISTS dead_letters (
         topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
-        raw_value TEXT, reason TEXT NOT NULL, batch_id BIGINT,
+        raw_value TEXT, reason TEXT NOT NULL, batch_id BIGINT, raw_base64 TEXT,
         PRIMARY KEY (topic, kafka_partition, kafka_offset))""",
     """CREATE TABLE IF NOT EXISTS user_vectors (
         user_id BIGINT PRIMARY KEY, model_version TEXT, n_ratings BIGINT, n_used BIGINT,
@@ -138,6 +138,8 @@ class Sink:
             # an upgraded stream keeps every stored row instead of failing on its first insert.
             if "predicted_rating" not in self.columns("user_recommendations"):
                 self.execute("ALTER TABLE user_recommendations ADD COLUMN predicted_rating DOUBLE PRECISION")
+            if "raw_base64" not in self.columns("dead_letters"):  # likewise: added with the UTF-8 rule
+                self.execute("ALTER TABLE dead_letters ADD COLUMN raw_base64 TEXT")
 
     def columns(self, table: str) -> set[str]:
         if self.postgres:

@@ -99,3 +99,15 @@ def assert_vectors_match_fold_in(
         if model.items.servable is not None:
             assert set(user_recs["movie_id"]) <= set(model.items.ids[model.items.servable])
     return vecs
+
+
+def fresh_postgres_db(server_url: str) -> str:
+    """A new, empty database on the session's PostgreSQL server (tests never share tables)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + "/" + name

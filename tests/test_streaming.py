@@ -3,6 +3,7 @@ dead letters, model hot swap, crash safety (SIGKILL + restart) and the PostgreSQ
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import shutil
@@ -22,14 +23,14 @@ from batch.train import Params, RankingParams
 from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
 from streamrec.event_log import committed_files, count_events, read_event_log
-from streamrec.events import encode
+from streamrec.events import encode, validate
 from streamrec.history import HistorySpec, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_movies, load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 from streamrec.sink import open_sink
-from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, table
+from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
 
 pytestmark = pytest.mark.integration
 SPLIT = 0.8
@@ -103,7 +104,9 @@ def test_scenario_end_to_end_aggregates_vectors_event_log(spark, kafka, topic, t
     assert_aggregates_exact(cfg.sink_url, all_events, movies, cfg.window)
 
 
-def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kafka, topic, tmp_path):
+@pytest.mark.parametrize("sink", ["sqlite", "postgresql"])
+def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kafka, topic, tmp_path, sink,
+                                                                      request):  # fmt: skip
     ensure_topic(kafka, topic, partitions=1)
     bad = {
         b"not json": "not JSON",
@@ -115,7 +118,15 @@ def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kaf
             "rating outside 0.5..5.0 in steps of 0.5",
         b'{"user_id": 1, "movie_id": 99999999999, "rating": 3.0, "timestamp": 1500000000}': "id out of range",
         b'{"user_id": 1, "movie_id": 2, "rating": 3.0, "timestamp": 5}': "timestamp out of range",
+        # Bytes that are not UTF-8 once stopped the stream for good (Arrow refused the batch on
+        # every restart); a raw NUL did the same on PostgreSQL. Now each is one dead letter.
+        b"\x80\x81\xfe\xff random bytes": "not UTF-8",
+        '{"user_id": 1, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000}'.encode("utf-16"): "not UTF-8",
+        b'{"user_id": 1, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000, "note": "\xff"}': "not UTF-8",
+        b'{"user_id": 1, "movie_id": 2, "rating": 4.0, "timestamp": 15000\x000000}': "not JSON",
+        b'{"user_id": 1, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000, "n": "a\x00b"}': "not JSON",
     }  # fmt: skip
+    assert {raw: validate(raw)[1] for raw in bad} == bad  # the reference validator agrees
     good = [(u, 1 + u % 5, 0.5 * (1 + u % 10), 1_500_000_000 + u) for u in range(1, 41)]
     bad_raws = list(bad)
     with producer(kafka) as p:
@@ -126,13 +137,16 @@ def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kaf
                 p.send(topic, value=bad_raws.pop())
         p.flush()
     assert not bad_raws
-    cfg = make_cfg(tmp_path, kafka, topic, tmp_path / "no-models")  # no model yet: state only
-    run_stream(spark, cfg)
-    dead = table(
-        cfg.sink_url, "SELECT kafka_offset, raw_value, reason FROM dead_letters", ["o", "raw", "reason"]
-    )
+    url = fresh_postgres_db(request.getfixturevalue("postgres_url")) if sink == "postgresql" else None
+    cfg = make_cfg(tmp_path, kafka, topic, tmp_path / "no-models", **({"sink_url": url} if url else {}))
+    run_stream(spark, cfg)  # no model yet: the fold-in only keeps state
+    dead = table(cfg.sink_url, "SELECT kafka_offset, raw_value, reason, raw_base64 FROM dead_letters",
+                 ["o", "raw", "reason", "b64"])  # fmt: skip
     assert len(dead) == len(bad)
-    assert dict(zip(dead["raw"].str.encode("utf-8"), dead["reason"], strict=True)) == bad
+    assert (
+        dict(zip(dead["b64"].map(base64.b64decode), dead["reason"], strict=True)) == bad
+    )  # exact bytes kept
+    assert "\x00" not in "".join(dead["raw"])  # the text copy is safe for every sink
     hist = table(cfg.sink_url, "SELECT SUM(n_ratings) FROM rating_histogram", ["n"])
     assert int(hist["n"].iloc[0]) == len(good)
     vectors = table(cfg.sink_url, "SELECT COUNT(*) FROM user_vectors", ["n"])
