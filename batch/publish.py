@@ -41,6 +41,7 @@ from .train import (
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
 # ... or whose lists' NDCG@10 is > 10% worse (lists are noisier than RMSE across data growth)
 RANKING_GATE_TOLERANCE = 0.10
+GATE_MIN_ROWS = 200  # held-out ratings newer than CURRENT's data needed to compare on them
 
 
 @dataclass
@@ -111,8 +112,11 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         + ", ".join(f"{n}:{w:g}" for n, w in zip(blend.n, blend.weights, strict=True)))  # fmt: skip
 
     current = store.current_version()
-    gate = _gate(current, _same_holdout(store, current, scorer, stored_users(model, ranking, train, warm),
-                                        train, test))  # fmt: skip
+    same = _same_holdout(store, current, scorer, stored_users(model, ranking, train, warm), train, test)
+    recorded = None
+    if same is None and current is not None and not store.check(current):
+        recorded = {"current": store.metadata(current).get("metrics", {}), "candidate": metrics}
+    gate = _gate(current, same, recorded)
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
@@ -161,30 +165,45 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
 
 def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users: Users, train: pd.DataFrame,
                   test: pd.DataFrame) -> dict | None:  # fmt: skip
-    """The candidate and CURRENT scored on this run's holdout: the same warm users (CURRENT folds
-    in their training rows with its factors fixed, its exact fold-in), the same held-out rows
-    (for RMSE: those of movies both models know). CURRENT's item factors may have seen some of
-    these held-out ratings, which can only flatter it: the gate errs on the side of CURRENT.
-    None when there is no usable CURRENT or it predates the ranking model."""
+    """The candidate and CURRENT scored on the same held-out ratings, ones neither was trained on.
+
+    Those are the candidate's holdout rows newer than CURRENT's newest training event, of the
+    candidate's warm users; CURRENT folds in those users' training rows with its factors fixed
+    (its exact fold-in). Rows CURRENT trained on would flatter it with its training error, so
+    they are left out. None when there is no usable CURRENT or fewer than GATE_MIN_ROWS such rows
+    (data that did not grow: then the candidate's holdout is CURRENT's own, same data and seed).
+    """
     if current is None or store.check(current):
         return None
     try:
         old = store.load(current)
     except ModelStoreError:
         return None
+    newest = old.meta.get("newest_event_ts")
+    unseen = test[(test["timestamp"] > newest) & test["user_id"].isin(users.ids)] if newest else test[:0]
+    if len(unseen) < GATE_MIN_ROWS:
+        return None
+    users = _only(users, np.isin(users.ids, unseen["user_id"].unique()))
     rows = train[train["user_id"].isin(users.ids)]
     old_users = old.scorer.fold_in(rows["user_id"], rows["movie_id"], rows["rating"])
-    held = test[test["user_id"].isin(users.ids)]
-    both = old.items.rows(held["movie_id"].to_numpy())[1] & scorer.items.rows(held["movie_id"].to_numpy())[1]
-    held = held[both]
+    both = (
+        old.items.rows(unseen["movie_id"].to_numpy())[1] & scorer.items.rows(unseen["movie_id"].to_numpy())[1]
+    )
+    held = unseen[both]
     return {
-        "ndcg_at_10": ranking_model_metrics(scorer, users, train, test)["ndcg_at_10"],
-        "current_ndcg_at_10": ranking_model_metrics(old.scorer, old_users, train, test)["ndcg_at_10"],
+        "basis": f"{len(unseen):,} held-out ratings newer than {current}'s data",
+        "ndcg_at_10": ranking_model_metrics(scorer, users, train, unseen)["ndcg_at_10"],
+        "current_ndcg_at_10": ranking_model_metrics(old.scorer, old_users, train, unseen)["ndcg_at_10"],
         "rmse": _rmse(scorer, users, held),
         "current_rmse": _rmse(old.scorer, old_users, held),
-        "holdout_rows": int(len(held)),
+        "holdout_rows": int(len(unseen)),
         "users": int(len(users)),
     }
+
+
+def _only(users: Users, mask: np.ndarray) -> Users:
+    return Users(users.ids[mask], users.rank_vectors[mask], users.n_used[mask], users.vectors[mask],
+                 users.biases[mask])  # fmt: skip
 
 
 def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
@@ -199,24 +218,35 @@ def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean(err**2))) if len(err) else float("nan")
 
 
-def _gate(current: str | None, same: dict | None) -> dict:
+def _gate(current: str | None, same: dict | None, recorded: dict | None = None) -> dict:
     """Refuse a candidate whose RMSE or lists' NDCG@10 is worse than CURRENT's beyond the
-    tolerances, both measured on the same holdout (`_same_holdout`)."""
+    tolerances. `same`: both measured on the same unseen ratings (`_same_holdout`); without
+    it, CURRENT's `recorded` holdout figures, which are this holdout when the data did not grow."""
     gate = {"current_version": current, "tolerance": GATE_TOLERANCE, "ndcg_tolerance": RANKING_GATE_TOLERANCE,
             "same_holdout": same, "passed": True}  # fmt: skip
     if same is None:
-        return gate
+        if current is None or not recorded or recorded["current"].get("rmse") is None:
+            return gate  # nothing to compare with
+        old, new = recorded["current"], recorded["candidate"]
+        lists = "explicit_lists" in old  # CURRENT's NDCG is a ranking model's (not an older model's)
+        same = {"basis": f"{current}'s recorded holdout (the data did not grow)", "rmse": new["rmse"],
+                "current_rmse": old["rmse"], "ndcg_at_10": new["ndcg_at_10"] if lists else None,
+                "current_ndcg_at_10": old["ndcg_at_10"] if lists else None}  # fmt: skip
+        gate["same_holdout"] = None
+        gate["recorded"] = same
     if same["rmse"] > same["current_rmse"] * (1 + GATE_TOLERANCE):
         gate.update(
             passed=False,
             reason=f"holdout RMSE {same['rmse']:.4f} is more than {GATE_TOLERANCE:.0%} worse than "
-            f"{current}'s {same['current_rmse']:.4f} on the same rows",
+            f"{current}'s {same['current_rmse']:.4f} ({same['basis']})",
         )
-    elif same["ndcg_at_10"] < same["current_ndcg_at_10"] * (1 - RANKING_GATE_TOLERANCE):
+    elif same["ndcg_at_10"] is not None and same["ndcg_at_10"] < same["current_ndcg_at_10"] * (
+        1 - RANKING_GATE_TOLERANCE
+    ):
         gate.update(
             passed=False,
             reason=f"holdout NDCG@10 {same['ndcg_at_10']:.4f} is more than {RANKING_GATE_TOLERANCE:.0%} "
-            f"worse than {current}'s {same['current_ndcg_at_10']:.4f} on the same users",
+            f"worse than {current}'s {same['current_ndcg_at_10']:.4f} ({same['basis']})",
         )
     return gate
 

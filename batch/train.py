@@ -235,6 +235,8 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
     For each n in BLEND_N: fold in each user's first n ratings by event time, rank with every
     candidate weight, score NDCG@k on the rest of their ratings; keep the best weight. Because the
     largest weight is popularity itself, the chosen policy is at least popularity on these users.
+    The weights are then made non-increasing in n (`monotone`): more of a user's own ratings never
+    calls for more of the prior, and the large-n buckets rest on a handful of validation users.
     """
     weights, table = [], []
     for n in BLEND_N:
@@ -256,7 +258,15 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
         row["chosen"] = best
         weights.append(best)
         table.append(row)
-    return Blend(BLEND_N, tuple(weights)), table
+    return Blend(BLEND_N, monotone(weights)), table
+
+
+def monotone(weights: list[float]) -> tuple[float, ...]:
+    """Each bucket's weight capped by every smaller n's: a non-increasing prior weight.
+
+    Why: one retrain's per-bucket choice gave 0.1 at n=1 but 5.0 at n>=200 (from a few heavy
+    validation users), so heavy users got near-popularity lists and the gate rightly refused it."""
+    return tuple(float(w) for w in np.minimum.accumulate(np.asarray(weights, dtype=np.float64)))
 
 
 def choose_blend(

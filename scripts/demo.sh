@@ -82,12 +82,12 @@ for _ in $(seq 120); do
   curl -s "$API/recommendations/900001?k=5" | grep -q '"source":"stream"' && break; sleep 0.25
 done
 echo "-- GET /recommendations/900001?k=5 (the stream's list):"
-curl -s "$API/recommendations/900001?k=5" | .venv/bin/python -c '
+curl -s "$API/recommendations/900001?k=5" | .venv/bin/python -c "
 import json, sys
 r = json.load(sys.stdin)
-print(f"source {r[\"source\"]}, model {r[\"model_version\"]}")
-for i, m in enumerate(r["items"], 1):
-    print(f"  {i}. {m[\"title\"]}  (predicted {m[\"predicted_rating\"]})")'
+print(f\"source {r['source']}, model {r['model_version']}\")
+for i, m in enumerate(r['items'], 1):
+    print(f\"  {i}. {m['title']}  (predicted {m['predicted_rating']})\")"
 echo "-- GET /readyz: $(curl -s "$API/readyz" | head -c 200)"
 
 step "model versions"
