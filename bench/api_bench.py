@@ -153,6 +153,21 @@ def _postgres() -> tuple[str, Path]:
     return out.strip().splitlines()[-1], data
 
 
+def _stream_config(home: Path, bootstrap: str, topic: str, sink_url: str, **kw) -> StreamConfig:
+    """The stream over a benchmark home (the same layout `streamrec stream` uses)."""
+    return StreamConfig(
+        bootstrap=bootstrap,
+        sink_url=sink_url,
+        state_dir=home,
+        event_log_dir=home / "eventlog",
+        model_root=home / "models",
+        data=BUNDLED_DATA,
+        topic=topic,
+        quiet=True,
+        **kw,
+    )
+
+
 def _home(tmp: Path, name: str, model_dir: Path) -> Path:
     home = tmp / name
     (home / "models").mkdir(parents=True)
@@ -167,17 +182,7 @@ def new_user_latency(spark, bootstrap: str, tmp: Path, model_dir: Path, trials: 
     topic = f"e2e-{uuid.uuid4().hex[:6]}"
     ensure_topic(bootstrap, topic)
     sink_url = f"sqlite:///{home / 'streamrec.db'}"
-    cfg = StreamConfig(
-        bootstrap=bootstrap,
-        sink_url=sink_url,
-        state_dir=home,
-        event_log_dir=home / "eventlog",
-        model_root=home / "models",
-        data=BUNDLED_DATA,
-        topic=topic,
-        trigger_s=1.0,
-        quiet=True,
-    )
+    cfg = _stream_config(home, bootstrap, topic, sink_url, trigger_s=1.0)
     stop = threading.Event()
     stream = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
     stream.start()
@@ -260,17 +265,7 @@ def run(spark) -> dict:
             for kind, url in (("sqlite", None), ("postgresql", pg_url)):
                 home = _home(tmp, kind, model_dir)
                 sink_url = url or f"sqlite:///{home / 'streamrec.db'}"
-                cfg = StreamConfig(
-                    bootstrap=bootstrap,
-                    sink_url=sink_url,
-                    state_dir=home,
-                    event_log_dir=home / "eventlog",
-                    model_root=home / "models",
-                    data=BUNDLED_DATA,
-                    topic=topic,
-                    available_now=True,
-                    quiet=True,
-                )
+                cfg = _stream_config(home, bootstrap, topic, sink_url, available_now=True)
                 run_stream(spark, cfg)  # the live users' lists land in the sink
                 server = Server(home, sink_url, bootstrap, topic)
                 try:

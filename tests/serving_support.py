@@ -73,6 +73,19 @@ def store_stream_list(
         sink.close()
 
 
+def model_store_copy(home: Path, model: Model) -> Path:
+    """A model store under `home` holding a copy of `model` as CURRENT (a test's swaps stay its own)."""
+    import shutil
+
+    from streamrec.model_store import ModelStore
+
+    root = home / "models"
+    root.mkdir()
+    shutil.copytree(model.path, root / model.version)
+    ModelStore(root).set_current(model.version)
+    return root
+
+
 def serve_config(home: Path, model_root: Path, sink_url: str, bootstrap: str | None, topic: str = "ratings"):
     return ServeConfig(
         model_root=model_root,

@@ -18,7 +18,7 @@ from streamrec.kafka_local import free_port_pair
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_movies
 from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import fill_sink, serve_config, store_stream_list
+from tests.serving_support import fill_sink, model_store_copy, serve_config, store_stream_list
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +40,7 @@ def api(trained, history, movies, tmp_path_factory):
     and a sink holding the whole history's aggregates; no broker (a closed port)."""
     _, model = trained
     home = tmp_path_factory.mktemp("api-home")
-    root = home / "models"
-    root.mkdir()
-    shutil.copytree(model.path, root / model.version)
-    ModelStore(root).set_current(model.version)
+    root = model_store_copy(home, model)
     url = f"sqlite:///{home / 'sink.db'}"
     fill_sink(url, history, movies)
     cfg = serve_config(home, root, url, bootstrap=f"127.0.0.1:{free_port_pair()}")

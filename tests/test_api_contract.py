@@ -4,7 +4,6 @@ and every body conforms to the schema. Bounded: a fixed number of examples per o
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from serving.api import create_app
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.kafka_local import free_port_pair
-from streamrec.model_store import ModelStore
 from streamrec.movielens import load_movies
 from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import fill_sink, serve_config
+from tests.serving_support import fill_sink, model_store_copy, serve_config
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 25  # per operation and mode: bounded, a few seconds each
@@ -30,10 +28,7 @@ EXAMPLES = 25  # per operation and mode: bounded, a few seconds each
 def api_schema(trained, tmp_path_factory):
     _, model = trained
     home = tmp_path_factory.mktemp("contract-home")
-    root = home / "models"
-    root.mkdir()
-    shutil.copytree(model.path, root / model.version)
-    ModelStore(root).set_current(model.version)
+    root = model_store_copy(home, model)
     url = f"sqlite:///{home / 'sink.db'}"
     history = latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
     fill_sink(url, history.iloc[:5000], load_movies(BUNDLED_DATA))

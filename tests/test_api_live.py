@@ -4,7 +4,6 @@ the dashboard renders live data in Chromium and its try-it panel answers."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
@@ -15,9 +14,8 @@ import pytest
 from serving.api import create_app
 from streaming.job import StreamConfig, run_stream
 from streamrec.kafka_admin import ensure_topic
-from streamrec.model_store import ModelStore
 from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import CHROMIUM_ARGS, ServerThread, chromium_path, serve_config
+from tests.serving_support import CHROMIUM_ARGS, ServerThread, chromium_path, model_store_copy, serve_config
 
 pytestmark = pytest.mark.integration
 NEW_USER = 2_100_000_001
@@ -29,10 +27,7 @@ def live(spark, kafka, trained, tmp_path_factory):
     """A continuous stream (0.5 s trigger) and a uvicorn server over the same state."""
     _, model = trained
     home = tmp_path_factory.mktemp("live-home")
-    root = home / "models"
-    root.mkdir()
-    shutil.copytree(model.path, root / model.version)
-    ModelStore(root).set_current(model.version)
+    root = model_store_copy(home, model)
     topic = f"t-{uuid.uuid4().hex[:12]}"
     ensure_topic(kafka, topic, partitions=2)
     sink_url = f"sqlite:///{home / 'sink.db'}"
