@@ -240,8 +240,10 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    later = {part: d for part, d in results.get("dates", {}).items() if d != results["date"]}
+    redone = "".join(f" The {part} section was re-measured {d}." for part, d in sorted(later.items()))
     lines = ["# Benchmarks", "",
-             f"Measured {results['date']} on {results['machine']}. Regenerate with `make bench` "
+             f"Measured {results['date']} on {results['machine']}.{redone} Regenerate with `make bench` "
              "(raw figures in `docs/benchmark-results.json`). Tests never assert speed; these do "
              "not run in CI.", ""]  # fmt: skip
     from bench.charts import write_charts

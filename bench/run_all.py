@@ -18,9 +18,12 @@ def main() -> None:
     which = set(sys.argv[1:]) or {"quality", "replay", "train", "stream", "api"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
-    if not sys.argv[1:] or "date" not in results:  # a partial run dates only its own section
+    today = dt.date.today().isoformat()
+    if not sys.argv[1:] or "date" not in results:  # a partial run dates only its own sections
         results["machine"] = machine()
-        results["date"] = dt.date.today().isoformat()
+        results["date"] = today
+        results["dates"] = {}
+    results.setdefault("dates", {}).update({part: today for part in which})
     if "replay" in which:
         results["replay"] = replay_bench.run()
     spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream", "api"} else None
