@@ -9,6 +9,8 @@ from __future__ import annotations
 from streamrec.events import FIELDS, MAX_ID, MAX_RATING, MAX_TS, MIN_RATING, MIN_TS
 
 SCHEMA = "user_id long, movie_id long, rating double, timestamp long"
+# C0 control characters other than tab, LF and CR, as a Java regex inside a SQL string literal.
+CONTROL_CHARS = "[\\\\x00-\\\\x08\\\\x0b\\\\x0c\\\\x0e-\\\\x1f]"
 COLUMNS = (
     "user_id",
     "movie_id",
@@ -46,6 +48,9 @@ def reason_sql(value: str = "value") -> str:
     checks = [
         (f"{value} IS NULL", "empty value"),
         (f"NOT is_valid_utf8({value})", "not UTF-8"),
+        # Raw control characters are never JSON (RFC 8259: escaped inside strings, and not
+        # whitespace outside them); Spark's reader half-accepts them and misnamed the reason.
+        (f"{value} RLIKE '{CONTROL_CHARS}'", "not JSON"),
         (f"get_json_object({value}, '$') IS NULL", "not JSON"),
         (f"json_object_keys({value}) IS NULL", "not a JSON object"),
     ]
@@ -61,7 +66,8 @@ def reason_sql(value: str = "value") -> str:
     ]  # fmt: skip
     # Fast path first: a record whose typed fields all parsed and are in range is valid after a
     # single JSON parse; only bad records pay for the get_json_object checks that name the reason.
-    ok = " AND ".join([f"is_valid_utf8({value})"] + [f"{p}.{f} IS NOT NULL" for f in FIELDS]
+    ok = " AND ".join([f"is_valid_utf8({value})", f"NOT {value} RLIKE '{CONTROL_CHARS}'"]
+                      + [f"{p}.{f} IS NOT NULL" for f in FIELDS]
                       + [f"NOT ({cond})" for cond, _ in checks[-3:]])  # fmt: skip
     whens = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in checks)
     return f"CASE WHEN {ok} THEN NULL {whens} ELSE NULL END"

@@ -127,7 +127,7 @@ def test_bad_records_go_to_dead_letters_and_good_ones_are_all_counted(spark, kaf
         b'{"user_id": 1, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000, "n": "a\x00b"}': "not JSON",
     }  # fmt: skip
     assert {raw: validate(raw)[1] for raw in bad} == bad  # the reference validator agrees
-    good = [(u, 1 + u % 5, 0.5 * (1 + u % 10), 1_500_000_000 + u) for u in range(1, 41)]
+    good = [(u, 1 + u % 5, 0.5 * (1 + u % 10), 1_500_000_000 + u) for u in range(1, 71)]
     bad_raws = list(bad)
     with producer(kafka) as p:
         for i, event in enumerate(good):  # a bad record after every 5th good one
