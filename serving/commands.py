@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import StreamrecError
+from streamrec.events import MAX_ID
 from streamrec.model_store import json_default
 from streamrec.settings import option
 from streamrec.tables import markdown
@@ -80,6 +81,8 @@ def recommend_cmd(args: argparse.Namespace) -> int:
         raise StreamrecError(
             "give --user ID, --rated MOVIE:RATING,... for a brand-new user, or --ratings-file F"
         )
+    if args.user is not None and not 0 < args.user <= MAX_ID:
+        raise StreamrecError(f"--user must be a user id in 1..{MAX_ID}, got {args.user}")
     rated = parse_rated(args.rated) if args.rated else None
     model, history, movies = _load_context()
     streamed = None

@@ -9,6 +9,7 @@ its size, so a partial or damaged version is detected and never selected.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from .settings import home
 
 NPZ = "factors.npz"
 META = "metadata.json"
+PUBLISH_ATTEMPTS = 100  # concurrent publishers racing for the next version name
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,11 @@ class ModelStore:
     # -- reading --------------------------------------------------------------------------
 
     def versions(self) -> list[str]:
-        """All version directories, oldest first (complete or not)."""
+        """All version directories, oldest first (complete or not), by number: v10000 after v9999."""
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v"))
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v")]
+        return sorted(names, key=_version_key)
 
     def current_version(self) -> str | None:
         try:
@@ -162,15 +165,20 @@ class ModelStore:
             for p in sorted(staged.rglob("*"))
             if p.is_file() and p.name != META
         }
-        while True:
+        for attempt in range(PUBLISH_ATTEMPTS):
             version = self._next_version()
             meta = {**meta, "version": version, "files": files}
             (staged / META).write_text(json.dumps(meta, indent=2, default=json_default))
             try:
                 os.rename(staged, self.root / version)  # fails if a concurrent publish took it
                 break
-            except OSError:
-                continue
+            except OSError as exc:
+                # Only a lost race for the name is worth another try; a full disk, a permission
+                # or a cross-device rename would fail forever.
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or attempt == PUBLISH_ATTEMPTS - 1:
+                    raise ModelStoreError(
+                        f"cannot publish {staged.name} as {version} in {self.root}: {exc.strerror or exc}"
+                    ) from None
         if make_current:
             self.set_current(version)
         return version
@@ -243,3 +251,9 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _version_key(name: str) -> tuple[int, int, str]:
+    """Sort key: v<number> by number; anything else after them, by name."""
+    digits = name[1:]
+    return (0, int(digits), name) if digits.isdigit() else (1, 0, name)

@@ -89,3 +89,12 @@ def test_evaluate_and_ratings_file_misuse_are_one_line_errors():
         args = parser.parse_args(argv)
         with pytest.raises(StreamrecError, match=message):
             args.func(args)
+
+
+@pytest.mark.parametrize("user", ["-5", "0", "2147483648"])
+def test_recommend_refuses_an_impossible_user_id(user, capsys, tmp_path, monkeypatch):
+    from streamrec.cli import main
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))  # no model needed: refused before loading one
+    assert main(["recommend", "--user", user]) == 1
+    assert "--user must be a user id in 1..2147483647" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""The model store without Spark: tiny versions in a temporary directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from streamrec.errors import ModelStoreError
+from streamrec.model_store import ModelStore
+
+
+def _publish(store: ModelStore) -> str:
+    staged = store.staging_dir()
+    np.savez(staged / "factors.npz", item_ids=np.arange(3))
+    return store.publish(staged, {"params": {}})
+
+
+def _numbered(store: ModelStore, number: int) -> str:
+    """A complete version named v<number> (as if that many had been published before)."""
+    version = _publish(store)
+    name = f"v{number:04d}"
+    os.rename(store.root / version, store.root / name)
+    return name
+
+
+def test_versions_sort_by_number_so_prune_never_deletes_the_newest(tmp_path):
+    store = ModelStore(tmp_path)
+    for number in (9998, 9999, 10000):
+        _numbered(store, number)
+    assert store.versions() == ["v9998", "v9999", "v10000"]  # as text, v10000 sorted first
+    assert _publish(store) == "v10001"
+    store.set_current("v9998")
+    assert store.prune(keep=2) == ["v9999"]  # the oldest, except CURRENT
+    assert store.versions() == ["v9998", "v10000", "v10001"]
+
+
+def test_publish_fails_clearly_on_an_error_that_a_retry_cannot_fix(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path)
+    calls = []
+
+    def full_disk(src, dst):
+        calls.append(dst)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", full_disk)
+    with pytest.raises(ModelStoreError, match="No space left on device"):
+        _publish(store)
+    assert len(calls) == 1  # before: retried forever
+    monkeypatch.undo()
+    assert store.current_version() is None and store.versions() == []
+
+
+def test_publish_retries_a_lost_race_for_the_version_name(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path)
+    real = os.rename
+    lost = []
+
+    def race_once(src, dst):
+        if not lost:
+            lost.append(dst)
+            raise OSError(errno.ENOTEMPTY, "Directory not empty")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "rename", race_once)
+    assert _publish(store) == "v0001" and lost
+    assert store.check("v0001") is None
