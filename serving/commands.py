@@ -84,13 +84,13 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     if args.user is not None and not 0 < args.user <= MAX_ID:
         raise StreamrecError(f"--user must be a user id in 1..{MAX_ID}, got {args.user}")
     rated = parse_rated(args.rated) if args.rated else None
-    model, history, movies = _load_context()
-    streamed = None
-    if args.user is not None and rated is None:
-        streamed = _streamed_vector(args.sink, args.user, model.version)
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
-    mine = history[history["user_id"] == args.user] if args.user is not None else None
-    recs = recommend(model, args.user, mine, movies, args.k, rated, genres, streamed)
+    if args.user is not None and rated is None:
+        recs = _known_user(args, genres)
+    else:  # a new user, or a known one plus extra ratings: folded in now
+        model, history, movies = _load_context()
+        mine = history[history["user_id"] == args.user] if args.user is not None else None
+        recs = recommend(model, args.user, mine, movies, args.k, rated, genres)
     if args.json:
         print(json.dumps(recs.to_dict(), default=json_default))
         return 0
@@ -120,12 +120,26 @@ def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_m
     return 0
 
 
-def _streamed_vector(sink_url: str | None, user_id: int, version: str):
-    """The stream's vector for this user when it was computed against CURRENT, else None."""
-    from streamrec.sink import open_sink
+def _known_user(args: argparse.Namespace, genres: list[str] | None):
+    """A known user's list exactly as `GET /recommendations/{id}` serves it: the stream's list
+    when it is fresh for CURRENT, else the user's known ratings folded in. (Before, the stream's
+    vector was paired with a rated set read from the event log, which progresses on its own: a
+    movie just rated could come back as a recommendation.)"""
+    from streamrec.event_log import event_log_dir
+    from streamrec.settings import BUNDLED_DATA, home
+    from streamrec.sink import default_url
 
-    with open_sink(sink_url) as sink:
-        return sink.user_vector(user_id, version)
+    from .recommend import Recommendations
+    from .service import ServeConfig, Service
+
+    svc = Service(ServeConfig(model_root=home() / "models", sink_url=args.sink or default_url(),
+                              event_log_dir=event_log_dir(), checkpoint_dir=home() / "checkpoints",
+                              data=BUNDLED_DATA))  # fmt: skip
+    res = svc.recommend_user(args.user, args.k, svc.genre_filter(genres))
+    items = pd.DataFrame(res["items"], columns=["movie_id", "title", "score", "predicted_rating", "genres"])
+    items.insert(0, "rank", np.arange(1, len(items) + 1))
+    items["genres"] = items["genres"].map("|".join)
+    return Recommendations(res["user_id"], res["source"], res["model_version"], items, res["notes"])
 
 
 def similar_cmd(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ import pandas as pd
 from streamrec.errors import StreamrecError
 from streamrec.events import MAX_ID, valid_rating
 from streamrec.model_store import Model
-from streamrec.scorer import Users
 
 from .catalog import Catalog
 
@@ -78,15 +77,15 @@ def recommend(
     k: int = 10,
     rated: pd.DataFrame | None = None,
     genres: list[str] | None = None,
-    streamed: Users | None = None,
 ) -> Recommendations:
     """Top-k unrated movies for a user, ranked by the ranking model with the cold-start blend.
 
     `mine` is the user's known ratings (movie_id, rating, timestamp; latest per movie), None for
     a user with no identity. Order of preference: `rated` given -> fold in `mine` plus those ratings;
-    the stream's vectors for CURRENT -> use them; a user the model trained on with no newer
-    ratings -> the model's vectors; a user with ratings -> fold them in now; else the most
-    popular movies. Every list shows the explicit model's predicted rating per movie.
+    a user the model trained on with no newer ratings -> the model's vectors; a user with ratings
+    -> fold them in now; else the most popular movies. (The stream's lists are served by
+    `serving.service.Service`, which falls back to this.) Every list shows the explicit model's
+    predicted rating per movie.
     """
     if k < 1:
         raise StreamrecError(f"-k must be >= 1, got {k}")
@@ -103,9 +102,7 @@ def recommend(
     notes: list[str] = []
 
     stored = model.stored_users(user_id) if user_id is not None else None
-    if rated is None and streamed is not None:
-        users, source = streamed, "stream"
-    elif rated is None and model_is_fresh and stored is not None:
+    if rated is None and model_is_fresh and stored is not None:
         users, source = stored, "model"
     else:
         users = scorer.fold_in_one(mine["movie_id"].to_numpy() if mine is not None else [],

@@ -278,3 +278,19 @@ def test_lsh_finds_most_exact_neighbours_on_random_factors():
     rows, _ = lsh.query(100, 10, mask)
     assert set(rows) <= set(range(50))
     assert pd.Series(rows).is_unique
+
+
+def test_the_cli_serves_a_known_user_exactly_as_the_api(api, trained, monkeypatch, capsys):
+    from streamrec.cli import main
+
+    _, model = trained
+    monkeypatch.setenv("STREAMREC_HOME", str(api.cfg.model_root.parent))
+    store_stream_list(api.cfg.sink_url, model, 777_101, [318, 296, 593])
+    for user, k, source in ((777_101, 3, "stream"), (1, 5, "model")):
+        assert (
+            main(["recommend", "--user", str(user), "-k", str(k), "--sink", api.cfg.sink_url, "--json"]) == 0
+        )
+        cli = json.loads(capsys.readouterr().out)
+        http = api.get(f"/recommendations/{user}", params={"k": k}).json()
+        assert cli["source"] == http["source"] == source and cli["model_version"] == http["model_version"]
+        assert [i["movie_id"] for i in cli["items"]] == [i["movie_id"] for i in http["items"]]
