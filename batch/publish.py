@@ -62,6 +62,7 @@ class TrainOptions:
 def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> dict:
     """Train, evaluate and publish through the quality gate. Returns the run's summary."""
     store = store or ModelStore()
+    store.clean_staging()  # what a killed run left behind
     t0 = time.monotonic()
     log(f"loading history from {opts.spec.data}" + (" + event log" if opts.spec.event_log else ""))
     raw = load_history(opts.spec)

@@ -43,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from streamrec.history import window
     from streamrec.movielens import load_ratings
 
-    from .replay import replay
+    from .replay import check_pacing, replay
 
     if args.limit is not None and args.limit < 0:
         raise StreamrecError(f"--limit must be >= 0, got {args.limit}")
+    try:
+        check_pacing(args.rate, args.speedup)  # before anything starts (a broker, say)
+    except ValueError as exc:
+        raise StreamrecError(str(exc)) from None
     try:
         ratings, report = load_ratings(args.data, skip_invalid=args.skip_invalid)
         events = window(

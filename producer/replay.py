@@ -41,16 +41,21 @@ class ReplayResult:
         return self.confirmed / self.seconds if self.seconds > 0 else 0.0
 
 
+def check_pacing(rate: float | None, speedup: float | None) -> None:
+    """ValueError naming the flag when the pacing options are impossible."""
+    if rate is not None and speedup is not None:
+        raise ValueError("--rate and --speedup are exclusive: choose one")
+    if rate is not None and not rate > 0:
+        raise ValueError(f"--rate must be positive, got {rate}")
+    if speedup is not None and not speedup > 0:
+        raise ValueError(f"--speedup must be positive, got {speedup}")
+
+
 class _Pacer:
     """When each event is due, relative to the start of the replay (None: no pacing)."""
 
     def __init__(self, timestamps: np.ndarray, rate: float | None, speedup: float | None):
-        if rate is not None and speedup is not None:
-            raise ValueError("--rate and --speedup are exclusive: choose one")
-        if rate is not None and rate <= 0:
-            raise ValueError(f"--rate must be positive, got {rate}")
-        if speedup is not None and speedup <= 0:
-            raise ValueError(f"--speedup must be positive, got {speedup}")
+        check_pacing(rate, speedup)
         self.rate, self.speedup = rate, speedup
         self.t0_event = int(timestamps[0]) if len(timestamps) else 0
         self.timestamps = timestamps

@@ -203,10 +203,23 @@ class ModelStore:
         doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
         for v in doomed:
             shutil.rmtree(self.root / v, ignore_errors=True)
-        for tmp in self.root.glob(".tmp-*"):
-            if time.time() - tmp.stat().st_mtime > 3600:
-                shutil.rmtree(tmp, ignore_errors=True)
+        self.clean_staging()
         return doomed
+
+    def clean_staging(self) -> list[str]:
+        """Remove staging left by a publisher that died (its pid is gone), whatever its age, and any
+        older than an hour (a live process that failed mid-publish, or a reused pid).
+
+        A killed `train` leaves `.tmp-<pid>-<ns>/` behind; a live publisher's is kept. Returns
+        the names removed. Called when training starts and after each publish."""
+        removed = []
+        for tmp in [*self.root.glob(".tmp-*"), *self.root.glob(".CURRENT.*")] if self.root.is_dir() else []:
+            parts = tmp.name.replace(".", "-").split("-")
+            pid = next((int(p) for p in parts if p.isdigit()), None)
+            if pid is None or not _alive(pid) or time.time() - tmp.stat().st_mtime > 3600:
+                (shutil.rmtree if tmp.is_dir() else os.remove)(tmp)
+                removed.append(tmp.name)
+        return removed
 
     def _next_version(self) -> str:
         numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
@@ -257,3 +270,13 @@ def _version_key(name: str) -> tuple[int, int, str]:
     """Sort key: v<number> by number; anything else after them, by name."""
     digits = name[1:]
     return (0, int(digits), name) if digits.isdigit() else (1, 0, name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

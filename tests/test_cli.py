@@ -98,3 +98,19 @@ def test_recommend_refuses_an_impossible_user_id(user, capsys, tmp_path, monkeyp
     monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))  # no model needed: refused before loading one
     assert main(["recommend", "--user", user]) == 1
     assert "--user must be a user id in 1..2147483647" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--rate", "0"], "--rate must be positive"), (["--speedup", "-2"], "--speedup must be positive")],
+)
+def test_replay_refuses_impossible_pacing_before_starting_a_broker(
+    flags, message, capsys, tmp_path, monkeypatch
+):
+    from streamrec.cli import main
+    from streamrec.kafka_local import free_port_pair
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    assert main(["replay", "--kafka-port", str(free_port_pair()), *flags]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "kafka").exists()  # before: a local broker was started, then left running

@@ -67,3 +67,18 @@ def test_publish_retries_a_lost_race_for_the_version_name(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "rename", race_once)
     assert _publish(store) == "v0001" and lost
     assert store.check("v0001") is None
+
+
+def test_staging_left_by_a_dead_publisher_is_removed_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    store = ModelStore(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    (tmp_path / f".tmp-{dead}-1").mkdir()
+    (tmp_path / f".tmp-{dead}-1" / "factors.npz").write_bytes(b"half written")
+    (tmp_path / f".CURRENT.{dead}.2").write_text("v0001\n")
+    mine = store.staging_dir()  # this process is alive: a publish in progress
+    assert sorted(store.clean_staging()) == sorted([f".tmp-{dead}-1", f".CURRENT.{dead}.2"])
+    assert mine.is_dir() and not (tmp_path / f".tmp-{dead}-1").exists()
