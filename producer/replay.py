@@ -2,7 +2,7 @@
 
 Pacing: as fast as possible (default), a fixed --rate in events/s, or --speedup X which divides
 event-time gaps by X. Delivery: acks=all, idempotent producer, retries; the count of confirmed
-events is exact because every send is flushed before the command reports.
+events is the count of the broker's acknowledgements, taken after a final flush.
 """
 
 from __future__ import annotations
@@ -77,25 +77,37 @@ def replay(
     rate: float | None = None,
     speedup: float | None = None,
     progress: bool | None = None,
+    **producer_config,
 ) -> ReplayResult:
-    """Publish events (already in event-time order) and wait until every send is confirmed."""
+    """Publish events (already in event-time order) and wait until every send is confirmed.
+
+    `confirmed` counts the broker's acknowledgements themselves (not sends minus failures), so it
+    is exact however a send fails: at once (a full buffer, an oversized record), later (delivery
+    timeout), or never acknowledged before the final flush gave up (a long broker outage).
+    `producer_config` overrides kafka-python producer settings."""
     pacer = _Pacer(events["timestamp"].to_numpy(), rate, speedup)
     ensure_topic(bootstrap, topic, partitions=partitions)
     n = len(events)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[BaseException] = []
+    acked = [0]  # incremented on the producer's I/O thread, read after the flush
     sent = 0
     interrupted = False
 
     def on_error(exc: BaseException) -> None:
         failures.append(exc)
 
+    def on_ack(_metadata) -> None:
+        acked[0] += 1
+
     cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "timestamp")]
     users, movies, ratings, stamps = (c.tolist() for c in cols)
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
     try:
-        with producer(bootstrap, delivery_timeout_ms=30_000, **PRODUCER_TUNING) as p:
+        with producer(
+            bootstrap, **{"delivery_timeout_ms": 30_000, **PRODUCER_TUNING, **producer_config}
+        ) as p:
             try:
                 for i in range(n):
                     due = pacer.due(i)
@@ -104,23 +116,27 @@ def replay(
                         if wait > 0:
                             time.sleep(wait)
                     key, value = encode(users[i], movies[i], ratings[i], stamps[i])
+                    sent += 1  # attempted
                     try:
-                        p.send(topic, key=key, value=value).add_errback(on_error)
-                    except KafkaError as exc:  # buffer full / metadata timeout: broker gone
+                        p.send(topic, key=key, value=value).add_callback(on_ack).add_errback(on_error)
+                    except KafkaError as exc:  # buffer full / metadata timeout / too large: not sent
                         failures.append(exc)
                         break
-                    sent += 1
                     if failures:
                         break
                     if sent % 2000 == 0:
                         bar.update(2000)
             except KeyboardInterrupt:
                 interrupted = True
-            p.flush(timeout=60)
+            try:
+                p.flush(timeout=60)
+            except KafkaError as exc:  # the broker stayed away past the flush: report, don't crash
+                failures.append(exc)
     finally:
         bar.update(sent - bar.n)
         bar.close()
     seconds = time.monotonic() - start
-    failed = len(failures)
+    confirmed = acked[0]
     error = f"{type(failures[0]).__name__}: {failures[0]}" if failures else None
-    return ReplayResult(sent, sent - failed, failed, seconds, interrupted, error)
+    # Attempted but not acknowledged counts as failed (not known to be stored).
+    return ReplayResult(sent, confirmed, sent - confirmed, seconds, interrupted, error)

@@ -137,3 +137,15 @@ def test_kafka_start_on_a_busy_port_is_a_clear_error(tmp_path, kafka):
     done = cli("kafka", "start", env=env, timeout=30)
     assert done.returncode != 0
     assert f"port {port} is already in use" in done.stderr
+
+
+def test_confirmed_counts_acknowledgements_even_when_a_send_fails_at_once(kafka, topic, ratings):
+    # Records over the producer's size limit fail inside send(), before any delivery: the count
+    # of confirmed events was then one too low (sent minus failures counted the failure twice).
+    events = window(ratings, limit=50)
+    res = replay(events, kafka, topic, progress=False, max_request_size=16)
+    assert res.confirmed == 0 and res.failed == res.sent == 1
+    assert "MessageSizeTooLarge" in res.error
+    ok = replay(events, kafka, topic, progress=False)
+    assert ok.confirmed == ok.sent == 50 and ok.failed == 0 and ok.error is None
+    assert len(consume_all(kafka, topic, 50)) == 50  # exactly what was confirmed
