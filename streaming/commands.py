@@ -136,11 +136,27 @@ def status(args: argparse.Namespace) -> int:
             print("history: none (aggregates hold stream events only)")
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
         rows = sink.query(
-            "SELECT query, MAX(batch_id), SUM(input_rows), MAX(latency_p95_ms), SUM(dead_letters), "
+            "SELECT query, MAX(batch_id), SUM(input_rows), SUM(dead_letters), "
             "SUM(late_events) FROM stream_metrics GROUP BY query ORDER BY query"
         )
-        for q, batch, n, p95, dead, late in rows:
-            extra = f", latency p95 max {p95:,.0f} ms" if p95 is not None else ""
+        for q, batch, n, dead, late in rows:
+            extra = _recent_latency(sink, q)
             extra += f", {dead or 0} dead letters, {late or 0} late" if q == "aggregates" else ""
             print(f"query:   {q}: last batch {batch}, {int(n or 0):,} rows{extra}")
     return 0
+
+
+def _recent_latency(sink, query: str, batches: int = 20) -> str:
+    """Latency now: the median of the last batches' p50s and the 95th percentile of their p95s
+    (end to end, Kafka record time -> sink commit), as the dashboard and /stats/stream show it."""
+    import numpy as np
+
+    rows = sink.query(
+        "SELECT latency_p50_ms, latency_p95_ms FROM stream_metrics WHERE query = ? AND batch_id >= 0 "
+        "AND latency_p95_ms IS NOT NULL ORDER BY batch_id DESC LIMIT ?",
+        (query, batches),
+    )
+    if not rows:
+        return ""
+    p50, p95 = np.median([r[0] for r in rows]), np.percentile([r[1] for r in rows], 95)
+    return f", latency over the last {len(rows)} batches p50 {p50:,.0f} ms / p95 {p95:,.0f} ms"

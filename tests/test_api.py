@@ -294,3 +294,15 @@ def test_the_cli_serves_a_known_user_exactly_as_the_api(api, trained, monkeypatc
         http = api.get(f"/recommendations/{user}", params={"k": k}).json()
         assert cli["source"] == http["source"] == source and cli["model_version"] == http["model_version"]
         assert [i["movie_id"] for i in cli["items"]] == [i["movie_id"] for i in http["items"]]
+
+
+def test_status_shows_the_streams_latency_now(api, monkeypatch, capsys):
+    from streamrec.cli import main
+
+    monkeypatch.setenv("STREAMREC_HOME", str(api.cfg.model_root.parent))
+    assert main(["status", "--sink", api.cfg.sink_url, "--bootstrap-servers", "localhost:1"]) == 0
+    out = capsys.readouterr().out
+    # fill_sink wrote batches 0..2 with p50 300..302 ms and p95 900..902 ms per query
+    assert (
+        "aggregates: last batch 2, 600 rows, latency over the last 3 batches p50 301 ms / p95 902 ms" in out
+    )
