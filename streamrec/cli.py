@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .errors import StreamrecError
-from .settings import add_kafka_options, home
+from .settings import add_kafka_options, home, invalid_env
 
 
 def ensure_broker(args: argparse.Namespace) -> str:
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (problem := invalid_env(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except StreamrecError as exc:

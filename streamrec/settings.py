@@ -30,24 +30,57 @@ def env_name(dest: str) -> str:
     return ENV_PREFIX + dest.upper()
 
 
+TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+FALSE_WORDS = ("0", "false", "no", "off", "n", "f", "")
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean as people write it in an environment: 1/0, true/false, yes/no, on/off."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+
+class InvalidEnv:
+    """An environment default that did not parse; reported only by the command that uses it."""
+
+    def __init__(self, var: str, raw: str, reason: str):
+        self.var, self.raw, self.reason = var, raw, reason
+
+    def message(self) -> str:
+        return f"environment variable {self.var}={self.raw!r} is invalid: {self.reason}"
+
+
 def option(
     parser: argparse.ArgumentParser, *flags: str, env: str | None = None, **kwargs: Any
 ) -> argparse.Action:
-    """Add a flag whose default is read from STREAMREC_<DEST> (or STREAMREC_<env>) when set."""
+    """Add a flag whose default is read from STREAMREC_<DEST> (or STREAMREC_<env>) when set.
+
+    Booleans (store_true and --x/--no-x flags) accept true/false, yes/no, on/off, 1/0. A value
+    that does not parse is reported when the command that has the option runs, not by others."""
     action = parser.add_argument(*flags, **kwargs)
     var = env_name(env or action.dest)
     raw = os.environ.get(var)
     if raw is not None and raw != "":
-        if isinstance(action, argparse._StoreTrueAction):
-            action.default = raw.strip().lower() in ("1", "true", "yes", "on")
-        else:
-            conv = action.type or (lambda v: v)
-            try:
-                action.default = conv(raw)
-            except (TypeError, ValueError) as exc:
-                raise SystemExit(f"error: environment variable {var}={raw!r} is invalid: {exc}") from None
+        boolean = isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction)
+        conv = parse_bool if boolean else (action.type or (lambda v: v))
+        try:
+            action.default = conv(raw)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            action.default = InvalidEnv(var, raw, str(exc))
     action.help = f"{action.help or ''} [env {var}]".strip()
     return action
+
+
+def invalid_env(args: argparse.Namespace) -> str | None:
+    """The message of the first environment default of this command that did not parse."""
+    for value in vars(args).values():
+        if isinstance(value, InvalidEnv):
+            return value.message()
+    return None
 
 
 def add_kafka_options(parser: argparse.ArgumentParser) -> None:

@@ -36,10 +36,33 @@ def test_environment_variables_set_defaults(monkeypatch):
     assert build_parser().parse_args(["replay", "--rate", "5"]).rate == 5.0  # the flag wins
 
 
-def test_invalid_environment_value_is_one_clear_error(monkeypatch):
+def test_invalid_environment_value_is_one_clear_error(monkeypatch, capsys):
+    from streamrec.cli import main
+
     monkeypatch.setenv("STREAMREC_RATE", "fast")
-    with pytest.raises(SystemExit, match="STREAMREC_RATE='fast' is invalid"):
-        build_parser()
+    assert main(["replay", "--limit", "-1"]) == 2
+    assert "STREAMREC_RATE='fast' is invalid" in capsys.readouterr().err
+    # ... and only the command that has the option refuses it: others run
+    assert main(["kafka", "status", "--kafka-port", "1"]) == 1  # "not running", not the env error
+    assert "STREAMREC_RATE" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("raw", "value"), [("false", False), ("0", False), ("no", False), ("OFF", False),
+                                            ("true", True), ("1", True), ("yes", True)])  # fmt: skip
+def test_boolean_environment_values_are_read_as_people_write_them(monkeypatch, raw, value):
+    monkeypatch.setenv("STREAMREC_BIAS", raw)  # a --bias/--no-bias flag
+    monkeypatch.setenv("STREAMREC_EVENT_LOG", raw)
+    monkeypatch.setenv("STREAMREC_JSON", raw)  # a store_true flag
+    args = build_parser().parse_args(["train"])
+    assert args.bias is value and args.event_log is value and args.json is value
+
+
+def test_a_boolean_environment_value_that_is_not_one_is_an_error(monkeypatch, capsys):
+    from streamrec.cli import main
+
+    monkeypatch.setenv("STREAMREC_BIAS", "maybe")
+    assert main(["train"]) == 2
+    assert "STREAMREC_BIAS='maybe' is invalid: 'maybe' is not a boolean" in capsys.readouterr().err
 
 
 def test_readme_cli_reference_is_current():
