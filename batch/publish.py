@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamrec.errors import ModelStoreError, QualityGateFailed
+from streamrec.errors import DataError, ModelStoreError, QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.scorer import Scorer, Users
@@ -73,8 +73,8 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         "users": int(ratings["user_id"].nunique()),
         "movies": int(ratings["movie_id"].nunique()),
     }
-    if len(ratings) == 0:
-        raise QualityGateFailed("no ratings in the selected history: nothing to train on")
+    if len(ratings) == 0:  # a data error (exit 1), not a quality-gate refusal (exit 3)
+        raise DataError("no ratings in the selected history (--until / --split-at): nothing to train on")
     newest = int(raw["timestamp"].max())
     train, test = split(ratings, opts.split, opts.test_fraction, opts.params.seed)
     params, tuning = opts.params, None

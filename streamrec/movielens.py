@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .events import MAX_ID, MAX_TS
 
 log = logging.getLogger(__name__)
 CHUNK_LINES = 1_000_000
@@ -181,11 +182,16 @@ def _fast_ratings(lines: list[str], sep: str) -> pd.DataFrame | None:
     except (ValueError, pd.errors.ParserError):
         return None
     v = df.to_numpy()
-    if len(df) != sum(1 for ln in lines if ln.strip()) or np.isnan(v).any():
+    if len(df) != sum(1 for ln in lines if ln.strip()) or not np.isfinite(v).all():
         return None
     ids = v[:, [0, 1, 3]]
     r = v[:, 2]
-    if (ids < 0).any() or (ids != np.floor(ids)).any():
+    if (
+        (ids < 0).any()
+        or (ids != np.floor(ids)).any()
+        or (v[:, :2] > MAX_ID).any()
+        or (v[:, 3] > MAX_TS).any()
+    ):
         return None
     if (r < 0.5).any() or (r > 5.0).any() or (r * 2 != np.floor(r * 2)).any():
         return None
@@ -193,12 +199,49 @@ def _fast_ratings(lines: list[str], sep: str) -> pd.DataFrame | None:
                          "rating": r.astype(np.float32), "timestamp": v[:, 3].astype(np.int64)})  # fmt: skip
 
 
+RATING_HEADER = ("userId", "movieId", "rating", "timestamp")  # MovieLens' names, in its order
+MOVIE_HEADER = ("movieId", "title", "genres")
+
+
+def header_order(path: Path, line: str, expected: tuple[str, ...], sep: str = ",") -> list[int] | None:
+    """Column positions of `expected` in a header line, None when already in that order.
+
+    Columns are read by name: any order is accepted; a missing, unknown or repeated name is a
+    `file:1` error (a file without a header would otherwise lose its first row silently, and
+    swapped id columns once trained a transposed model)."""
+    names = [
+        h.strip().strip('"').lstrip("\ufeff") for h in (_split_csv(line) if sep == "," else line.split(sep))
+    ]
+    if sorted(names) != sorted(expected):
+        raise DataError(f"{path}:1: header must name the columns {','.join(expected)} (any order), "
+                        f"got {line.strip()[:120]!r}")  # fmt: skip
+    order = [names.index(c) for c in expected]
+    return None if order == list(range(len(expected))) else order
+
+
+def _reorder(lines: list[str], order: list[int], sep: str) -> list[str]:
+    out = []
+    for ln in lines:
+        if not ln.strip():
+            out.append(ln)
+            continue
+        f = ln.split(sep)
+        out.append(sep.join(f[i] for i in order) if len(f) == len(order) else ln)
+    return out
+
+
 def _iter_rating_chunks(
     path: Path, layout: Layout, skip_invalid: bool, report: LoadReport
 ) -> Iterator[pd.DataFrame]:
+    order = None
     for first, lines in _decode_lines(path, layout.encoding):
         if layout.header and first == 1:
+            if not lines:
+                return
+            order = header_order(path, lines[0], RATING_HEADER, layout.sep)
             lines, first = lines[1:], 2
+        if order is not None:
+            lines = _reorder(lines, order, layout.sep)
         fast = _fast_ratings(lines, layout.sep)
         if fast is not None:
             yield fast
@@ -219,9 +262,13 @@ def _iter_rating_chunks(
             bad |= nonnum
         for col in ("user_id", "movie_id", "timestamp"):
             v = nums[col].to_numpy()
-            notint = ~bad & ~blank & ((v != np.floor(v)) | (v < 0))
+            notint = ~bad & ~blank & (~np.isfinite(v) | (v != np.floor(v)) | (v < 0))
             reasons[notint] = f"{col} is not a non-negative integer"
             bad |= notint
+            top = MAX_ID if col != "timestamp" else MAX_TS
+            big = ~bad & ~blank & (v > top)
+            reasons[big] = f"{col} is above {top}" + (" (ids are 32-bit)" if col != "timestamp" else "")
+            bad |= big
         r = nums["rating"].to_numpy()
         badr = ~bad & ~blank & ((r < 0.5) | (r > 5.0) | (r * 2 != np.floor(r * 2)))
         reasons[badr] = "rating outside 0.5..5.0 in steps of 0.5"
@@ -244,10 +291,12 @@ def load_ratings(folder: Path, skip_invalid: bool = False) -> tuple[pd.DataFrame
     folder = Path(folder)
     layout = detect_layout(folder)
     report = LoadReport()
-    chunks = list(_iter_rating_chunks(folder / layout.ratings, layout, skip_invalid, report))
-    if not chunks:
-        return empty_ratings(), report
-    return pd.concat(chunks, ignore_index=True), report
+    path = folder / layout.ratings
+    chunks = list(_iter_rating_chunks(path, layout, skip_invalid, report))
+    ratings = pd.concat(chunks, ignore_index=True) if chunks else empty_ratings()
+    if ratings.empty:
+        raise DataError(f"{path}: no ratings" + (f" ({report.summary()})" if report.n_skipped else ""))
+    return ratings, report
 
 
 def empty_ratings() -> pd.DataFrame:
@@ -262,7 +311,9 @@ def load_movies(folder: Path) -> pd.DataFrame:
     rows: list[tuple[int, str, list[str]]] = []
     replaced: list[int] = []
     for first, lines in _decode_lines(path, layout.encoding, replaced):
-        if layout.header and first == 1:
+        if layout.header and first == 1 and lines:
+            if header_order(path, lines[0], MOVIE_HEADER) is not None:
+                raise DataError(f"{path}:1: columns must be in the order {','.join(MOVIE_HEADER)}")
             lines, first = lines[1:], 2
         for i, line in enumerate(lines):
             if not line.strip():
@@ -274,6 +325,8 @@ def load_movies(folder: Path) -> pd.DataFrame:
     if replaced:
         where = ", ".join(f"{path.name}:{n}" for n in replaced[:3])
         log.info("invalid %s bytes replaced in %d line(s): %s", layout.encoding, len(replaced), where)
+    if not rows:
+        raise DataError(f"{path}: no movies (titles and genres are needed to show lists)")
     movies = pd.DataFrame(rows, columns=["movie_id", "title", "genres"])
     movies["movie_id"] = movies["movie_id"].astype(np.int32)
     years = movies["title"].str.extract(_YEAR)[0]

@@ -125,3 +125,48 @@ def test_bundled_dataset_counts():
     assert ratings["user_id"].nunique() == 610
     assert len(movies) == 9742 and movies["movie_id"].is_unique
     assert len(load_tags(BUNDLED_DATA)) == 3683
+
+
+def _folder(
+    tmp_path: Path, ratings: str, movies: str = "movieId,title,genres\n1,Toy Story (1995),Comedy\n"
+) -> Path:
+    (tmp_path / "ratings.csv").write_text(ratings)
+    (tmp_path / "movies.csv").write_text(movies)
+    return tmp_path
+
+
+def test_rating_columns_are_read_by_header_name_in_any_order(tmp_path):
+    # swapped id columns used to load as a transposed model (9,724 "users")
+    ratings, _ = load_ratings(_folder(tmp_path, "movieId,userId,timestamp,rating\n31,7,1260759144,2.5\n"))
+    assert tuple(ratings.iloc[0].tolist()) == (7, 31, 2.5, 1260759144)
+
+
+@pytest.mark.parametrize(
+    ("ratings", "message"),
+    [
+        (
+            "foo,bar\n1,31,2.5,1260759144\n",
+            ":1: header must name the columns userId,movieId,rating,timestamp",
+        ),
+        ("1,31,2.5,1260759144\n2,31,3.0,1260759145\n", ":1: header must name"),  # no header: row 1 lost
+        ("userId,movieId,rating,rating\n1,31,2.5,3\n", ":1: header must name"),
+        (
+            "userId,movieId,rating,timestamp\n3000000000,31,2.5,1260759144\n",
+            ":2: user_id is above 2147483647",
+        ),
+        ("userId,movieId,rating,timestamp\n1,31,2.5,inf\n", ":2: timestamp is not a non-negative integer"),
+        ("userId,movieId,rating,timestamp\n", "ratings.csv: no ratings"),
+        ("", "ratings.csv: no ratings"),
+    ],
+)
+def test_untrusted_rating_files_are_refused_in_one_line(tmp_path, ratings, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        load_ratings(_folder(tmp_path, ratings))
+
+
+@pytest.mark.parametrize(
+    "movies", ["", "movieId,title,genres\n", "title,movieId,genres\nToy Story,1,Comedy\n"]
+)
+def test_a_movies_file_without_titles_is_refused(tmp_path, movies):
+    with pytest.raises(DataError, match="movies.csv"):
+        load_movies(_folder(tmp_path, "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n", movies))
