@@ -102,7 +102,8 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     blend, blend_table, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed)
     warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
     scorer = scorer_of(model, ranking, blend)
-    rmetrics = ranking_model_metrics(scorer, stored_users(model, ranking, train, warm), train, test)
+    warm_users = stored_users(model, ranking, train, warm)
+    rmetrics = ranking_model_metrics(scorer, warm_users, train, test)
     metrics["explicit_lists"] = {k: metrics.pop(k) for k in list(metrics) if k.endswith("_at_10")}
     metrics["explicit_lists"]["users"] = metrics.pop("ranking_users")
     metrics.update(rmetrics)
@@ -113,11 +114,8 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         + ", ".join(f"{n}:{w:g}" for n, w in zip(blend.n, blend.weights, strict=True)))  # fmt: skip
 
     current = store.current_version()
-    same = _same_holdout(store, current, scorer, stored_users(model, ranking, train, warm), train, test)
-    recorded = None
-    if same is None and current is not None and not store.check(current):
-        recorded = {"current": store.metadata(current).get("metrics", {}), "candidate": metrics}
-    gate = _gate(current, same, recorded)
+    gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train, test)
+                 or _recorded_holdout(store, current, metrics))  # fmt: skip
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
@@ -184,7 +182,7 @@ def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users:
     unseen = test[(test["timestamp"] > newest) & test["user_id"].isin(users.ids)] if newest else test[:0]
     if len(unseen) < GATE_MIN_ROWS:
         return None
-    users = _only(users, np.isin(users.ids, unseen["user_id"].unique()))
+    users = users.subset(np.isin(users.ids, unseen["user_id"].unique()))
     rows = train[train["user_id"].isin(users.ids)]
     old_users = old.scorer.fold_in(rows["user_id"], rows["movie_id"], rows["rating"])
     both = (
@@ -202,11 +200,6 @@ def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users:
     }
 
 
-def _only(users: Users, mask: np.ndarray) -> Users:
-    return Users(users.ids[mask], users.rank_vectors[mask], users.n_used[mask], users.vectors[mask],
-                 users.biases[mask])  # fmt: skip
-
-
 def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
     """The explicit model's RMSE on held-out rows of `users` (movies the scorer knows)."""
     u = np.searchsorted(users.ids, rows["user_id"].to_numpy())
@@ -219,35 +212,43 @@ def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean(err**2))) if len(err) else float("nan")
 
 
-def _gate(current: str | None, same: dict | None, recorded: dict | None = None) -> dict:
+def _recorded_holdout(store: ModelStore, current: str | None, metrics: dict) -> dict | None:
+    """CURRENT's recorded holdout figures beside the candidate's: the same holdout when the data
+    did not grow (same data, same seed, same split). NDCG only when CURRENT's is a ranking
+    model's (a version from before it recorded its explicit model's lists there)."""
+    if current is None or store.check(current):
+        return None
+    old = store.metadata(current).get("metrics", {})
+    if old.get("rmse") is None:
+        return None
+    lists = "explicit_lists" in old
+    return {"basis": f"{current}'s recorded holdout (the data did not grow)",
+            "rmse": metrics["rmse"], "current_rmse": old["rmse"],
+            "ndcg_at_10": metrics["ndcg_at_10"] if lists else None,
+            "current_ndcg_at_10": old["ndcg_at_10"] if lists else None}  # fmt: skip
+
+
+def _gate(current: str | None, comparison: dict | None) -> dict:
     """Refuse a candidate whose RMSE or lists' NDCG@10 is worse than CURRENT's beyond the
-    tolerances. `same`: both measured on the same unseen ratings (`_same_holdout`); without
-    it, CURRENT's `recorded` holdout figures, which are this holdout when the data did not grow."""
+    tolerances, both measured on one holdout (`_same_holdout`, else `_recorded_holdout`)."""
     gate = {"current_version": current, "tolerance": GATE_TOLERANCE, "ndcg_tolerance": RANKING_GATE_TOLERANCE,
-            "same_holdout": same, "passed": True}  # fmt: skip
-    if same is None:
-        if current is None or not recorded or recorded["current"].get("rmse") is None:
-            return gate  # nothing to compare with
-        old, new = recorded["current"], recorded["candidate"]
-        lists = "explicit_lists" in old  # CURRENT's NDCG is a ranking model's (not an older model's)
-        same = {"basis": f"{current}'s recorded holdout (the data did not grow)", "rmse": new["rmse"],
-                "current_rmse": old["rmse"], "ndcg_at_10": new["ndcg_at_10"] if lists else None,
-                "current_ndcg_at_10": old["ndcg_at_10"] if lists else None}  # fmt: skip
-        gate["same_holdout"] = None
-        gate["recorded"] = same
-    if same["rmse"] > same["current_rmse"] * (1 + GATE_TOLERANCE):
+            "comparison": comparison, "passed": True}  # fmt: skip
+    c = comparison
+    if c is None:
+        return gate  # nothing to compare with
+    if c["rmse"] > c["current_rmse"] * (1 + GATE_TOLERANCE):
         gate.update(
             passed=False,
-            reason=f"holdout RMSE {same['rmse']:.4f} is more than {GATE_TOLERANCE:.0%} worse than "
-            f"{current}'s {same['current_rmse']:.4f} ({same['basis']})",
+            reason=f"holdout RMSE {c['rmse']:.4f} is more than {GATE_TOLERANCE:.0%} worse than "
+            f"{current}'s {c['current_rmse']:.4f} ({c['basis']})",
         )
-    elif same["ndcg_at_10"] is not None and same["ndcg_at_10"] < same["current_ndcg_at_10"] * (
+    elif c["ndcg_at_10"] is not None and c["ndcg_at_10"] < c["current_ndcg_at_10"] * (
         1 - RANKING_GATE_TOLERANCE
     ):
         gate.update(
             passed=False,
-            reason=f"holdout NDCG@10 {same['ndcg_at_10']:.4f} is more than {RANKING_GATE_TOLERANCE:.0%} "
-            f"worse than {current}'s {same['current_ndcg_at_10']:.4f} ({same['basis']})",
+            reason=f"holdout NDCG@10 {c['ndcg_at_10']:.4f} is more than {RANKING_GATE_TOLERANCE:.0%} "
+            f"worse than {current}'s {c['current_ndcg_at_10']:.4f} ({c['basis']})",
         )
     return gate
 

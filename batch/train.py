@@ -194,7 +194,7 @@ def ranking_model_metrics(scorer: Scorer, users: Users, train: pd.DataFrame, tes
     """List metrics of the served lists (scorer) for `users` against their held-out ratings."""
     rel = relevant_sets(test)
     keep = np.isin(users.ids, rel.index.to_numpy())
-    users = _subset(users, keep)
+    users = users.subset(keep)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
     rows, _ = scorer.rank_rows(users, k, [seen.get(u, np.empty(0)) for u in users.ids])
     lists = list(ids_of(scorer, rows))
@@ -222,11 +222,6 @@ def popularity_metrics(items: ItemFactors, users: np.ndarray, train: pd.DataFram
         rows = top_rows(s[None, :], k)[0]
         lists.append(items.ids[rows[rows >= 0]])
     return list_metrics(lists, [rel[u] for u in users], k)
-
-
-def _subset(users: Users, mask: np.ndarray) -> Users:
-    return Users(users.ids[mask], users.rank_vectors[mask], users.n_used[mask], users.vectors[mask],
-                 users.biases[mask])  # fmt: skip
 
 
 def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple[Blend, list[dict]]:

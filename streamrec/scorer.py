@@ -64,6 +64,11 @@ class Users:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, which: np.ndarray | slice) -> Users:
+        """The users selected by a boolean mask, an index array or a slice (rows stay aligned)."""
+        return Users(self.ids[which], self.rank_vectors[which], self.n_used[which], self.vectors[which],
+                     self.biases[which])  # fmt: skip
+
 
 @dataclass
 class Scorer:
@@ -172,7 +177,7 @@ class Scorer:
         out = []
         for j in range(len(users)):
             r = rows[j][rows[j] >= 0]
-            pred = self.predicted(_take(users, j), r)[0] if len(r) else np.empty(0)
+            pred = self.predicted(users.subset(slice(j, j + 1)), r)[0] if len(r) else np.empty(0)
             out.append((self.items.ids[r], s[j, r], pred))
         return out
 
@@ -191,8 +196,3 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if k_eff < k:
         rows = np.hstack([rows, np.full((m, k - k_eff), -1)])
     return rows
-
-
-def _take(users: Users, j: int) -> Users:
-    sl = slice(j, j + 1)
-    return Users(users.ids[sl], users.rank_vectors[sl], users.n_used[sl], users.vectors[sl], users.biases[sl])

@@ -8,16 +8,12 @@ counts. Upserts use INSERT ... ON CONFLICT ... DO UPDATE, which both databases s
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import StreamrecError
-from .scorer import Users
 from .settings import home
 
 SCHEMA = [
@@ -183,25 +179,6 @@ class Sink:
             else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?"
         )
         return bool(self.query(sql, (name,))[0][0])
-
-    def user_vector(self, user_id: int, model_version: str) -> Users | None:
-        """The stream's fitted user (both models' vectors) when computed against `model_version`."""
-        if not self.has_table("user_vectors"):  # no stream has run against this sink yet
-            return None
-        rows = self.query(
-            "SELECT vector, bias, n_used FROM user_vectors WHERE user_id = ? AND model_version = ?",
-            (user_id, model_version),
-        )
-        if not rows or rows[0][0] is None:
-            return None
-        v = json.loads(rows[0][0])
-        return Users(
-            np.array([user_id], np.int64),
-            np.array([v["ranking"]], np.float32),
-            np.array([int(rows[0][2] or 0)], np.int64),
-            np.array([v["explicit"]], np.float32),
-            np.array([float(rows[0][1] or 0.0)]),
-        )
 
 
 @contextlib.contextmanager

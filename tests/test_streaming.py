@@ -29,7 +29,6 @@ from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_movies, load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
-from streamrec.sink import open_sink
 from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
 
 pytestmark = pytest.mark.integration
@@ -302,5 +301,3 @@ def test_postgres_sink_passes_the_same_aggregate_checks(spark, kafka, topic, tmp
     all_events = pd.concat([history, live], ignore_index=True)
     assert_aggregates_exact(postgres_url, all_events, movies, cfg.window)
     assert_vectors_match_fold_in(postgres_url, model, all_events, expect_users=set(live.user_id))
-    with open_sink(postgres_url) as s:
-        assert s.user_vector(int(live.user_id.iloc[0]), model.version) is not None
