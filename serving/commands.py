@@ -125,16 +125,12 @@ def _known_user(args: argparse.Namespace, genres: list[str] | None):
     when it is fresh for CURRENT, else the user's known ratings folded in. (Before, the stream's
     vector was paired with a rated set read from the event log, which progresses on its own: a
     movie just rated could come back as a recommendation.)"""
-    from streamrec.event_log import event_log_dir
-    from streamrec.settings import BUNDLED_DATA, home
-    from streamrec.sink import default_url
+    from streamrec.settings import home
 
     from .recommend import Recommendations
     from .service import ServeConfig, Service
 
-    svc = Service(ServeConfig(model_root=home() / "models", sink_url=args.sink or default_url(),
-                              event_log_dir=event_log_dir(), checkpoint_dir=home() / "checkpoints",
-                              data=BUNDLED_DATA))  # fmt: skip
+    svc = Service(ServeConfig.at_home(home(), args.sink))
     res = svc.recommend_user(args.user, args.k, svc.genre_filter(genres))
     items = pd.DataFrame(res["items"], columns=["movie_id", "title", "score", "predicted_rating", "genres"])
     items.insert(0, "rank", np.arange(1, len(items) + 1))
@@ -209,17 +205,13 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
 
 def serve_config(args: argparse.Namespace):
     """The server's view of the state directory: the same paths the stream and train use."""
-    from streamrec.event_log import event_log_dir
     from streamrec.kafka_local import LocalKafka
     from streamrec.settings import home
-    from streamrec.sink import default_url
 
     from .service import ServeConfig
 
     bootstrap = args.bootstrap_servers or LocalKafka(args.kafka_port).address  # never starts a broker
-    return ServeConfig(model_root=home() / "models", sink_url=args.sink or default_url(),
-                       event_log_dir=event_log_dir(), checkpoint_dir=home() / "checkpoints",
-                       data=args.data, bootstrap=bootstrap, topic=args.topic)  # fmt: skip
+    return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic)
 
 
 def serve_cmd(args: argparse.Namespace) -> int:

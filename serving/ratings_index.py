@@ -3,6 +3,8 @@
 The model's training window (read once per model version) plus the stream's committed event log
 (read incrementally: only files committed since the last look), latest rating per (user, movie).
 Rows are sorted by user so one user's ratings are a binary search away, whatever the size.
+A lookup never reads files itself: when a look is due it starts one on a background thread and
+answers from the snapshot it has (at most about a second behind the event log).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class RatingsIndex:
         self._checked = 0.0
         self._lock = threading.Lock()
         self._snapshot = self._build()
+        self.refresh(force=True)  # the event log as it is now, read with the model, not per request
 
     def _build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         ratings = latest_per_pair(pd.concat([self._base, *self._log_parts], ignore_index=True))
@@ -61,10 +64,16 @@ class RatingsIndex:
 
     def user(self, user_id: int) -> pd.DataFrame:
         """The user's ratings (movie_id, rating, timestamp), latest per movie; empty when unknown."""
-        self.refresh()
+        self._refresh_in_background()
         users, movies, ratings, ts = self._snapshot
         lo, hi = np.searchsorted(users, user_id, "left"), np.searchsorted(users, user_id, "right")
         return pd.DataFrame({"movie_id": movies[lo:hi], "rating": ratings[lo:hi], "timestamp": ts[lo:hi]})
+
+    def _refresh_in_background(self) -> None:
+        if time.monotonic() - self._checked < self._min_interval or self._lock.locked():
+            return
+        self._checked = time.monotonic()  # one look per interval, however many requests arrive
+        threading.Thread(target=self.refresh, args=(True,), name="ratings-index-refresh", daemon=True).start()
 
     def __len__(self) -> int:
         return len(self._snapshot[0])

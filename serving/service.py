@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import InvalidRequest, KafkaUnavailable, ModelStoreError, NotFound
-from streamrec.events import MAX_ID, check, encode, valid_rating
+from streamrec.events import check, encode, valid_rating
 from streamrec.history import HistorySpec
 from streamrec.model_store import Model, ModelStore
 from streamrec.movielens import load_movies
@@ -29,7 +29,6 @@ from .lsh import RandomProjectionLSH
 from .ratings_index import RatingsIndex
 from .recommend import Recommendations, recommend, similar_candidates, similar_exact
 
-METRICS = ("cosine", "euclidean", "lsh")
 QUERIES = ("eventlog", "aggregates", "foldin")
 
 
@@ -43,6 +42,17 @@ class ServeConfig:
     bootstrap: str | None = None  # None: POST /events answers 503
     topic: str = "ratings"
 
+    @classmethod
+    def at_home(cls, home: Path, sink_url: str | None = None, **kw) -> ServeConfig:
+        """The layout every command shares under a state directory ($STREAMREC_HOME)."""
+        from streamrec.event_log import event_log_dir
+        from streamrec.settings import BUNDLED_DATA
+        from streamrec.sink import default_url
+
+        kw.setdefault("data", BUNDLED_DATA)
+        return cls(model_root=home / "models", sink_url=sink_url or default_url(home),
+                   event_log_dir=event_log_dir(home), checkpoint_dir=home / "checkpoints", **kw)  # fmt: skip
+
 
 @dataclass
 class Loaded:
@@ -51,6 +61,7 @@ class Loaded:
     model: Model
     movies: pd.DataFrame  # movie_id, title, genres (list)
     catalog: Catalog  # the same as dicts, for per-item lookups
+    support: dict[int, int]  # training ratings per movie the model knows
     ratings: RatingsIndex
     lsh: RandomProjectionLSH
 
@@ -85,6 +96,9 @@ class Service:
                     model,
                     movies,
                     Catalog.of(movies),
+                    {}
+                    if model.items.support is None
+                    else dict(zip(model.items.ids.tolist(), model.items.support.tolist(), strict=True)),
                     RatingsIndex(spec, self.cfg.event_log_dir),
                     RandomProjectionLSH(model.ranking.factors),
                 )
@@ -146,6 +160,7 @@ class Service:
             if stored and len(stored) >= k and all(r[3] == model.version for r in stored):
                 ids = [int(r[0]) for r in stored[:k]]
                 return self._response(
+                    cur.catalog,
                     user_id,
                     model.version,
                     "stream",
@@ -156,7 +171,7 @@ class Service:
                 )
         mine = cur.ratings.user(user_id)
         recs = recommend(model, user_id, mine, cur.catalog, k, genres=genres)
-        return self._from_recs(recs)
+        return self._from_recs(cur.catalog, recs)
 
     def recommend_anonymous(self, ratings: list[tuple[int, float]], k: int, genres: list[str] | None) -> dict:
         """A user who exists only in this request: their ratings folded in, nothing stored."""
@@ -171,12 +186,13 @@ class Service:
         recs = recommend(
             cur.model, None, None, cur.catalog, k, rated=rated if len(rated) else None, genres=genres
         )
-        return self._from_recs(recs)
+        return self._from_recs(cur.catalog, recs)
 
-    def _from_recs(self, recs: Recommendations) -> dict:
+    def _from_recs(self, catalog: Catalog, recs: Recommendations) -> dict:
         t = recs.items
         source = "anonymous" if recs.user_id is None and recs.source == "fold-in" else recs.source
         return self._response(
+            catalog,
             recs.user_id,
             recs.model_version,
             source,
@@ -186,8 +202,8 @@ class Service:
             recs.notes,
         )
 
-    def _response(self, user_id, version, source, ids, scores, predicted, notes) -> dict:
-        cat = self.current().catalog
+    @staticmethod
+    def _response(cat: Catalog, user_id, version, source, ids, scores, predicted, notes) -> dict:
         items = [
             {
                 "movie_id": int(m),
@@ -229,7 +245,6 @@ class Service:
             ids = model.items.ids[rows]
         else:
             ids, score = similar_exact(model, movie_id, k, metric, candidates)
-        support = model.items.support
         key = "similarity" if metric == "cosine" else "distance"
         items = [
             {
@@ -237,7 +252,7 @@ class Service:
                 "title": cur.catalog.title(m),
                 "genres": cur.catalog.genres_of(m),
                 key: round(float(s), 4),
-                "n_ratings": None if support is None else int(support[model.items.rows(np.array([m]))[0][0]]),
+                "n_ratings": cur.support.get(int(m)),
             }
             for m, s in zip(ids, score, strict=True)
         ]
@@ -263,29 +278,25 @@ class Service:
 
     def _support(self) -> dict[int, int]:
         try:
-            items = self.current().model.items
+            return self.current().support
         except ModelStoreError:
             return {}
-        if items.support is None:
-            return {}
-        return dict(zip(items.ids.tolist(), items.support.tolist(), strict=True))
 
     def movie(self, movie_id: int) -> dict:
-        movies = self.movies()
-        row = movies[movies["movie_id"] == movie_id]
+        catalog = self.catalog()
         stats = self.rows(
             "movie_stats",
             "SELECT n_ratings, avg_rating, last_event_ts FROM movie_stats WHERE movie_id = ?",
             (movie_id,),
         )
-        if row.empty and not stats:
+        known = movie_id in catalog.titles
+        if not known and not stats:
             raise NotFound(f"movie {movie_id} is unknown")
-        support = self._support()
         return {
             "movie_id": movie_id,
-            "title": row["title"].iloc[0] if len(row) else None,
-            "genres": list(row["genres"].iloc[0]) if len(row) else [],
-            "training_ratings": support.get(movie_id),
+            "title": catalog.titles.get(movie_id),
+            "genres": catalog.genres_of(movie_id),
+            "training_ratings": self._support().get(movie_id),
             "stats": None
             if not stats
             else {
@@ -396,24 +407,13 @@ class Service:
             for q in QUERIES
             for row in self.rows(
                 "stream_metrics",
-                "SELECT query, batch_id, at, input_rows, rows_per_s, duration_ms, latency_p50_ms,"
-                " latency_p95_ms, dead_letters, model_version FROM stream_metrics"
+                "SELECT query, batch_id, at, input_rows, rows_per_s, latency_p50_ms, latency_p95_ms"
+                " FROM stream_metrics"
                 " WHERE query = ? AND batch_id >= 0 ORDER BY batch_id DESC LIMIT ?",
                 (q, batches),
             )
         ]
-        cols = [
-            "query",
-            "batch_id",
-            "at",
-            "input_rows",
-            "rows_per_s",
-            "duration_ms",
-            "latency_p50_ms",
-            "latency_p95_ms",
-            "dead_letters",
-            "model_version",
-        ]
+        cols = ["query", "batch_id", "at", "input_rows", "rows_per_s", "latency_p50_ms", "latency_p95_ms"]
         df = pd.DataFrame(recent, columns=cols).sort_values("at")
         # Arrival rate: a batch's rows over the time since the same query's previous batch
         # (Spark's rows_per_s is rows over the batch's own duration: processing speed, not load).
@@ -554,26 +554,17 @@ class Service:
             raise KafkaUnavailable("no Kafka configured: start the server with --bootstrap-servers")
         with self._producer_lock:
             if self._producer is None:
-                from kafka import KafkaProducer
-
                 if time.monotonic() - self._producer_failed_at < 5.0:  # fail fast while it is down
                     raise KafkaUnavailable(
                         f"Kafka not reachable at {self.cfg.bootstrap} (retrying in a few s)"
                     )
+                from streamrec.kafka_admin import new_producer  # kafka-python: only when ingesting
+
                 try:
-                    self._producer = KafkaProducer(
-                        bootstrap_servers=self.cfg.bootstrap,
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=2,
-                        request_timeout_ms=10_000,
-                        bootstrap_timeout_ms=5_000,
-                    )
-                except Exception as exc:  # noqa: BLE001
+                    self._producer = new_producer(self.cfg.bootstrap, timeout=5.0, linger_ms=2)
+                except KafkaUnavailable:
                     self._producer_failed_at = time.monotonic()
-                    raise KafkaUnavailable(
-                        f"Kafka not reachable at {self.cfg.bootstrap} ({type(exc).__name__})"
-                    ) from None
+                    raise
             return self._producer
 
     # -- health -----------------------------------------------------------------------------------
@@ -613,10 +604,6 @@ class Service:
 
 def parse_genres(text: str | None) -> list[str] | None:
     return [g.strip() for g in text.split(",") if g.strip()] if text else None
-
-
-def valid_id(value: int) -> bool:
-    return 0 < value <= MAX_ID
 
 
 def _num(v) -> float | None:

@@ -17,8 +17,8 @@ from .movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings
 from .settings import home
 
 
-def event_log_dir() -> Path:
-    return home() / "eventlog"
+def event_log_dir(root: Path | None = None) -> Path:
+    return (root or home()) / "eventlog"
 
 
 def committed_files(root: Path) -> list[Path]:

@@ -48,9 +48,8 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, timeout: float
         client.close()
 
 
-@contextlib.contextmanager
-def producer(bootstrap: str, timeout: float = 10.0, **config) -> Iterator[KafkaProducer]:
-    """An idempotent, acks=all producer; closed (and flushed) on exit."""
+def new_producer(bootstrap: str, timeout: float = 10.0, **config) -> KafkaProducer:
+    """An idempotent, acks=all producer that the caller closes (`producer()` for a `with` block)."""
     settings = dict(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -61,9 +60,15 @@ def producer(bootstrap: str, timeout: float = 10.0, **config) -> Iterator[KafkaP
     )
     settings.update(config)
     try:
-        p = KafkaProducer(**settings)
+        return KafkaProducer(**settings)
     except (KafkaError, OSError) as exc:
         raise _unreachable(bootstrap, exc) from exc
+
+
+@contextlib.contextmanager
+def producer(bootstrap: str, timeout: float = 10.0, **config) -> Iterator[KafkaProducer]:
+    """An idempotent, acks=all producer; closed (and flushed) on exit."""
+    p = new_producer(bootstrap, timeout, **config)
     try:
         yield p
     finally:

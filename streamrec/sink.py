@@ -58,8 +58,9 @@ SCHEMA = [
 AGGREGATE_TABLES = ["movie_stats", "genre_stats", "user_activity", "rating_histogram", "trending"]
 
 
-def default_url() -> str:
-    return f"sqlite:///{home() / 'streamrec.db'}"
+def default_url(root: Path | None = None) -> str:
+    """The embedded sink: a SQLite file in the state directory (default $STREAMREC_HOME)."""
+    return f"sqlite:///{(root or home()) / 'streamrec.db'}"
 
 
 class Sink:

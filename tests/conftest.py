@@ -82,6 +82,23 @@ def trained(spark, state_home):
 
 
 @pytest.fixture(scope="session")
+def history(trained):
+    """The ratings the `trained` model was trained on, latest per (user, movie)."""
+    from streamrec.history import HistorySpec, latest_per_pair, load_history
+
+    _, model = trained
+    return latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
+
+
+@pytest.fixture(scope="session")
+def movies():
+    from streamrec.movielens import load_movies
+    from streamrec.settings import BUNDLED_DATA
+
+    return load_movies(BUNDLED_DATA)
+
+
+@pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server started by the project's script (installed from Debian if needed)."""
     import shutil

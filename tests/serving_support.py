@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from serving.service import ServeConfig
 from streaming.aggregates import WindowSpec, apply_deltas, compute_deltas
 from streaming.job import apply_user_outputs
 from streaming.metrics import upsert_metrics
 from streamrec.model_store import Model
-from streamrec.settings import BUNDLED_DATA
 from streamrec.sink import Sink
 
 
@@ -84,18 +82,6 @@ def model_store_copy(home: Path, model: Model) -> Path:
     shutil.copytree(model.path, root / model.version)
     ModelStore(root).set_current(model.version)
     return root
-
-
-def serve_config(home: Path, model_root: Path, sink_url: str, bootstrap: str | None, topic: str = "ratings"):
-    return ServeConfig(
-        model_root=model_root,
-        sink_url=sink_url,
-        event_log_dir=home / "eventlog",
-        checkpoint_dir=home / "checkpoints",
-        data=BUNDLED_DATA,
-        bootstrap=bootstrap,
-        topic=topic,
-    )
 
 
 class ServerThread:

@@ -12,26 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.api import create_app
+from serving.service import ServeConfig
 from streamrec.events import validate
-from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.kafka_local import free_port_pair
 from streamrec.model_store import ModelStore
-from streamrec.movielens import load_movies
-from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import fill_sink, model_store_copy, serve_config, store_stream_list
+from tests.serving_support import fill_sink, model_store_copy, store_stream_list
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def history(trained):
-    _, model = trained
-    return latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
-
-
-@pytest.fixture(scope="module")
-def movies():
-    return load_movies(BUNDLED_DATA)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +27,10 @@ def api(trained, history, movies, tmp_path_factory):
     and a sink holding the whole history's aggregates; no broker (a closed port)."""
     _, model = trained
     home = tmp_path_factory.mktemp("api-home")
-    root = model_store_copy(home, model)
+    model_store_copy(home, model)
     url = f"sqlite:///{home / 'sink.db'}"
     fill_sink(url, history, movies)
-    cfg = serve_config(home, root, url, bootstrap=f"127.0.0.1:{free_port_pair()}")
+    cfg = ServeConfig.at_home(home, url, bootstrap=f"127.0.0.1:{free_port_pair()}")
     with TestClient(create_app(cfg)) as client:
         client.cfg = cfg
         yield client

@@ -14,33 +14,30 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serving.api import create_app
-from streamrec.history import HistorySpec, latest_per_pair, load_history
+from serving.service import ServeConfig
 from streamrec.kafka_local import free_port_pair
-from streamrec.movielens import load_movies
-from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import fill_sink, model_store_copy, serve_config
+from tests.serving_support import fill_sink, model_store_copy
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 25  # per operation and mode: bounded, a few seconds each
 
 
 @pytest.fixture(scope="module")
-def api_schema(trained, tmp_path_factory):
+def api_schema(trained, history, movies, tmp_path_factory):
     _, model = trained
     home = tmp_path_factory.mktemp("contract-home")
-    root = model_store_copy(home, model)
+    model_store_copy(home, model)
     url = f"sqlite:///{home / 'sink.db'}"
-    history = latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
-    fill_sink(url, history.iloc[:5000], load_movies(BUNDLED_DATA))
+    fill_sink(url, history.iloc[:5000], movies)
     # No broker on that port: POST /events must answer its documented 503, never a 500.
-    app = create_app(serve_config(home, root, url, bootstrap=f"127.0.0.1:{free_port_pair()}"))
+    app = create_app(ServeConfig.at_home(home, url, bootstrap=f"127.0.0.1:{free_port_pair()}"))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 def _cases() -> list[tuple[str, GenerationMode]]:
     """(operation, mode) pairs: valid requests for every operation, invalid ones where there is
     an input to break (the app builds its schema without loading a model)."""
-    app = create_app(serve_config(Path("/nonexistent"), Path("/nonexistent"), "sqlite:///:memory:", None))
+    app = create_app(ServeConfig.at_home(Path("/nonexistent"), "sqlite:///:memory:"))
     out = []
     for result in schemathesis.openapi.from_asgi("/openapi.json", app).get_all_operations():
         op = result.ok()

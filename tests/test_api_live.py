@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from serving.api import create_app
+from serving.service import ServeConfig
 from streaming.job import StreamConfig, run_stream
 from streamrec.kafka_admin import ensure_topic
 from streamrec.settings import BUNDLED_DATA
-from tests.serving_support import CHROMIUM_ARGS, ServerThread, chromium_path, model_store_copy, serve_config
+from tests.serving_support import CHROMIUM_ARGS, ServerThread, chromium_path, model_store_copy
 
 pytestmark = pytest.mark.integration
 NEW_USER = 2_100_000_001
@@ -46,7 +47,7 @@ def live(spark, kafka, trained, tmp_path_factory):
 
     stream = threading.Thread(target=run, daemon=True)
     stream.start()
-    app = create_app(serve_config(home, root, sink_url, bootstrap=kafka, topic=topic))
+    app = create_app(ServeConfig.at_home(home, sink_url, bootstrap=kafka, topic=topic))
     with ServerThread(app) as server:
         client = httpx.Client(base_url=server.url, timeout=30)
         _wait(lambda: client.get("/stats/stream").json()["queries"].get("foldin"), 120, failure)

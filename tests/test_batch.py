@@ -23,24 +23,13 @@ from serving.recommend import (
 from streamrec.cli import main
 from streamrec.errors import StreamrecError
 from streamrec.foldin import fold_in, fold_in_many
-from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.history import latest_per_pair
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_movies, load_ratings, load_tags
 from streamrec.ranking import implicit_fold_in, implicit_fold_in_many
 from streamrec.settings import BUNDLED_DATA
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def history(trained):
-    _, model = trained
-    return latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
-
-
-@pytest.fixture(scope="module")
-def movies():
-    return load_movies(BUNDLED_DATA)
 
 
 def test_training_meets_the_rmse_target_and_records_everything(trained):

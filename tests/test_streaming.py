@@ -27,7 +27,7 @@ from streamrec.events import encode, validate
 from streamrec.history import HistorySpec, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
-from streamrec.movielens import load_movies, load_ratings
+from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
 
@@ -38,11 +38,6 @@ SPLIT = 0.8
 @pytest.fixture(scope="module")
 def ratings():
     return load_ratings(BUNDLED_DATA)[0]
-
-
-@pytest.fixture(scope="module")
-def movies():
-    return load_movies(BUNDLED_DATA)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +52,8 @@ def base_model(spark, state_home):
 
 @pytest.fixture(scope="module")
 def history(base_model):
+    """Raw history events of the base model (overrides the suite's `history`: this module streams
+    on top of a model trained on the oldest 80%)."""
     _, model = base_model
     return load_history(HistorySpec.from_dict(model.meta["history"]))
 
