@@ -36,6 +36,7 @@ from streamrec.model_store import ModelStore
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 
+FRESH_LIST = "SELECT COUNT(*) FROM user_recommendations WHERE user_id = ? AND model_version = ?"
 CONNECTIONS = 16
 SECONDS = 15
 LIVE_EVENTS = 5_000
@@ -177,7 +178,13 @@ def _home(tmp: Path, name: str, model_dir: Path) -> Path:
 
 
 def new_user_latency(spark, bootstrap: str, tmp: Path, model_dir: Path, trials: int = 5) -> dict:
-    """POST /events for a brand-new user, then poll GET /recommendations until the stream's list."""
+    """A brand-new user's first list, two ways in the same run, alternating on one stream: over
+    HTTP (POST /events, then GET /recommendations until `source` is `stream`) and, as the baseline
+    without the API, produced straight to Kafka with the project's producer and read from the sink."""
+    from streamrec.events import encode
+    from streamrec.kafka_admin import producer
+    from streamrec.sink import open_sink
+
     home = _home(tmp, "e2e", model_dir)
     topic = f"e2e-{uuid.uuid4().hex[:6]}"
     ensure_topic(bootstrap, topic)
@@ -187,7 +194,7 @@ def new_user_latency(spark, bootstrap: str, tmp: Path, model_dir: Path, trials: 
     stream = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
     stream.start()
     server = Server(home, sink_url, bootstrap, topic)
-    times = []
+    times: dict[str, list[float]] = {"http": [], "direct": []}
     try:
         client = httpx.Client(base_url=server.url, timeout=10)
         warm = client.post(
@@ -195,37 +202,57 @@ def new_user_latency(spark, bootstrap: str, tmp: Path, model_dir: Path, trials: 
             json={"user_id": 1_900_000_000, "movie_id": 1, "rating": 4.0, "timestamp": 1_537_000_000},
         )
         assert warm.status_code == 202, warm.text
-        _poll(client, 1_900_000_000, 180)  # the stream's first batch carries the initial state
+        _poll(lambda: _source(client, 1_900_000_000), 180)  # the first batch carries the initial state
+        version = client.get("/models").json()[0]["version"]
         rng = np.random.default_rng(5)
-        for t in range(trials):
-            user = 1_900_000_001 + t
-            movies = rng.choice(
-                [1, 50, 110, 260, 296, 318, 356, 480, 527, 589, 593, 1196, 2571, 2959], 5, replace=False
-            )
-            events = [
-                {"user_id": user, "movie_id": int(m), "rating": 4.5, "timestamp": 1_537_000_000 + i}
-                for i, m in enumerate(movies)
-            ]
-            t0 = time.monotonic()
-            assert client.post("/events", json=events).status_code == 202
-            _poll(client, user, 60)
-            times.append(time.monotonic() - t0)
-            time.sleep(1.5)
+        with producer(bootstrap) as kafka, open_sink(sink_url) as sink:
+            for t in range(2 * trials):
+                user = 1_900_000_001 + t
+                movies = rng.choice(
+                    [1, 50, 110, 260, 296, 318, 356, 480, 527, 589, 593, 1196, 2571, 2959], 5, replace=False
+                )
+                events = [
+                    {"user_id": user, "movie_id": int(m), "rating": 4.5, "timestamp": 1_537_000_000 + i}
+                    for i, m in enumerate(movies)
+                ]
+                t0 = time.monotonic()
+                if t % 2 == 0:
+                    assert client.post("/events", json=events).status_code == 202
+                    _poll(lambda u=user: _source(client, u) == "stream", 60)
+                    times["http"].append(time.monotonic() - t0)
+                else:
+                    for e in events:
+                        key, value = encode(**e)
+                        kafka.send(topic, key=key, value=value)
+                    kafka.flush()
+                    _poll(lambda u=user: sink.query(FRESH_LIST, (u, version))[0][0], 60)
+                    times["direct"].append(time.monotonic() - t0)
+                time.sleep(1.5)
         client.close()
     finally:
         server.stop()
         stop.set()
         stream.join(timeout=90)
-    return {"trials": trials, "seconds": [round(x, 3) for x in times], "median_s": round(median(times), 3)}
+    return {
+        "trials": trials,
+        "seconds": [round(x, 3) for x in times["http"]],
+        "median_s": round(median(times["http"]), 3),
+        "direct_seconds": [round(x, 3) for x in times["direct"]],
+        "direct_median_s": round(median(times["direct"]), 3),
+    }
 
 
-def _poll(client: httpx.Client, user: int, timeout: float) -> None:
+def _source(client: httpx.Client, user: int) -> str | None:
+    return client.get(f"/recommendations/{user}").json().get("source")
+
+
+def _poll(done, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if client.get(f"/recommendations/{user}").json().get("source") == "stream":
+        if done():
             return
         time.sleep(0.05)
-    raise RuntimeError(f"no stream list for user {user} within {timeout}s")
+    raise RuntimeError(f"not done within {timeout}s")
 
 
 def run(spark) -> dict:

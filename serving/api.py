@@ -4,9 +4,10 @@ Every error a client can cause is a 4xx with a JSON body {"detail": "..."}; unkn
 404; a missing model or broker is 503. Endpoints on the request path are `async def` and run
 inline on the event loop: each is well under a millisecond of CPU plus a local DB read, and
 FastAPI's thread-pool hand-off and the GIL contention of its threads cost more than the work
-(bench/api_bench.py, 16 connections, a known user's list: p99 65.9 ms in the pool, 7.2 ms
-inline). What waits on the network (Kafka, readiness probes, metrics) stays a plain `def` in the
-pool, and reading new event-log files happens on a background thread (serving.ratings_index).
+(docs/benchmarks.md, "HTTP API": a known user's p99 at 16 connections went from 65.9 ms in
+the pool to a few ms inline). What waits on the network (Kafka, readiness probes, metrics)
+stays a plain `def` in the pool, and new event-log files are read on a background thread
+(serving.ratings_index).
 """
 
 from __future__ import annotations
