@@ -13,7 +13,6 @@ stays a plain `def` in the pool, and new event-log files are read on a backgroun
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,7 +31,7 @@ from streamrec.errors import (
     NotFound,
     StreamrecError,
 )
-from streamrec.events import MAX_ID, MAX_TS, MIN_TS
+from streamrec.events import MAX_ID, MAX_TS, MIN_TS, loads_strict
 
 from .metrics import Metrics
 from .service import ServeConfig, Service, parse_genres
@@ -300,9 +299,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         """One rating or a list (at most 10,000) into the `ratings` topic, key = user id, checked by
         the stream's own rules; 422 names the first broken rule."""
         try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest("the body is not JSON") from None
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("the body is not UTF-8") from None
+        body, reason = loads_strict(text)  # the stream's JSON rules: no NaN, no duplicate keys
+        if reason:
+            raise InvalidRequest("the body is not JSON" + ("" if reason == "not JSON" else f" ({reason})"))
         if isinstance(body, list) and len(body) > 10_000:
             raise InvalidRequest(f"at most 10,000 events per request, got {len(body)}")
         valid = service.validate_events(body)

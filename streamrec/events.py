@@ -33,24 +33,48 @@ def encode(user_id: int, movie_id: int, rating: float, timestamp: int) -> tuple[
     return str(user_id).encode(), value.encode()
 
 
-def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Reference validator: (event, None) for a good record, (None, reason) for a bad one.
+class _DuplicateKey(ValueError):
+    pass
 
-    The streaming job applies the same rules as Spark SQL expressions (streaming/parse.py);
-    tests check the two agree.
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; RFC 8259 does not
+
+
+def validate(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The validator: (event, None) for a good record, (None, reason) for a bad one.
+
+    Strict RFC 8259: one JSON value and nothing after it, double-quoted strings, no NaN or
+    Infinity, no raw control characters, no duplicate keys (a reader that keeps the first or
+    the last of two values is guessing). The stream runs this same function on every record
+    its fast path does not prove valid (streaming/parse.py), so both give the same reasons.
     """
-    if raw is None:
+    if raw is None or len(raw) == 0:  # a Kafka tombstone or a zero-length value
         return None, "empty value"
     if isinstance(raw, bytes | bytearray):
         try:
             raw = raw.decode("utf-8")  # strictly: json.loads(bytes) would also guess UTF-16/32
         except UnicodeDecodeError:
             return None, "not UTF-8"
+    obj, reason = loads_strict(raw)
+    return (None, reason) if reason else check(obj)
+
+
+def loads_strict(text: str) -> tuple[Any, str | None]:
+    """(value, None) for RFC 8259 JSON text, else (None, "not JSON" or "duplicate key")."""
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant), None
+    except _DuplicateKey:
+        return None, "duplicate key"
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return None, "not JSON"
-    return check(obj)
 
 
 def check(obj: Any) -> tuple[dict[str, Any] | None, str | None]:

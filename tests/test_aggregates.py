@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from streaming.aggregates import DAY, WindowSpec, advance_watermark, compute_deltas, late_mask
 from streaming.foldin_processor import merge_ratings
@@ -64,35 +63,3 @@ def test_merge_ratings_keeps_the_latest_per_movie():
     # equal event time: the newer arrival wins
     m, r, _ = merge_ratings((m, r, t), events([(7, 1, 0.5, 100)]))
     assert dict(zip(m.tolist(), r.tolist(), strict=True))[1] == 0.5
-
-
-@pytest.mark.integration
-def test_spark_validation_agrees_with_the_reference_validator(spark):
-    from streaming.parse import parse
-    from streamrec.events import encode, validate
-
-    raws = [
-        encode(5, 10, 4.5, 1_500_000_000)[1].decode(),
-        "not json", "[1, 2]", "",
-        '{"user_id": 1, "movie_id": 2, "rating": 4.0}',
-        '{"user_id": "1", "movie_id": 2, "rating": 4.0, "timestamp": 1500000000}',
-        '{"user_id": 1.5, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000}',
-        '{"user_id": true, "movie_id": 2, "rating": 4.0, "timestamp": 1500000000}',
-        '{"user_id": 1, "movie_id": 2, "rating": "4", "timestamp": 1500000000}',
-        '{"user_id": 1, "movie_id": 2, "rating": 4.2, "timestamp": 1500000000}',
-        '{"user_id": 1, "movie_id": 2, "rating": 0, "timestamp": 1500000000}',
-        '{"user_id": 0, "movie_id": 2, "rating": 3, "timestamp": 1500000000}',
-        '{"user_id": 1, "movie_id": 99999999999, "rating": 3, "timestamp": 1500000000}',
-        '{"user_id": 1, "movie_id": 2, "rating": 3, "timestamp": 12}',
-        '{"user_id": null, "movie_id": 2, "rating": 3, "timestamp": 1500000000}',
-    ]  # fmt: skip
-    kafka_like = spark.createDataFrame(
-        [(r.encode() if r else None, "t", 0, i, None) for i, r in enumerate(raws)],
-        "value binary, topic string, partition int, offset long, timestamp timestamp",
-    )
-    got = parse(kafka_like).orderBy("offset").toPandas()
-    for raw, row in zip(raws, got.itertuples(), strict=True):
-        event, reason = validate(raw.encode() if raw else None)
-        assert row.reason == reason, raw
-        if event:
-            assert (row.user_id, row.movie_id, row.rating, row.timestamp) == tuple(event.values())
