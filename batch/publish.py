@@ -41,6 +41,10 @@ from .train import (
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
 # ... or whose lists' NDCG@10 is > 10% worse (lists are noisier than RMSE across data growth)
 RANKING_GATE_TOLERANCE = 0.10
+# ... or whose data looks like another dataset: history only grows, so fewer than half of
+# CURRENT's users, movies or ratings means a wrong file or window, and a 10x jump in users or
+# movies (a file with swapped columns turned 610 users into 9,724) is not a retrain's growth.
+COUNT_SHRINK, COUNT_GROWTH = 0.5, 10.0
 GATE_MIN_ROWS = 200  # held-out ratings newer than CURRENT's data needed to compare on them
 
 
@@ -115,7 +119,8 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
 
     current = store.current_version()
     gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train, test)
-                 or _recorded_holdout(store, current, metrics))  # fmt: skip
+                 or _recorded_holdout(store, current, metrics),
+                 counts, store.metadata(current).get("counts") if current else None)  # fmt: skip
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
@@ -126,38 +131,38 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     if not np.array_equal(ranking.user_ids, model.user_ids):
         raise RuntimeError("the two models saw different users; this is a bug")
     user_support = ratings.groupby("user_id").size().reindex(model.user_ids, fill_value=0).to_numpy()
-    staged = store.staging_dir()
-    write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
-              ranking.factors.factors, ranking.user_factors, user_support)  # fmt: skip
-    model.als_model.itemFactors.write.parquet(str(staged / "item_factors"))
-    model.als_model.userFactors.write.parquet(str(staged / "user_factors"))
-    ranking.als_model.itemFactors.write.parquet(str(staged / "ranking_item_factors"))
-    ranking.als_model.userFactors.write.parquet(str(staged / "ranking_user_factors"))
-    pdict = params_dict(params)
-    if pdict["baseline"]:
-        pdict["baseline"]["mean"] = model.items.mean
-    pdict["ranking"] = asdict(rparams)
-    meta = {
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "params": pdict,
-        "blend": {**blend.to_dict(), "validation": blend_table},
-        "metrics": metrics,
-        "evaluation": {
-            "split": opts.split,
-            "test_fraction": opts.test_fraction,
-            "seed": params.seed,
-            "validation_users": len(val_users),
-        },  # fmt: skip
-        "counts": counts,
-        "history": opts.spec.to_dict(),
-        "newest_event_ts": newest,
-        "trained_on": "all history" if opts.refit_full else "training split",
-        "gate": gate,
-        "tuning": tuning,
-        "ranking_tuning": rtuning,
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    version = store.publish(staged, meta)
+    with store.staging() as staged:  # removed again if anything below fails
+        write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
+                  ranking.factors.factors, ranking.user_factors, user_support)  # fmt: skip
+        model.als_model.itemFactors.write.parquet(str(staged / "item_factors"))
+        model.als_model.userFactors.write.parquet(str(staged / "user_factors"))
+        ranking.als_model.itemFactors.write.parquet(str(staged / "ranking_item_factors"))
+        ranking.als_model.userFactors.write.parquet(str(staged / "ranking_user_factors"))
+        pdict = params_dict(params)
+        if pdict["baseline"]:
+            pdict["baseline"]["mean"] = model.items.mean
+        pdict["ranking"] = asdict(rparams)
+        meta = {
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "params": pdict,
+            "blend": {**blend.to_dict(), "validation": blend_table},
+            "metrics": metrics,
+            "evaluation": {
+                "split": opts.split,
+                "test_fraction": opts.test_fraction,
+                "seed": params.seed,
+                "validation_users": len(val_users),
+            },  # fmt: skip
+            "counts": counts,
+            "history": opts.spec.to_dict(),
+            "newest_event_ts": newest,
+            "trained_on": "all history" if opts.refit_full else "training split",
+            "gate": gate,
+            "tuning": tuning,
+            "ranking_tuning": rtuning,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        version = store.publish(staged, meta)
     pruned = store.prune(opts.keep)
     return {"version": version, "pruned": pruned, **meta}
 
@@ -228,12 +233,29 @@ def _recorded_holdout(store: ModelStore, current: str | None, metrics: dict) -> 
             "current_ndcg_at_10": old["ndcg_at_10"] if lists else None}  # fmt: skip
 
 
-def _gate(current: str | None, comparison: dict | None) -> dict:
+def _implausible(counts: dict, current_counts: dict | None, current: str | None) -> str | None:
+    """Why the candidate's data does not look like a later version of CURRENT's, or None."""
+    for key in ("users", "movies", "ratings"):
+        new, old = counts.get(key), (current_counts or {}).get(key)
+        if not new or not old:
+            continue
+        if new < old * COUNT_SHRINK:
+            return f"{new:,} {key} is fewer than half of {current}'s {old:,} (a wrong file or window?)"
+        if key != "ratings" and new > old * COUNT_GROWTH:
+            return f"{new:,} {key} is more than {COUNT_GROWTH:g}x {current}'s {old:,} (swapped columns?)"
+    return None
+
+
+def _gate(current: str | None, comparison: dict | None, counts: dict | None = None,
+          current_counts: dict | None = None) -> dict:  # fmt: skip
     """Refuse a candidate whose RMSE or lists' NDCG@10 is worse than CURRENT's beyond the
-    tolerances, both measured on one holdout (`_same_holdout`, else `_recorded_holdout`)."""
+    tolerances, both measured on one holdout (`_same_holdout`, else `_recorded_holdout`), or
+    whose user/movie/rating counts jump implausibly from CURRENT's."""
     gate = {"current_version": current, "tolerance": GATE_TOLERANCE, "ndcg_tolerance": RANKING_GATE_TOLERANCE,
             "comparison": comparison, "passed": True}  # fmt: skip
     c = comparison
+    if current and counts and (why := _implausible(counts, current_counts, current)):
+        return {**gate, "passed": False, "reason": f"implausible data: {why}"}
     if c is None:
         return gate  # nothing to compare with
     if c["rmse"] > c["current_rmse"] * (1 + GATE_TOLERANCE):

@@ -10,8 +10,10 @@ same transaction as their data, so a replayed batch after a crash is skipped, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ class StreamConfig:
     window: WindowSpec = field(default_factory=WindowSpec)
     max_offsets: int | None = None
     quiet: bool = False
+    sink_retry_s: float = 300.0  # how long a batch retries a failing sink before the stream stops
 
     def checkpoint(self, query: str) -> str:
         return str(self.state_dir / "checkpoints" / query)
@@ -106,26 +109,53 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
     return True
 
 
-def once_per_batch(sink_url: str, query: str, apply) -> object:
+def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0) -> object:
     """A foreachBatch function that applies each micro-batch exactly once.
 
     `apply(sink, pdf, batch_id, now)` runs inside one transaction that also records
     (query, batch_id); a batch Spark replays after a crash is found in that ledger and skipped.
+    When the sink itself fails (locked, disk full, connection lost) the transaction is rolled
+    back and the batch retried with backoff for up to `retry_s`, with one line per attempt;
+    only then does the query fail (and a restart re-runs the batch, idempotently).
     """
     sink = Sink(sink_url, threadsafe=True)
 
     def write(df, batch_id: int) -> None:
-        if sink.batch_applied(query, batch_id):  # replayed: skip collecting it too
-            return
-        pdf = df.toPandas()
-        with sink.transaction():
-            if sink.batch_applied(query, batch_id):  # re-check under the write lock
+        pdf = None
+        for delay in backoff(retry_s):
+            try:
+                if sink.batch_applied(query, batch_id):  # replayed: skip collecting it too
+                    return
+                if pdf is None:
+                    pdf = df.toPandas()
+                with sink.transaction():
+                    if sink.batch_applied(query, batch_id):  # re-check under the write lock
+                        return
+                    now = time.time()
+                    apply(sink, pdf, batch_id, now)
+                    sink.mark_batch(query, batch_id, now)
                 return
-            now = time.time()
-            apply(sink, pdf, batch_id, now)
-            sink.mark_batch(query, batch_id, now)
+            except sink.unavailable_errors as exc:
+                if delay is None:
+                    raise StreamrecError(f"{query} batch {batch_id}: the sink failed for {retry_s:g} s: "
+                                         f"{_first_line(exc)}") from exc  # fmt: skip
+                print(f"{query} batch {batch_id}: sink unavailable ({_first_line(exc)}); "
+                      f"nothing written, retrying in {delay:g} s", file=sys.stderr, flush=True)  # fmt: skip
+                time.sleep(delay)
+                with contextlib.suppress(Exception):
+                    sink.reconnect()
 
     return write
+
+
+def backoff(total_s: float, first: float = 0.5, cap: float = 10.0):
+    """Delays 0.5, 1, 2, ... (at most `cap`) while their sum stays within `total_s`; then None."""
+    delay, spent = first, 0.0
+    while spent + delay <= total_s:
+        yield delay
+        spent += delay
+        delay = min(delay * 2, cap)
+    yield None
 
 
 def apply_aggregates(ctx: Context, cfg: StreamConfig):
@@ -201,9 +231,11 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
         .option("path", str(cfg.event_log_dir))
         .option("checkpointLocation", cfg.checkpoint("eventlog"))
     ).start()
+    aggs = apply_aggregates(ctx, cfg)
+    write_aggregates = once_per_batch(cfg.sink_url, "aggregates", aggs, cfg.sink_retry_s)
     aggregates = trig(
         parsed.writeStream.queryName("aggregates")
-        .foreachBatch(once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx, cfg)))
+        .foreachBatch(write_aggregates)
         .option("checkpointLocation", cfg.checkpoint("aggregates"))
     ).start()
     history = latest_per_pair(ctx.raw_history)  # the fold-in state: latest rating per movie
@@ -222,7 +254,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
         )
         .writeStream.queryName("foldin")
         .outputMode("update")
-        .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_user_outputs))
+        .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_user_outputs, cfg.sink_retry_s))
         .option("checkpointLocation", cfg.checkpoint("foldin"))
     ).start()
     return [eventlog, aggregates, foldin]

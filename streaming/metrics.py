@@ -77,10 +77,17 @@ class ProgressListener(StreamingQueryListener):
     def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)
         with self._lock:
-            if self._sink is None:
-                self._sink = Sink(self.sink_url, threadsafe=True)
-            with self._sink.transaction():
-                v = record_progress(self._sink, progress)
+            try:
+                if self._sink is None:
+                    self._sink = Sink(self.sink_url, threadsafe=True)
+                with self._sink.transaction():
+                    v = record_progress(self._sink, progress)
+            except Exception as exc:  # noqa: BLE001 - metrics are best effort; the batch writers retry
+                print(f"[{progress['name']}] batch {progress['batchId']}: progress not recorded "
+                      f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                self._sink = None
+                return
         if not self.quiet and v["input_rows"]:
             state = f" state={v['state_rows']}" if "state_rows" in v else ""
             print(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, "

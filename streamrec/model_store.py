@@ -9,11 +9,13 @@ its size, so a partial or damaged version is detected and never selected.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -155,6 +157,24 @@ class ModelStore:
         tmp.mkdir()
         return tmp
 
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A staging directory that is removed again if anything fails before it is published.
+        A full disk becomes one clear ModelStoreError; CURRENT never sees a partial version."""
+        staged = None
+        try:
+            staged = self.staging_dir()
+            yield staged
+        except BaseException as exc:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            if disk_full(exc):
+                raise ModelStoreError(
+                    f"no space left on the device of the model store {self.root}: nothing published, "
+                    f"CURRENT is still {self.current_version() or 'unset'}"
+                ) from None
+            raise
+
     def publish(self, staged: Path, meta: dict[str, Any], make_current: bool = True) -> str:
         """Seal a staged directory (npz + Parquet already written) as the next version."""
         np_path = staged / NPZ
@@ -188,8 +208,12 @@ class ModelStore:
         if problem:
             raise ModelStoreError(f"model {version} is unusable: {problem}")
         tmp = self.root / f".CURRENT.{os.getpid()}.{time.time_ns()}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.current_file)
+        try:
+            tmp.write_text(version + "\n")
+            os.replace(tmp, self.current_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def rollback(self, version: str) -> None:
         if not (self.root / version).is_dir():
@@ -253,6 +277,13 @@ def write_npz(
         rank_user_factors=np.asarray(rank_user_factors, dtype=np.float32),
         user_support=np.asarray(user_support, dtype=np.int64),
     )
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from Python, or the same reported by the JVM (Spark's Parquet writers)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def json_default(value: Any) -> Any:

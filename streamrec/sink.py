@@ -68,6 +68,7 @@ class Sink:
 
     def __init__(self, url: str, threadsafe: bool = False):
         self.url = url
+        self._threadsafe = threadsafe
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         if self.postgres:
             try:
@@ -93,6 +94,22 @@ class Sink:
 
     def close(self) -> None:
         self.conn.close()
+
+    @property
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that are about the sink (locked, disk full, connection lost), never about one
+        record: a batch that fails with one of these is worth retrying as a whole."""
+        if self.postgres:
+            import psycopg
+
+            return (psycopg.OperationalError, psycopg.InterfaceError)
+        return (sqlite3.OperationalError,)
+
+    def reconnect(self) -> None:
+        """A fresh connection to the same URL (after a lost PostgreSQL connection)."""
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.__init__(self.url, threadsafe=self._threadsafe)
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.postgres else sql

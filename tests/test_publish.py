@@ -57,3 +57,14 @@ def test_a_current_model_from_before_the_ranking_model_is_compared_on_rmse_only(
     store = recorded_store(tmp_path, {"rmse": 0.8, "ndcg_at_10": 0.9})  # its NDCG: an older model's lists
     assert _gate("v0001", _recorded_holdout(store, "v0001", {"rmse": 0.8, "ndcg_at_10": 0.1}))["passed"]
     assert not _gate("v0001", _recorded_holdout(store, "v0001", {"rmse": 2.0, "ndcg_at_10": 0.1}))["passed"]
+
+
+def test_implausible_counts_are_refused_even_with_equal_scores():
+    ok = {"users": 610, "movies": 9_724, "ratings": 100_836}
+    assert _gate("v0001", same(), {"users": 640, "movies": 9_900, "ratings": 120_000}, ok)["passed"]
+    transposed = {"users": 9_724, "movies": 610, "ratings": 100_836}  # movieId and userId swapped
+    g = _gate("v0001", same(), transposed, ok)
+    assert g["passed"] is False and "implausible data" in g["reason"] and "users" in g["reason"]
+    g = _gate("v0001", same(), {"users": 610, "movies": 9_724, "ratings": 40_000}, ok)
+    assert g["passed"] is False and "ratings" in g["reason"] and "fewer than half" in g["reason"]
+    assert _gate("v0001", None, transposed, None)["passed"]  # CURRENT without counts: nothing to compare
