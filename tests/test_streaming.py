@@ -4,8 +4,10 @@ dead letters, model hot swap, crash safety (SIGKILL + restart) and the PostgreSQ
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -29,6 +31,7 @@ from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
+from tests.bad_records import BAD_KINDS, corpus, reason_matches
 from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
 
 pytestmark = pytest.mark.integration
@@ -298,3 +301,98 @@ def test_postgres_sink_passes_the_same_aggregate_checks(spark, kafka, topic, tmp
     all_events = pd.concat([history, live], ignore_index=True)
     assert_aggregates_exact(postgres_url, all_events, movies, cfg.window)
     assert_vectors_match_fold_in(postgres_url, model, all_events, expect_users=set(live.user_id))
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("sink", ["sqlite", "postgresql"])
+def test_fuzzed_records_never_stop_the_stream_and_each_gets_its_reason(spark, kafka, topic, tmp_path, sink,
+                                                                       request):  # fmt: skip
+    """10,000 records of every bad kind in the shared corpus, interleaved with 2,000 valid events:
+    the stream stays up, every bad record is one dead letter with its reason and exact bytes,
+    every valid record (the corpus's tricky valid kinds too) is counted exactly once."""
+    ensure_topic(kafka, topic, partitions=3)
+    fuzz = list(corpus(10_000, seed=3))
+    good = [encode(u, 1 + u % 50, 0.5 * (1 + u % 10), 1_500_000_000 + u)[1] for u in range(1, 2001)]
+    records = [raw for _, raw, _ in fuzz] + good
+    expected = [reason for _, _, reason in fuzz] + [None] * len(good)
+    order = list(range(len(records)))
+    random.Random(1).shuffle(order)
+    with producer(kafka) as p:  # one partition per record's position, so offsets identify records
+        sent = {}
+        for i in order:
+            meta = p.send(topic, value=records[i], partition=i % 3)
+            sent[i] = meta
+        p.flush()
+        where = {(m.get().partition, m.get().offset): i for i, m in sent.items()}
+    url = fresh_postgres_db(request.getfixturevalue("postgres_url")) if sink == "postgresql" else None
+    cfg = make_cfg(tmp_path, kafka, topic, tmp_path / "no-models", **({"sink_url": url} if url else {}))
+    run_stream(spark, cfg)
+    dead = table(cfg.sink_url, "SELECT kafka_partition, kafka_offset, reason, raw_base64 FROM dead_letters",
+                 ["p", "o", "reason", "b64"])  # fmt: skip
+    bad = [i for i, r in enumerate(expected) if r is not None]
+    assert len(dead) == len(bad) and len({k.name for k in BAD_KINDS}) >= 25
+    wrong = [(fuzz[i][0], r) for p, o, r in zip(dead["p"], dead["o"], dead["reason"], strict=True)
+             if not reason_matches(expected[i := where[(int(p), int(o))]], r)]  # fmt: skip
+    assert not wrong, wrong[:5]
+    assert all(base64.b64decode(b) == records[where[(int(p), int(o))]]
+               for p, o, b in zip(dead["p"], dead["o"], dead["b64"], strict=True))  # fmt: skip
+    valid_events = [validate(records[i])[0] for i, r in enumerate(expected) if r is None]
+    assert all(valid_events)
+    hist = table(cfg.sink_url, "SELECT rating, n_ratings FROM rating_histogram", ["r", "n"])
+    want = pd.Series([e["rating"] for e in valid_events]).value_counts()
+    assert dict(zip(hist["r"].astype(float), hist["n"], strict=True)) == want.to_dict()
+    users = table(cfg.sink_url, "SELECT SUM(n_ratings), COUNT(*) FROM user_activity", ["n", "users"])
+    assert int(users["n"].iloc[0]) == len(valid_events)
+    assert int(users["users"].iloc[0]) == len({e["user_id"] for e in valid_events})
+
+
+@pytest.mark.faults
+def test_a_full_sink_disk_is_retried_and_nothing_is_half_written(spark, kafka, topic, tmp_path, capfd):
+    """The sink's SQLite file on a 4 MB tmpfs that is then filled up: batches fail with "database
+    or disk is full", are rolled back and retried with one line each; once space is freed the
+    same run goes on and every aggregate is exact."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        ensure_topic(kafka, topic, partitions=1)
+        events = [(u, 1 + u % 40, 0.5 * (1 + u % 10), 1_500_000_000 + u) for u in range(1, 3001)]
+        url = f"sqlite:///{disk / 'sink.db'}"
+        cfg = make_cfg(tmp_path, kafka, topic, tmp_path / "no-models", sink_url=url, sink_retry_s=120)
+        with producer(kafka) as p:
+            for e in events[:500]:
+                p.send(topic, key=encode(*e)[0], value=encode(*e)[1])
+            p.flush()
+        run_stream(spark, cfg)  # creates the DB and applies the first 500
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # take every free byte
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        with producer(kafka) as p:
+            for e in events[500:]:
+                p.send(topic, key=encode(*e)[0], value=encode(*e)[1])
+            p.flush()
+        done = threading.Event()
+        runner = threading.Thread(target=lambda: (run_stream(spark, cfg), done.set()), daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while "sink unavailable" not in (seen := capfd.readouterr().err) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "database or disk is full" in seen and not done.is_set()
+        filler.unlink()  # space again: the retry goes through
+        runner.join(180)
+        assert done.is_set(), "the stream did not finish after the disk was freed"
+        hist = table(cfg.sink_url, "SELECT SUM(n_ratings) FROM rating_histogram", ["n"])
+        assert int(hist["n"].iloc[0]) == len(events)  # each event once: no half batch, no double
+        per_user = table(cfg.sink_url, "SELECT COUNT(*), SUM(n_ratings) FROM user_activity", ["u", "n"])
+        assert (int(per_user["u"].iloc[0]), int(per_user["n"].iloc[0])) == (len(events), len(events))
+        assert count_events(cfg.event_log_dir) == len(events)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
