@@ -104,10 +104,12 @@ def replay(
     users, movies, ratings, stamps = (c.tolist() for c in cols)
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
+    config = {"delivery_timeout_ms": 30_000, **PRODUCER_TUNING, **producer_config}
+    # Every batch is acknowledged or expired within the delivery timeout: waiting longer than
+    # that (plus a margin) for the final flush only delays the report.
+    flush_s = config["delivery_timeout_ms"] / 1000 + 5
     try:
-        with producer(
-            bootstrap, **{"delivery_timeout_ms": 30_000, **PRODUCER_TUNING, **producer_config}
-        ) as p:
+        with producer(bootstrap, timeout=min(10.0, flush_s), **config) as p:
             try:
                 for i in range(n):
                     due = pacer.due(i)
@@ -129,7 +131,7 @@ def replay(
             except KeyboardInterrupt:
                 interrupted = True
             try:
-                p.flush(timeout=60)
+                p.flush(timeout=flush_s)
             except KafkaError as exc:  # the broker stayed away past the flush: report, don't crash
                 failures.append(exc)
     finally:

@@ -67,9 +67,20 @@ def new_producer(bootstrap: str, timeout: float = 10.0, **config) -> KafkaProduc
 
 @contextlib.contextmanager
 def producer(bootstrap: str, timeout: float = 10.0, **config) -> Iterator[KafkaProducer]:
-    """An idempotent, acks=all producer; closed (and flushed) on exit."""
+    """An idempotent, acks=all producer; closed (and flushed) on exit.
+
+    Closing never raises: a flush that times out there (the broker is away) would hide the
+    caller's own report of what was confirmed; unconfirmed sends are the caller's to count."""
     p = new_producer(bootstrap, timeout, **config)
     try:
         yield p
     finally:
-        p.close(timeout=timeout)
+        try:
+            p.close(timeout=timeout)
+        except KafkaError:
+            # kafka-python's close() raises when its flush times out, before stopping its I/O
+            # thread; stop that thread ourselves (no public API does), or it would outlive us.
+            sender = getattr(p, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(timeout)
