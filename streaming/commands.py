@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
            help="MovieLens folder for titles and genres while no model is published")  # fmt: skip
     option(p, "--reset", action="store_true",
            help="forget checkpoints, event log and sink tables, then start fresh")  # fmt: skip
+    option(p, "--sink-retry", type=parse_duration, default=300.0,
+           help="how long a batch retries a failing sink (locked, full, down) before stopping")  # fmt: skip
     option(p, "--quiet", action="store_true", help="no per-batch log lines")
     p.set_defaults(func=run)
 
@@ -45,8 +47,10 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
 
     if args.top_k < 1:
         raise StreamrecError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.trigger <= 0 or args.window <= 0 or args.watermark_delay < 0:
-        raise StreamrecError("--trigger and --window must be positive, --watermark-delay >= 0")
+    if args.trigger <= 0 or args.window <= 0 or args.watermark_delay < 0 or args.sink_retry < 0:
+        raise StreamrecError(
+            "--trigger and --window must be positive, --watermark-delay and --sink-retry >= 0"
+        )
     return StreamConfig(
         bootstrap=bootstrap,
         sink_url=args.sink or default_url(),
@@ -58,6 +62,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
         trigger_s=args.trigger,
         available_now=args.available_now,
         k=args.top_k,
+        sink_retry_s=args.sink_retry,
         window=WindowSpec(int(args.window), int(args.watermark_delay)),
         max_offsets=args.max_offsets_per_trigger,
         quiet=args.quiet,
