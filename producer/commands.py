@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamrec.cli import ensure_broker
     from streamrec.history import window
+    from streamrec.kafka_local import ensure_broker
     from streamrec.movielens import load_ratings
 
     from .replay import check_pacing, replay

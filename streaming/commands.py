@@ -70,8 +70,8 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamrec.cli import ensure_broker
     from streamrec.kafka_admin import ensure_topic
+    from streamrec.kafka_local import ensure_broker
     from streamrec.spark import get_spark
 
     from .job import reset, run_stream

@@ -13,18 +13,6 @@ from .errors import StreamrecError
 from .settings import add_kafka_options, home, invalid_env
 
 
-def ensure_broker(args: argparse.Namespace) -> str:
-    """The bootstrap address to use; starts the local broker when no cluster is configured."""
-    if args.bootstrap_servers:
-        return args.bootstrap_servers
-    from .kafka_local import LocalKafka
-
-    broker = LocalKafka(args.kafka_port)
-    if broker.start():
-        print(f"started local Kafka broker at {broker.address}", file=sys.stderr)
-    return broker.address
-
-
 def _kafka(args: argparse.Namespace) -> int:
     from .kafka_local import LocalKafka
 

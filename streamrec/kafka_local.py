@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -269,3 +270,14 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def ensure_broker(args) -> str:
+    """The bootstrap address a command should use (its parsed `--bootstrap-servers` and
+    `--kafka-port`); starts the local broker when no cluster is configured."""
+    if args.bootstrap_servers:
+        return args.bootstrap_servers
+    broker = LocalKafka(args.kafka_port)
+    if broker.start():
+        print(f"started local Kafka broker at {broker.address}", file=sys.stderr)
+    return broker.address
