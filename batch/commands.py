@@ -4,127 +4,166 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from collections.abc import Callable
+
+import click
 
 from streamrec.errors import StreamrecError
-from streamrec.history import parse_time
-from streamrec.settings import BUNDLED_DATA, option, parse_duration
+from streamrec.settings import (
+    DURATION,
+    FLOATS,
+    FRACTION,
+    INTS,
+    PATH,
+    POSITIVE,
+    TIME,
+    WORDS,
+    data_option,
+    run_with_args,
+)
+
+NON_NEGATIVE = click.FloatRange(min=0)
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
+def training_options_decorator(f: Callable) -> Callable:
+    """The options `train` and `retrain` share."""
+    opts = [
+        data_option(),
+        click.option("--until", type=TIME, default=None, help="train only on events before this time"),
+        click.option(
+            "--split-at",
+            type=FRACTION,
+            default=None,
+            help="train only on the oldest F of events (the base model for a replay)",
+        ),
+        click.option(
+            "--event-log/--no-event-log", default=True, help="include the stream's event log when it exists"
+        ),
+        click.option("--rank", type=POSITIVE, default=20, help="latent factors"),
+        click.option("--reg", type=NON_NEGATIVE, default=0.15, help="ALS regParam (lambda)"),
+        click.option("--iters", type=POSITIVE, default=15, help="ALS maxIter"),
+        click.option(
+            "--bias/--no-bias",
+            default=True,
+            help="learn a baseline (mean + user/item biases) and ALS on its residuals",
+        ),
+        click.option(
+            "--min-support",
+            type=POSITIVE,
+            default=10,
+            help="recommend only movies with at least N training ratings (1: every movie)",
+        ),
+        click.option(
+            "--ranking-rank", type=POSITIVE, default=32, help="ranking model (implicit ALS): latent factors"
+        ),
+        click.option(
+            "--ranking-reg", type=NON_NEGATIVE, default=0.1, help="ranking model: regParam (lambda)"
+        ),
+        click.option(
+            "--ranking-alpha", type=NON_NEGATIVE, default=1.0, help="ranking model: confidence slope alpha"
+        ),
+        click.option(
+            "--ranking-threshold",
+            type=float,
+            default=2.5,
+            help="ranking model: preference = rating - T; a rating below T is a confident no",
+        ),
+        click.option("--ranking-iters", type=POSITIVE, default=10, help="ranking model: maxIter"),
+        click.option(
+            "--tune",
+            is_flag=True,
+            help="grid-search both models first (explicit by RMSE, ranking by NDCG@10)",
+        ),
+        click.option("--tune-rank", type=INTS, default="10,20,50", help="ranks to try"),
+        click.option("--tune-reg", type=FLOATS, default="0.05,0.1,0.15,0.2", help="regParams to try"),
+        click.option("--tune-iters", type=INTS, default="15", help="maxIters to try"),
+        click.option("--tune-ranking-rank", type=INTS, default="32,50", help="ranking model ranks to try"),
+        click.option(
+            "--tune-ranking-reg", type=FLOATS, default="0.1,0.3", help="ranking model regParams to try"
+        ),
+        click.option(
+            "--tune-ranking-alpha", type=FLOATS, default="0.5,1.0,2.0", help="ranking model alphas to try"
+        ),
+        click.option(
+            "--folds", type=click.IntRange(min=0), default=0, help="k-fold tuning (0: one validation split)"
+        ),
+        click.option(
+            "--split", type=click.Choice(["random", "time"]), default="random", help="holdout split"
+        ),
+        click.option("--test-fraction", type=FRACTION, default=0.2, help="holdout fraction"),
+        click.option("--seed", type=int, default=42, help="random seed (split and ALS)"),
+        click.option("--force", is_flag=True, help="publish even if the quality gate refuses"),
+        click.option("--keep", type=POSITIVE, default=5, help="model versions to keep"),
+        click.option("--json", is_flag=True, help="print one JSON object"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
+@click.command("train", help="train both models (ranking + explicit), evaluate, publish a version")
+@training_options_decorator
+def train(**kwargs) -> int:
+    return run_with_args(train_cmd)(**kwargs)
 
 
-def _words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+@click.command("retrain", help="train + publish periodically (SIGTERM stops between runs)")
+@training_options_decorator
+@click.option("--every", type=DURATION, default="10m", help="interval, e.g. 90s, 10m, 1h")
+@click.option("--once", is_flag=True, help="one run, then exit")
+@click.option("--min-new-events", type=click.IntRange(min=0), default=0,
+              help="skip a run unless the event log grew by at least N events")  # fmt: skip
+def retrain(**kwargs) -> int:
+    return run_with_args(retrain_cmd)(**kwargs)
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
-    option(p, "--until", type=parse_time, default=None, help="train only on events before this time")
-    option(p, "--split-at", type=float, default=None,
-           help="train only on the oldest F of events (the base model for a replay)")  # fmt: skip
-    option(p, "--event-log", action=argparse.BooleanOptionalAction, default=True,
-           help="include the stream's event log when it exists")  # fmt: skip
-    option(p, "--rank", type=int, default=20, help="latent factors")
-    option(p, "--reg", type=float, default=0.15, help="ALS regParam (lambda)")
-    option(p, "--iters", type=int, default=15, help="ALS maxIter")
-    option(p, "--bias", action=argparse.BooleanOptionalAction, default=True,
-           help="learn a baseline (mean + user/item biases) and ALS on its residuals")  # fmt: skip
-    option(p, "--min-support", type=int, default=10,
-           help="recommend only movies with at least N training ratings (1: every movie)")  # fmt: skip
-    option(p, "--ranking-rank", type=int, default=32, help="ranking model (implicit ALS): latent factors")
-    option(p, "--ranking-reg", type=float, default=0.1, help="ranking model: regParam (lambda)")
-    option(p, "--ranking-alpha", type=float, default=1.0, help="ranking model: confidence slope alpha")
-    option(p, "--ranking-threshold", type=float, default=2.5,
-           help="ranking model: preference = rating - T; a rating below T is a confident no")  # fmt: skip
-    option(p, "--ranking-iters", type=int, default=10, help="ranking model: maxIter")
-    option(p, "--tune", action="store_true",
-           help="grid-search both models first (explicit by RMSE, ranking by NDCG@10)")  # fmt: skip
-    option(p, "--tune-rank", type=_ints, default=[10, 20, 50], help="ranks to try")
-    option(p, "--tune-reg", type=_floats, default=[0.05, 0.1, 0.15, 0.2], help="regParams to try")
-    option(p, "--tune-iters", type=_ints, default=[15], help="maxIters to try")
-    option(p, "--tune-ranking-rank", type=_ints, default=[32, 50], help="ranking model ranks to try")
-    option(p, "--tune-ranking-reg", type=_floats, default=[0.1, 0.3], help="ranking model regParams to try")
-    option(p, "--tune-ranking-alpha", type=_floats, default=[0.5, 1.0, 2.0],
-           help="ranking model alphas to try")  # fmt: skip
-    option(p, "--folds", type=int, default=0, help="k-fold tuning (0: one validation split)")
-    option(p, "--split", choices=["random", "time"], default="random", help="holdout split")
-    option(p, "--test-fraction", type=float, default=0.2, help="holdout fraction")
-    option(p, "--seed", type=int, default=42, help="random seed (split and ALS)")
-    option(p, "--force", action="store_true", help="publish even if the quality gate refuses")
-    option(p, "--keep", type=int, default=5, help="model versions to keep")
-    option(p, "--json", action="store_true", help="print one JSON object")
+@click.command("model", help="list, show or roll back model versions")
+@click.argument("action", type=click.Choice(["list", "show", "rollback"]))
+@click.argument("version", required=False)
+@click.option("--json", is_flag=True, help="print JSON")
+def model(**kwargs) -> int:
+    return run_with_args(model_cmd)(**kwargs)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train both models (ranking + explicit), evaluate, publish a version")
-    add_training_options(p)
-    p.set_defaults(func=train_cmd)
+@click.command("evaluate", help="served lists vs popularity and EASE: warm, new users, prequential")
+@data_option()
+@click.option(
+    "--protocols",
+    type=WORDS,
+    default="warm,strong,new_users,prequential",
+    help="comma-separated subset of warm,strong,new_users,prequential",
+)
+@click.option("--n", type=INTS, default="1,3,5,10,20", help="new users: numbers of first ratings folded in")
+@click.option("--user-fraction", type=FRACTION, default=0.2, help="users held out for strong / new users")
+@click.option("--test-fraction", type=FRACTION, default=0.2, help="warm: ratings held out")
+@click.option("--split-at", type=FRACTION, default=0.8, help="prequential: the live part starts here")
+@click.option("--ease-lambda", type=NON_NEGATIVE, default=500.0, help="EASE regularisation")
+@click.option("--ease-max-items", type=POSITIVE, default=20_000, help="skip EASE above this many movies")
+@click.option("--rank", type=POSITIVE, default=20, help="explicit model: latent factors")
+@click.option("--ranking-rank", type=POSITIVE, default=32, help="ranking model: latent factors")
+@click.option("--ranking-alpha", type=NON_NEGATIVE, default=1.0, help="ranking model: alpha")
+@click.option("--ranking-reg", type=NON_NEGATIVE, default=0.1, help="ranking model: regParam")
+@click.option("--ranking-threshold", type=float, default=2.5, help="ranking model: preference threshold")
+@click.option("--seed", type=int, default=42, help="random seed (splits, held-out users, ALS)")
+@click.option("--chart", type=PATH, default=None, help="write the NDCG@10-vs-n chart (PNG) here")
+@click.option("--json", is_flag=True, help="print one JSON object")
+def evaluate(**kwargs) -> int:
+    return run_with_args(evaluate_cmd)(**kwargs)
 
-    p = sub.add_parser("retrain", help="train + publish periodically (SIGTERM stops between runs)")
-    add_training_options(p)
-    option(p, "--every", type=parse_duration, default=600.0, help="interval, e.g. 90s, 10m, 1h")
-    option(p, "--once", action="store_true", help="one run, then exit")
-    option(p, "--min-new-events", type=int, default=0,
-           help="skip a run unless the event log grew by at least N events")  # fmt: skip
-    p.set_defaults(func=retrain_cmd)
 
-    p = sub.add_parser("model", help="list, show or roll back model versions")
-    p.add_argument(
-        "action", choices=["list", "show", "rollback"], help="list versions, show one, or make one CURRENT"
-    )
-    p.add_argument("version", nargs="?", help="version for show / rollback (show: default CURRENT)")
-    option(p, "--json", action="store_true", help="print JSON")
-    p.set_defaults(func=model_cmd)
-
-    p = sub.add_parser("evaluate", help="served lists vs popularity and EASE: warm, new users, prequential")
-    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
-    option(p, "--protocols", type=_words, default=["warm", "strong", "new_users", "prequential"],
-           help="comma-separated subset of warm,strong,new_users,prequential")  # fmt: skip
-    option(p, "--n", type=_ints, default=[1, 3, 5, 10, 20],
-           help="new users: numbers of first ratings folded in")  # fmt: skip
-    option(p, "--user-fraction", type=float, default=0.2, help="users held out for strong / new users")
-    option(p, "--test-fraction", type=float, default=0.2, help="warm: ratings held out")
-    option(p, "--split-at", type=float, default=0.8, help="prequential: the live part starts here")
-    option(p, "--ease-lambda", type=float, default=500.0, help="EASE regularisation")
-    option(p, "--ease-max-items", type=int, default=20_000, help="skip EASE above this many movies")
-    option(p, "--rank", type=int, default=20, help="explicit model: latent factors")
-    option(p, "--ranking-rank", type=int, default=32, help="ranking model: latent factors")
-    option(p, "--ranking-alpha", type=float, default=1.0, help="ranking model: alpha")
-    option(p, "--ranking-reg", type=float, default=0.1, help="ranking model: regParam")
-    option(p, "--ranking-threshold", type=float, default=2.5, help="ranking model: preference threshold")
-    option(p, "--seed", type=int, default=42, help="random seed (splits, held-out users, ALS)")
-    option(p, "--chart", type=Path, default=None, help="write the NDCG@10-vs-n chart (PNG) here")
-    option(p, "--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=evaluate_cmd)
-
-    p = sub.add_parser("report", help="OLAP report with Spark SQL (Markdown; CSV + PNG with --out)")
-    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
-    option(p, "--out", type=Path, default=None, help="also write CSV per query and PNG charts here")
-    option(p, "--min-count", type=int, default=50, help="minimum ratings for 'best movies'")
-    option(p, "--top", type=int, default=10, help="rows in top-N tables")
-    p.set_defaults(func=report_cmd)
+@click.command("report", help="OLAP report with Spark SQL (Markdown; CSV + PNG with --out)")
+@data_option()
+@click.option("--out", type=PATH, default=None, help="also write CSV per query and PNG charts here")
+@click.option("--min-count", type=POSITIVE, default=50, help="minimum ratings for 'best movies'")
+@click.option("--top", type=POSITIVE, default=10, help="rows in top-N tables")
+def report(**kwargs) -> int:
+    return run_with_args(report_cmd)(**kwargs)
 
 
 def training_options(args: argparse.Namespace):
     from .publish import TrainOptions, default_spec
     from .train import Params, RankingParams
 
-    for name in ("rank", "iters", "keep", "min_support", "ranking_rank", "ranking_iters"):
-        if getattr(args, name) < 1:
-            raise StreamrecError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("reg", "ranking_reg", "ranking_alpha"):
-        if getattr(args, name) < 0:
-            raise StreamrecError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.split_at is not None and not 0 < args.split_at <= 1:
-        raise StreamrecError(f"--split-at must be in (0, 1], got {args.split_at}")
-    if not 0 < args.test_fraction < 1:
-        raise StreamrecError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     spec = default_spec(args.data, args.until, args.split_at, args.event_log)
     params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
                     min_support=args.min_support)  # fmt: skip
@@ -186,11 +225,6 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         )
     if not args.n or min(args.n) < 1:
         raise StreamrecError(f"--n must be positive integers, got {args.n}")
-    for name in ("user_fraction", "test_fraction", "split_at"):
-        if not 0 < getattr(args, name) < 1:
-            raise StreamrecError(
-                f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}"
-            )
     ratings, _ = load_ratings(args.data)
     if ratings.empty:
         raise StreamrecError(f"{args.data}: no ratings to evaluate")

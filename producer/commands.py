@@ -4,38 +4,34 @@ from __future__ import annotations
 
 import argparse
 import signal
-from pathlib import Path
+
+import click
 
 from streamrec.errors import DataError, StreamrecError
 from streamrec.events import TOPIC
-from streamrec.history import parse_time
-from streamrec.settings import BUNDLED_DATA, add_kafka_options, option
+from streamrec.settings import FRACTION, POSITIVE, TIME, data_option, kafka_options, run_with_args
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "replay",
-        help="publish MovieLens ratings to Kafka in event-time order",
-        description="Publish MovieLens ratings to Kafka in event-time order, paced or flat out.",
-    )
-    option(p, "--data", type=Path, default=BUNDLED_DATA, help="MovieLens folder (any layout)")
-    option(p, "--topic", default=TOPIC, help="topic to publish to (created when missing)")
-    option(p, "--partitions", type=int, default=3, help="partitions when creating the topic")
-    add_kafka_options(p)
-    pace = p.add_mutually_exclusive_group()
-    option(pace, "--rate", type=float, default=None, help="events per second (default: max)")
-    option(pace, "--speedup", type=float, default=None, help="divide event-time gaps by X")
-    option(p, "--since", type=parse_time, default=None, help="first event time (date or epoch s)")
-    option(p, "--until", type=parse_time, default=None, help="events before this time only")
-    option(
-        p, "--split-at", type=float, default=None,
-        help="replay only events after this quantile of event time (the live part), e.g. 0.8",
-    )  # fmt: skip
-    option(p, "--limit", type=int, default=None, help="stop after N events")
-    option(p, "--skip-invalid", action="store_true", help="skip and count invalid rows")
-    option(p, "--progress", action=argparse.BooleanOptionalAction, default=None,
-           help="progress bar (default: when stderr is a terminal)")  # fmt: skip
-    p.set_defaults(func=run)
+@click.command("replay", help="publish MovieLens ratings to Kafka in event-time order, paced or flat out")
+@data_option()
+@click.option("--topic", default=TOPIC, help="topic to publish to (created when missing)")
+@click.option("--partitions", type=POSITIVE, default=3, help="partitions when creating the topic")
+@kafka_options
+@click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="events per second (default: max); exclusive with --speedup")  # fmt: skip
+@click.option("--speedup", type=click.FloatRange(0, min_open=True), default=None,
+              help="divide event-time gaps by X")  # fmt: skip
+@click.option("--since", type=TIME, default=None, help="first event time (date or epoch s)")
+@click.option("--until", type=TIME, default=None, help="events before this time only")
+@click.option("--split-at", type=FRACTION, default=None,
+              help="replay only events after this quantile of event time (the live part)")  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="stop after N events")
+@click.option("--skip-invalid", is_flag=True, help="skip and count invalid rows")
+@click.option(
+    "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
+)
+def replay(**kwargs) -> int:
+    return run_with_args(run)(**kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .replay import check_pacing, replay
 
-    if args.limit is not None and args.limit < 0:
-        raise StreamrecError(f"--limit must be >= 0, got {args.limit}")
     try:
         check_pacing(args.rate, args.speedup)  # before anything starts (a broker, say)
     except ValueError as exc:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,26 +18,28 @@ def render() -> str:
     for k in [k for k in os.environ if k.startswith("STREAMREC_")]:
         del os.environ[k]  # defaults must not depend on the caller's environment
     sys.path.insert(0, str(ROOT))
-    from streamrec.cli import build_parser
+    import click
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = {c.dest: c.help for c in sub._choices_actions}
+    from streamrec.cli import build_cli
+
     out = []
-    for name, p in sub.choices.items():
-        out.append(f"#### `streamrec {name}`\n\n{helps.get(name, '')}\n")
+    for name, command in build_cli().commands.items():
+        out.append(f"#### `streamrec {name}`\n\n{command.help or ''}\n")
         rows = []
-        for a in p._actions:
-            if isinstance(a, argparse._HelpAction):
+        for p in command.params:
+            if isinstance(p, click.Argument):
+                choices = getattr(p.type, "choices", None)
+                flag = " / ".join(f"`{c}`" for c in choices) if choices else f"`{p.name.upper()}`"
+                rows.append(f"| {flag} | {'(optional) ' if not p.required else ''}positional |  |")
                 continue
-            flag = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.dest.upper()}`"
-            if a.choices and not a.option_strings:
-                flag = " / ".join(f"`{c}`" for c in a.choices)
-            text = (a.help or "").replace("|", "\\|")
-            default = a.default
+            flag = ", ".join(f"`{s}`" for s in [*p.opts, *p.secondary_opts])
+            text = (p.help or "").replace("|", "\\|")  # ends with [env NAME] (streamrec.cli)
+            default = p.default
             if isinstance(default, Path) and str(default).startswith(str(ROOT)):
                 default = Path(os.path.relpath(default, ROOT))
-            shown = "" if default in (None, False, argparse.SUPPRESS) else f"`{default}`"
+            shown = "" if default in (None, False) or p.is_flag and not p.secondary_opts else f"`{default}`"
+            if isinstance(p.type, click.IntRange | click.FloatRange):
+                text += f" ({p.type._describe_range()})"
             rows.append(f"| {flag} | {text} | {shown} |")
         out.append(
             "| option | meaning [environment variable] | default |\n|---|---|---|\n" + "\n".join(rows) + "\n"

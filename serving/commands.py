@@ -6,51 +6,46 @@ import argparse
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 
 from streamrec.errors import StreamrecError
-from streamrec.events import MAX_ID
+from streamrec.events import MAX_ID, TOPIC
 from streamrec.model_store import json_default
-from streamrec.settings import option
+from streamrec.settings import PATH, PORT, POSITIVE, data_option, kafka_options, run_with_args, sink_option
 from streamrec.tables import markdown
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
-    p.add_argument("--user", type=int, default=None, help="user id (omit with --rated for a new user)")
-    p.add_argument("-k", type=int, default=10, help="how many movies")
-    p.add_argument("--rated", default=None, help="fold in these ratings now, e.g. 1:5,260:4.5")
-    p.add_argument("--ratings-file", type=Path, default=None,
-                   help="CSV user_id,movie_id,rating[,timestamp]: every user folded in from exactly "
-                        "these rows; JSON lines out")  # fmt: skip
-    p.add_argument("--genres", default=None, help="only these genres, comma-separated")
-    option(p, "--sink", default=None, help="sink DB URL, for vectors refreshed by the stream")
-    option(p, "--json", action="store_true", help="print JSON")
-    p.set_defaults(func=recommend_cmd)
+@click.command("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
+@click.option("--user", type=click.IntRange(1, MAX_ID), default=None,
+              help="user id (omit with --rated for a new user)")  # fmt: skip
+@click.option("-k", "k", type=POSITIVE, default=10, help="how many movies")
+@click.option("--rated", default=None, help="fold in these ratings now, e.g. 1:5,260:4.5")
+@click.option("--ratings-file", type=PATH, default=None,
+              help="CSV user_id,movie_id,rating[,timestamp]: every user folded in from exactly these rows; "
+                   "JSON lines out")  # fmt: skip
+@click.option("--genres", default=None, help="only these genres, comma-separated")
+@sink_option("sink DB URL, for vectors refreshed by the stream")
+@click.option("--json", is_flag=True, help="print JSON")
+def recommend_command(**kwargs) -> int:
+    return run_with_args(recommend_cmd)(**kwargs)
 
-    p = sub.add_parser("similar", help="movies similar to a movie (cosine, euclidean, lsh)")
-    p.add_argument("--movie", type=int, required=True, help="movie id")
-    p.add_argument("-k", type=int, default=10, help="how many movies")
-    p.add_argument(
-        "--metric",
-        choices=["cosine", "euclidean", "lsh"],
-        default="cosine",
-        help="exact cosine or Euclidean over all factors, or approximate LSH",
-    )
-    option(
-        p,
-        "--min-count",
-        type=int,
-        default=None,
-        help="only movies with at least N training ratings (default: the model's --min-support)",
-    )
-    option(p, "--lsh-bucket-length", type=float, default=2.0, help="LSH bucket length")
-    option(p, "--lsh-tables", type=int, default=5, help="LSH hash tables")
-    option(p, "--json", action="store_true", help="print JSON")
-    p.set_defaults(func=similar_cmd)
 
-    register_serve(sub)
+@click.command("similar", help="movies similar to a movie (cosine, euclidean, lsh)")
+@click.option("--movie", type=int, required=True, help="movie id")
+@click.option("-k", "k", type=POSITIVE, default=10, help="how many movies")
+@click.option("--metric", type=click.Choice(["cosine", "euclidean", "lsh"]), default="cosine",
+              help="exact cosine or Euclidean over all factors, or approximate LSH")  # fmt: skip
+@click.option("--min-count", type=POSITIVE, default=None,
+              help="only movies with >= N training ratings (default: the model's --min-support)")  # fmt: skip
+@click.option(
+    "--lsh-bucket-length", type=click.FloatRange(0, min_open=True), default=2.0, help="LSH bucket length"
+)
+@click.option("--lsh-tables", type=POSITIVE, default=5, help="LSH hash tables")
+@click.option("--json", is_flag=True, help="print JSON")
+def similar_command(**kwargs) -> int:
+    return run_with_args(similar_cmd)(**kwargs)
 
 
 def _load_context():
@@ -81,8 +76,6 @@ def recommend_cmd(args: argparse.Namespace) -> int:
         raise StreamrecError(
             "give --user ID, --rated MOVIE:RATING,... for a brand-new user, or --ratings-file F"
         )
-    if args.user is not None and not 0 < args.user <= MAX_ID:
-        raise StreamrecError(f"--user must be a user id in 1..{MAX_ID}, got {args.user}")
     rated = parse_rated(args.rated) if args.rated else None
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
     if args.user is not None and rated is None:
@@ -144,10 +137,6 @@ def similar_cmd(args: argparse.Namespace) -> int:
 
     from .recommend import recall, similar_candidates, similar_exact, similar_lsh
 
-    if args.k < 1:
-        raise StreamrecError(f"-k must be >= 1, got {args.k}")
-    if args.min_count is not None and args.min_count < 1:
-        raise StreamrecError(f"--min-count must be >= 1, got {args.min_count}")
     model = ModelStore().load()
     movies = load_movies(Path(model.meta["history"]["data"])).set_index("movie_id")
     candidates = similar_candidates(model, args.min_count)
@@ -182,25 +171,17 @@ def similar_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_serve(sub: argparse._SubParsersAction) -> None:
-    from streamrec.events import TOPIC
-    from streamrec.settings import BUNDLED_DATA, add_kafka_options
-
-    p = sub.add_parser(
-        "serve",
-        help="HTTP API and live dashboard (FastAPI + uvicorn)",
-        description="Serve recommendations, similar movies, live stats, models and rating ingestion "
-        "over HTTP; the dashboard is at /, the API docs at /docs.",
-    )
-    option(p, "--host", default="127.0.0.1", help="address to bind")
-    option(p, "--port", type=int, default=8000, help="port to bind")
-    option(p, "--sink", default=None, help="sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)")
-    add_kafka_options(p)
-    option(p, "--topic", default=TOPIC, help="topic POST /events publishes to")
-    option(p, "--data", type=Path, default=BUNDLED_DATA,
-           help="MovieLens folder for titles and genres while no model is published")  # fmt: skip
-    option(p, "--access-log", action="store_true", help="log every request")
-    p.set_defaults(func=serve_cmd)
+@click.command("serve", help="HTTP API and live dashboard (FastAPI + uvicorn): recommendations, similar "
+               "movies, live stats, models, rating ingestion; dashboard at /, API docs at /docs")  # fmt: skip
+@click.option("--host", default="127.0.0.1", help="address to bind")
+@click.option("--port", type=PORT, default=8000, help="port to bind")
+@sink_option()
+@kafka_options
+@click.option("--topic", default=TOPIC, help="topic POST /events publishes to")
+@data_option("MovieLens folder for titles and genres while no model is published")
+@click.option("--access-log", is_flag=True, help="log every request")
+def serve_command(**kwargs) -> int:
+    return run_with_args(serve_cmd)(**kwargs)
 
 
 def serve_config(args: argparse.Namespace):
@@ -219,8 +200,6 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
     from .api import create_app
 
-    if not 0 < args.port < 65536:
-        raise StreamrecError(f"--port must be in 1..65535, got {args.port}")
     cfg = serve_config(args)
     app = create_app(cfg)
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs; model store {cfg.model_root}, "

@@ -6,36 +6,40 @@ import argparse
 import json
 import signal
 import threading
-from pathlib import Path
+
+import click
 
 from streamrec.errors import StreamrecError
 from streamrec.events import TOPIC
-from streamrec.settings import BUNDLED_DATA, add_kafka_options, home, option, parse_duration
+from streamrec.settings import (
+    DURATION,
+    POSITIVE,
+    data_option,
+    home,
+    kafka_options,
+    run_with_args,
+    sink_option,
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "stream",
-        help="run the streaming job: live aggregates, dead letters, per-user fold-in",
-        description="Consume topic `ratings` with Spark Structured Streaming until SIGTERM / Ctrl-C.",
-    )
-    add_kafka_options(p)
-    option(p, "--topic", default=TOPIC, help="topic to consume")
-    option(p, "--sink", default=None, help="sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)")
-    option(p, "--trigger", type=parse_duration, default=1.0, help="micro-batch interval, e.g. 1s, 500ms")
-    option(p, "--available-now", action="store_true", help="process what is in Kafka now, then stop")
-    option(p, "--top-k", type=int, default=10, help="recommendations kept per user")
-    option(p, "--window", type=parse_duration, default=7 * 86400.0, help="trending window size (event time)")
-    option(p, "--watermark-delay", type=parse_duration, default=86400.0, help="lateness allowed for trending")
-    option(p, "--max-offsets-per-trigger", type=int, default=None, help="cap on records per batch")
-    option(p, "--data", type=Path, default=BUNDLED_DATA,
-           help="MovieLens folder for titles and genres while no model is published")  # fmt: skip
-    option(p, "--reset", action="store_true",
-           help="forget checkpoints, event log and sink tables, then start fresh")  # fmt: skip
-    option(p, "--sink-retry", type=parse_duration, default=300.0,
-           help="how long a batch retries a failing sink (locked, full, down) before stopping")  # fmt: skip
-    option(p, "--quiet", action="store_true", help="no per-batch log lines")
-    p.set_defaults(func=run)
+@click.command("stream", help="run the streaming job until SIGTERM / Ctrl-C: live aggregates, dead letters, "
+               "per-user fold-in")  # fmt: skip
+@kafka_options
+@click.option("--topic", default=TOPIC, help="topic to consume")
+@sink_option()
+@click.option("--trigger", type=DURATION, default="1s", help="micro-batch interval, e.g. 1s, 500ms")
+@click.option("--available-now", is_flag=True, help="process what is in Kafka now, then stop")
+@click.option("--top-k", type=POSITIVE, default=10, help="recommendations kept per user")
+@click.option("--window", type=DURATION, default="7d", help="trending window size (event time)")
+@click.option("--watermark-delay", type=DURATION, default="1d", help="lateness allowed for trending")
+@click.option("--max-offsets-per-trigger", type=POSITIVE, default=None, help="cap on records per batch")
+@data_option("MovieLens folder for titles and genres while no model is published")
+@click.option("--reset", is_flag=True, help="forget checkpoints, event log and sink tables; start fresh")
+@click.option("--sink-retry", type=DURATION, default="5m",
+              help="how long a batch retries a failing sink (locked, full, down) then it stops")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="no per-batch log lines")
+def stream(**kwargs) -> int:
+    return run_with_args(run)(**kwargs)
 
 
 def config_from_args(args: argparse.Namespace, bootstrap: str):
@@ -45,8 +49,6 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
     from .aggregates import WindowSpec
     from .job import StreamConfig
 
-    if args.top_k < 1:
-        raise StreamrecError(f"--top-k must be >= 1, got {args.top_k}")
     if args.trigger <= 0 or args.window <= 0 or args.watermark_delay < 0 or args.sink_retry < 0:
         raise StreamrecError(
             "--trigger and --window must be positive, --watermark-delay and --sink-retry >= 0"
@@ -102,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_status(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="where things stand: broker, models, stream tables and metrics")
-    add_kafka_options(p)
-    option(p, "--sink", default=None, help="sink DB URL")
-    p.set_defaults(func=status)
+@click.command("status", help="where things stand: broker, models, stream tables and metrics")
+@kafka_options
+@sink_option("sink DB URL")
+def status_cmd(**kwargs) -> int:
+    return run_with_args(status)(**kwargs)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -1,16 +1,23 @@
-"""The `streamrec` command: one entry point, a subcommand per job.
+"""The `streamrec` command: one entry point, a subcommand per job (click).
 
-Components register their own subcommands; heavy imports (Spark, kafka-python) happen inside
-the handlers so `streamrec --help` stays instant.
+The shared core does not import the components: each registers its subcommands as entry points
+in the `streamrec.commands` group (pyproject.toml), loaded here when the CLI starts. Heavy imports
+(Spark, kafka-python) happen inside the handlers so `streamrec --help` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
+
+import click
 
 from .errors import StreamrecError
-from .settings import add_kafka_options, home, invalid_env
+from .settings import ENV_PREFIX, home, kafka_options, run_with_args
+
+COMMAND_GROUP = "streamrec.commands"
+CONTEXT = {"auto_envvar_prefix": ENV_PREFIX, "show_default": True, "help_option_names": ["-h", "--help"]}
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -34,48 +41,70 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamrec",
-        description="Streaming, incremental movie recommender on Apache Kafka and Apache Spark. "
+kafka = click.Command(
+    "kafka",
+    callback=run_with_args(_kafka),
+    help="start, stop or check the local Kafka broker",
+    params=[click.Argument(["action"], type=click.Choice(["start", "stop", "status"]))],
+)
+kafka = kafka_options(kafka)
+
+
+def build_cli() -> click.Group:
+    """The command group with every component's commands (entry points, in name order)."""
+    group = click.Group(
+        "streamrec",
+        context_settings=CONTEXT,
+        help="Streaming, incremental movie recommender on Apache Kafka and Apache Spark. "
         f"State directory: {home()} (STREAMREC_HOME).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    k = sub.add_parser("kafka", help="start, stop or check the local Kafka broker")
-    k.add_argument("action", choices=["start", "stop", "status"], help="what to do with the broker")
-    add_kafka_options(k)
-    k.set_defaults(func=_kafka)
+    group.add_command(kafka)
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        group.add_command(ep.load(), ep.name)
+    for name, command in group.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                param.envvar = envvar(name, param)  # explicit, so help and errors can name it
+                param.help = f"{param.help or ''} [env {param.envvar}]".strip()
+    return group
 
-    from batch import commands as batch_commands
-    from producer import commands as producer_commands
-    from serving import commands as serving_commands
-    from streaming import commands as streaming_commands
 
-    producer_commands.register(sub)
-    streaming_commands.register(sub)
-    streaming_commands.register_status(sub)
-    batch_commands.register(sub)
-    serving_commands.register(sub)
-    return parser
+def envvar(command: str, option: click.Option) -> str:
+    """The option's environment variable: a shared name, or STREAMREC_<COMMAND>_<OPTION>."""
+    if isinstance(option.envvar, str):
+        return option.envvar
+    return f"{ENV_PREFIX}_{command.upper()}_{option.name.upper()}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if (problem := invalid_env(args)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    """Run one command; every failure a user can cause is one line on stderr and an exit code."""
     try:
-        return int(args.func(args) or 0)
+        return int(build_cli().main(args=argv, prog_name="streamrec", standalone_mode=False) or 0)
+    except click.UsageError as exc:  # a bad flag or environment value: click names which
+        print(f"error: {exc.format_message()}{_from_environment(exc)}", file=sys.stderr)
+        return 2
     except StreamrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a permission: the system's sentence, not a traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+
+
+def _from_environment(exc: click.UsageError) -> str:
+    """Where a bad value came from when it was not a flag: ' (from STREAMREC_...)'."""
+    from click.core import ParameterSource
+
+    param, ctx = getattr(exc, "param", None), exc.ctx
+    if not isinstance(param, click.Option) or ctx is None or not param.name:
+        return ""
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return ""
+    return f" (from the environment variable {param.envvar})"
 
 
 if __name__ == "__main__":

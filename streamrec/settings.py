@@ -1,17 +1,20 @@
-"""Paths and options. Every option is a CLI flag and an environment variable STREAMREC_<NAME>.
+"""Paths, and the option types and shared options of the CLI (click).
 
-`option()` registers a flag whose default comes from the environment, so
-`STREAMREC_RATE=500 streamrec replay` and `streamrec replay --rate 500` are the same thing.
+Every option is a flag and an environment variable: `STREAMREC_REPLAY_RATE=500 streamrec replay`
+and `streamrec replay --rate 500` are the same thing. Click parses and range-checks each option
+once, reads booleans as people write them (1/0, true/false, yes/no, on/off), and only the
+command that runs resolves its own options, so a bad value for one command never stops another.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENV_PREFIX = "STREAMREC_"
+import click
 
 #: The checkout this package lives in (the project is installed editable by `make`).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,73 +29,66 @@ def home() -> Path:
     return Path(os.environ.get("STREAMREC_HOME", PROJECT_ROOT / "var")).resolve()
 
 
-def env_name(dest: str) -> str:
-    return ENV_PREFIX + dest.upper()
+#: Per-command environment names: `STREAMREC_<COMMAND>_<OPTION>` (click's auto_envvar_prefix),
+#: so `STREAMREC_TRAIN_RANK` and `STREAMREC_EVALUATE_RANK` cannot collide; options that mean the
+#: same thing everywhere (the broker, the sink, the data folder) have one global name instead.
+ENV_PREFIX = "STREAMREC"
+KAFKA_BOOTSTRAP_ENV, KAFKA_PORT_ENV = "STREAMREC_KAFKA_BOOTSTRAP", "STREAMREC_KAFKA_PORT"
+SINK_ENV, DATA_ENV = "STREAMREC_SINK", "STREAMREC_DATA"
 
 
-TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
-FALSE_WORDS = ("0", "false", "no", "off", "n", "f", "")
+class Converted(click.ParamType):
+    """A click type from a plain `str -> value` function (its ValueError is the message)."""
 
+    def __init__(self, func: Callable[[str], Any], name: str):
+        self.func, self.name = func, name
 
-def parse_bool(text: str) -> bool:
-    """A boolean as people write it in an environment: 1/0, true/false, yes/no, on/off."""
-    word = text.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"{text!r} is not a boolean (use true/false, yes/no, on/off or 1/0)")
-
-
-class InvalidEnv:
-    """An environment default that did not parse; reported only by the command that uses it."""
-
-    def __init__(self, var: str, raw: str, reason: str):
-        self.var, self.raw, self.reason = var, raw, reason
-
-    def message(self) -> str:
-        return f"environment variable {self.var}={self.raw!r} is invalid: {self.reason}"
-
-
-def option(
-    parser: argparse.ArgumentParser, *flags: str, env: str | None = None, **kwargs: Any
-) -> argparse.Action:
-    """Add a flag whose default is read from STREAMREC_<DEST> (or STREAMREC_<env>) when set.
-
-    Booleans (store_true and --x/--no-x flags) accept true/false, yes/no, on/off, 1/0. A value
-    that does not parse is reported when the command that has the option runs, not by others."""
-    action = parser.add_argument(*flags, **kwargs)
-    var = env_name(env or action.dest)
-    raw = os.environ.get(var)
-    if raw is not None and raw != "":
-        boolean = isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction)
-        conv = parse_bool if boolean else (action.type or (lambda v: v))
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, already converted
         try:
-            action.default = conv(raw)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-            action.default = InvalidEnv(var, raw, str(exc))
-    action.help = f"{action.help or ''} [env {var}]".strip()
-    return action
+            return self.func(value)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            self.fail(str(exc), param, ctx)
 
 
-def invalid_env(args: argparse.Namespace) -> str | None:
-    """The message of the first environment default of this command that did not parse."""
-    for value in vars(args).values():
-        if isinstance(value, InvalidEnv):
-            return value.message()
-    return None
+def _listed(item: Callable[[str], Any]) -> Callable[[str], list]:
+    return lambda text: [item(x.strip()) for x in text.split(",") if x.strip()]
 
 
-def add_kafka_options(parser: argparse.ArgumentParser) -> None:
-    """Options every Kafka-facing command shares."""
-    option(
-        parser,
-        "--bootstrap-servers",
-        env="KAFKA_BOOTSTRAP",
-        default=None,
-        help="existing Kafka cluster (host:port,...); when unset, the local broker is used",
-    )
-    option(parser, "--kafka-port", type=int, default=9092, help="port of the local broker")
+INTS = Converted(_listed(int), "ints")
+FLOATS = Converted(_listed(float), "floats")
+WORDS = Converted(_listed(str), "words")
+PATH = click.Path(path_type=Path)
+POSITIVE = click.IntRange(min=1)
+FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)  # strictly between 0 and 1
+PORT = click.IntRange(1, 65535)
+
+
+def kafka_options(f: Callable) -> Callable:
+    """`--bootstrap-servers` and `--kafka-port`, shared by every Kafka-facing command."""
+    f = click.option("--kafka-port", type=PORT, default=9092, show_default=True, envvar=KAFKA_PORT_ENV,
+                     help="port of the local broker")(f)  # fmt: skip
+    return click.option("--bootstrap-servers", default=None, envvar=KAFKA_BOOTSTRAP_ENV,
+                        help="existing Kafka cluster (host:port,...); unset: local broker")(f)  # fmt: skip
+
+
+def sink_option(help: str = "sink DB URL (default sqlite:///$STREAMREC_HOME/streamrec.db)") -> Callable:
+    return click.option("--sink", default=None, envvar=SINK_ENV, help=help)
+
+
+def data_option(help: str = "MovieLens folder (any layout)") -> Callable:
+    return click.option("--data", type=PATH, default=BUNDLED_DATA, envvar=DATA_ENV, help=help)
+
+
+def run_with_args(handler: Callable[[argparse.Namespace], int | None]) -> Callable[..., int]:
+    """A click callback that hands its options to `handler` as one namespace (`args.rate`)."""
+
+    def callback(**kwargs: Any) -> int:
+        return int(handler(argparse.Namespace(**kwargs)) or 0)
+
+    callback.__name__ = handler.__name__
+    return callback
 
 
 def parse_duration(text: str) -> float:
@@ -104,3 +100,13 @@ def parse_duration(text: str) -> float:
         return float(t[: len(t) - len(unit)]) * units.get(unit, 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 90s, 10m, 1h") from None
+
+
+def _time(text: str) -> int:
+    from .history import parse_time  # history imports pandas: not at CLI start
+
+    return parse_time(text)
+
+
+DURATION = Converted(parse_duration, "duration")
+TIME = Converted(_time, "time")

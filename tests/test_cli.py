@@ -1,4 +1,5 @@
-"""The CLI surface: help for every command, env-var defaults, the README reference kept true."""
+"""The CLI surface (click): help for every command, per-command environment names, one-line errors
+for bad flags and environment values, the README reference kept true."""
 
 import subprocess
 import sys
@@ -6,63 +7,75 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.cli import build_parser
+from streamrec.cli import build_cli, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-MINIMAL_ARGS = {
-    "kafka": ["status"], "replay": [], "stream": [], "status": [], "train": [], "retrain": [],
-    "model": ["list"], "recommend": [], "similar": ["--movie", "1"], "report": [], "evaluate": [],
-    "serve": [],
-}  # fmt: skip
+COMMANDS = {"kafka", "replay", "stream", "status", "train", "retrain", "model", "recommend", "similar",
+            "report", "evaluate", "serve"}  # fmt: skip
 
 
-def test_every_command_parses_and_documents_its_options():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == set(MINIMAL_ARGS)
-    for name, extra in MINIMAL_ARGS.items():
-        assert callable(parser.parse_args([name, *extra]).func), name
-        for action in sub.choices[name]._actions:
-            assert action.help, f"{name} {action.dest} has no help text"
+def parse(*argv: str) -> dict:
+    """The options a command would run with (parsed and converted, handler not called)."""
+    import click
+
+    cli = build_cli()
+    command = cli.commands[argv[0]]
+    parent = click.Context(cli, info_name="streamrec", auto_envvar_prefix="STREAMREC")
+    ctx = command.make_context(argv[0], list(argv[1:]), parent=parent)
+    return ctx.params
 
 
-def test_environment_variables_set_defaults(monkeypatch):
-    monkeypatch.setenv("STREAMREC_RATE", "250")
+def test_every_command_is_registered_and_documents_its_options():
+    cli = build_cli()
+    assert set(cli.commands) == COMMANDS  # the components' entry points, and kafka from the core
+    for name, command in cli.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help and param.envvar.startswith("STREAMREC_"), f"{name} {param.name}"
+
+
+def test_environment_names_are_per_command_and_shared_ones_are_global(monkeypatch):
+    monkeypatch.setenv("STREAMREC_REPLAY_RATE", "250")
     monkeypatch.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker:9999")
-    args = build_parser().parse_args(["replay"])
-    assert args.rate == 250.0 and args.bootstrap_servers == "broker:9999"
-    assert build_parser().parse_args(["replay", "--rate", "5"]).rate == 5.0  # the flag wins
+    monkeypatch.setenv("STREAMREC_TRAIN_RANK", "7")
+    args = parse("replay")
+    assert args["rate"] == 250.0 and args["bootstrap_servers"] == "broker:9999"
+    assert parse("replay", "--rate", "5")["rate"] == 5.0  # the flag wins
+    assert parse("train")["rank"] == 7 and parse("evaluate")["rank"] == 20  # no collision
+    # --min-count once meant three things under one name; now each command has its own
+    monkeypatch.setenv("STREAMREC_REPORT_MIN_COUNT", "3")
+    assert parse("report")["min_count"] == 3 and parse("similar", "--movie", "1")["min_count"] is None
 
 
-def test_invalid_environment_value_is_one_clear_error(monkeypatch, capsys):
-    from streamrec.cli import main
-
-    monkeypatch.setenv("STREAMREC_RATE", "fast")
-    assert main(["replay", "--limit", "-1"]) == 2
-    assert "STREAMREC_RATE='fast' is invalid" in capsys.readouterr().err
+def test_an_invalid_environment_value_is_one_line_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("STREAMREC_REPLAY_RATE", "fast")
+    assert main(["replay"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Invalid value for '--rate'") and err.endswith(
+        "(from the environment variable STREAMREC_REPLAY_RATE)"
+    )
+    assert len(err.splitlines()) == 1
     # ... and only the command that has the option refuses it: others run
     assert main(["kafka", "status", "--kafka-port", "1"]) == 1  # "not running", not the env error
-    assert "STREAMREC_RATE" not in capsys.readouterr().err
+    assert "STREAMREC_REPLAY_RATE" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("raw", "value"), [("false", False), ("0", False), ("no", False), ("OFF", False),
                                             ("true", True), ("1", True), ("yes", True)])  # fmt: skip
 def test_boolean_environment_values_are_read_as_people_write_them(monkeypatch, raw, value):
-    monkeypatch.setenv("STREAMREC_BIAS", raw)  # a --bias/--no-bias flag
-    monkeypatch.setenv("STREAMREC_EVENT_LOG", raw)
-    monkeypatch.setenv("STREAMREC_JSON", raw)  # a store_true flag
-    args = build_parser().parse_args(["train"])
-    assert args.bias is value and args.event_log is value and args.json is value
+    monkeypatch.setenv("STREAMREC_TRAIN_BIAS", raw)  # a --bias/--no-bias flag
+    monkeypatch.setenv("STREAMREC_TRAIN_EVENT_LOG", raw)
+    monkeypatch.setenv("STREAMREC_TRAIN_JSON", raw)  # a plain flag
+    args = parse("train")
+    assert args["bias"] is value and args["event_log"] is value and args["json"] is value
 
 
 def test_a_boolean_environment_value_that_is_not_one_is_an_error(monkeypatch, capsys):
-    from streamrec.cli import main
-
-    monkeypatch.setenv("STREAMREC_BIAS", "maybe")
+    monkeypatch.setenv("STREAMREC_TRAIN_BIAS", "maybe")
     assert main(["train"]) == 2
-    assert "STREAMREC_BIAS='maybe' is invalid: 'maybe' is not a boolean" in capsys.readouterr().err
+    assert "'maybe' is not a valid boolean" in capsys.readouterr().err
 
 
 def test_readme_cli_reference_is_current():
@@ -75,65 +88,47 @@ def test_durations_parse_with_units():
     from streamrec.settings import parse_duration
 
     assert [parse_duration(t) for t in ("500ms", "90s", "10m", "1h", "7d", "2")] == [
-        0.5,
-        90,
-        600,
-        3600,
-        604800,
-        2,
-    ]
+        0.5, 90, 600, 3600, 604800, 2,
+    ]  # fmt: skip
     with pytest.raises(Exception, match="not a duration"):
         parse_duration("soon")
-
-
-def test_out_of_range_counts_are_one_line_errors():
-    from batch.commands import training_options
-    from streamrec.errors import StreamrecError
-
-    parser = build_parser()
-    with pytest.raises(StreamrecError, match="^--min-support must be >= 1, got 0$"):
-        training_options(parser.parse_args(["train", "--min-support", "0"]))
-    assert training_options(parser.parse_args(["train", "--min-support", "3"])).params.min_support == 3
-    args = parser.parse_args(["similar", "--movie", "1", "--min-count", "0"])
-    with pytest.raises(StreamrecError, match="^--min-count must be >= 1, got 0$"):
-        args.func(args)
-
-
-def test_evaluate_and_ratings_file_misuse_are_one_line_errors():
-    from streamrec.errors import StreamrecError
-
-    parser = build_parser()
-    for argv, message in [
-        (["evaluate", "--protocols", "warm,bogus"], "^--protocols must be a subset of"),
-        (["evaluate", "--n", "0,3"], "^--n must be positive integers"),
-        (["evaluate", "--split-at", "1.5"], "^--split-at must be between 0 and 1"),
-        (["recommend", "--ratings-file", "x.csv", "--user", "1"], "^--ratings-file cannot be combined"),
-    ]:
-        args = parser.parse_args(argv)
-        with pytest.raises(StreamrecError, match=message):
-            args.func(args)
-
-
-@pytest.mark.parametrize("user", ["-5", "0", "2147483648"])
-def test_recommend_refuses_an_impossible_user_id(user, capsys, tmp_path, monkeypatch):
-    from streamrec.cli import main
-
-    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))  # no model needed: refused before loading one
-    assert main(["recommend", "--user", user]) == 1
-    assert "--user must be a user id in 1..2147483647" in capsys.readouterr().err
+    assert parse("stream", "--trigger", "500ms")["trigger"] == 0.5
 
 
 @pytest.mark.parametrize(
-    ("flags", "message"),
-    [(["--rate", "0"], "--rate must be positive"), (["--speedup", "-2"], "--speedup must be positive")],
+    ("argv", "message"),
+    [
+        (["train", "--min-support", "0"], "Invalid value for '--min-support': 0 is not in the range x>=1."),
+        (["train", "--split-at", "1.5"], "Invalid value for '--split-at': 1.5 is not in the range 0<x<1."),
+        (["evaluate", "--split-at", "1"], "Invalid value for '--split-at': 1.0 is not in the range 0<x<1."),
+        (["replay", "--split-at", "0"], "Invalid value for '--split-at': 0.0 is not in the range 0<x<1."),
+        (["similar", "--movie", "1", "--min-count", "0"], "'--min-count': 0 is not in the range x>=1."),
+        (["serve", "--port", "70000"], "'--port': 70000 is not in the range 1<=x<=65535."),
+        (["recommend", "--user", "-5"], "'--user': -5 is not in the range 1<=x<=2147483647."),
+        (["recommend", "--user", "2147483648"], "is not in the range 1<=x<=2147483647."),
+        (["replay", "--rate", "0"], "'--rate': 0.0 is not in the range x>0."),
+        (["replay", "--speedup", "-2"], "'--speedup': -2.0 is not in the range x>0."),
+        (["stream", "--trigger", "soon"], "'soon' is not a duration"),
+        (["train", "--until", "yesterday"], "'yesterday' is neither a date"),
+        (["model", "explode"], "'explode' is not one of 'list', 'show', 'rollback'."),
+    ],
 )
-def test_replay_refuses_impossible_pacing_before_starting_a_broker(
-    flags, message, capsys, tmp_path, monkeypatch
-):
-    from streamrec.cli import main
-    from streamrec.kafka_local import free_port_pair
-
+def test_out_of_range_values_are_one_line_errors_before_anything_starts(argv, message, capsys, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
     monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
-    assert main(["replay", "--kafka-port", str(free_port_pair()), *flags]) == 1
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "kafka").exists()  # before: a local broker was started, then left running
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "kafka").exists()  # a bad flag never starts a local broker first
+
+
+def test_semantic_misuse_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    for argv, message in [
+        (["evaluate", "--protocols", "warm,bogus"], "error: --protocols must be a subset of"),
+        (["evaluate", "--n", "0,3"], "error: --n must be positive integers"),
+        (["recommend", "--ratings-file", "x.csv", "--user", "1"], "error: --ratings-file cannot be combined"),
+        (["replay", "--rate", "5", "--speedup", "2"], "error: --rate and --speedup are exclusive"),
+    ]:
+        assert main(argv) == 1, argv
+        assert capsys.readouterr().err.startswith(message)

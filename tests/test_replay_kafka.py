@@ -107,7 +107,7 @@ def test_unreachable_broker_fails_fast_with_a_clear_message(topic):
 def test_bad_flags_are_one_line_errors(kafka, topic):
     done = cli("replay", "--split-at", "2", "--topic", topic, "--bootstrap-servers", kafka)
     assert done.returncode != 0
-    assert done.stderr.strip() == "error: --split-at must be between 0 and 1, got 2.0"
+    assert done.stderr.strip() == "error: Invalid value for '--split-at': 2.0 is not in the range 0<x<1."
     done = cli("replay", "--data", "/nonexistent", "--bootstrap-servers", kafka)
     assert done.returncode != 0 and "not a directory" in done.stderr
     assert "Traceback" not in done.stderr
