@@ -36,7 +36,7 @@ from streamrec.model_store import ModelStore
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 
-FRESH_LIST = "SELECT COUNT(*) FROM user_recommendations WHERE user_id = ? AND model_version = ?"
+FRESH_LIST = "SELECT COUNT(*) FROM user_recommendations WHERE user_id = :u AND model_version = :v"
 CONNECTIONS = 16
 SECONDS = 15
 LIVE_EVENTS = 5_000
@@ -225,7 +225,7 @@ def new_user_latency(spark, bootstrap: str, tmp: Path, model_dir: Path, trials: 
                         key, value = encode(**e)
                         kafka.send(topic, key=key, value=value)
                     kafka.flush()
-                    _poll(lambda u=user: sink.query(FRESH_LIST, (u, version))[0][0], 60)
+                    _poll(lambda u=user: sink.query(FRESH_LIST, {"u": u, "v": version})[0][0], 60)
                     times["direct"].append(time.monotonic() - t0)
                 time.sleep(1.5)
         client.close()

@@ -31,7 +31,7 @@ def _metrics(sink_url: str) -> pd.DataFrame:
             "SELECT query, batch_id, input_rows, duration_ms, latency_p50_ms, latency_p95_ms "
             "FROM stream_metrics ORDER BY query, batch_id"
         )
-    return pd.DataFrame(rows, columns=["query", "batch", "rows", "ms", "p50", "p95"])
+    return pd.DataFrame([tuple(r) for r in rows], columns=["query", "batch", "rows", "ms", "p50", "p95"])
 
 
 def _cfg(tmp, bootstrap, topic, models, **kw) -> StreamConfig:
@@ -133,7 +133,9 @@ def new_user(spark, bootstrap, tmp, models, trials: int = 5) -> dict:
             replay(rated, bootstrap, topic, progress=False)
             while time.monotonic() - t0 < 60:
                 with open_sink(cfg.sink_url) as s:
-                    found = s.query("SELECT COUNT(*) FROM user_recommendations WHERE user_id = ?", (user,))
+                    found = s.query(
+                        "SELECT COUNT(*) FROM user_recommendations WHERE user_id = :u", {"u": user}
+                    )
                 if found[0][0]:
                     seconds.append(time.monotonic() - t0)
                     break

@@ -13,8 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from streamrec import sink as db
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -116,11 +119,14 @@ class _StreamCollector:
             "streamrec_stream_last_batch_age_seconds", "time since the newest batch", labels=["query"]
         )
         try:
+            m = db.stream_metrics.c
+            newest = (
+                sa.select(m.query, sa.func.max(m.batch_id).label("b")).group_by(m.query).subquery("newest")
+            )
             rows = svc.rows(
-                "stream_metrics",
-                "SELECT m.query, m.at, m.latency_p95_ms FROM stream_metrics m JOIN (SELECT query,"
-                " MAX(batch_id) AS b FROM stream_metrics GROUP BY query) n"
-                " ON m.query = n.query AND m.batch_id = n.b",
+                sa.select(m.query, m.at, m.latency_p95_ms)
+                .select_from(db.stream_metrics)
+                .join(newest, sa.and_(m.query == newest.c.query, m.batch_id == newest.c.b))
             )
         except Exception:  # noqa: BLE001 - a scrape never fails because the sink is down
             rows = []
@@ -134,7 +140,7 @@ class _StreamCollector:
         yield age
         dead = GaugeMetricFamily("streamrec_dead_letters", "bad records stored in dead_letters")
         try:
-            n = svc.rows("dead_letters", "SELECT COUNT(*) FROM dead_letters")
+            n = svc.rows(sa.select(sa.func.count()).select_from(db.dead_letters))
             dead.add_metric([], float(n[0][0]) if n else 0.0)
         except Exception:  # noqa: BLE001
             pass

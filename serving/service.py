@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.sql.util import find_tables
 
+from streamrec import sink as db
 from streamrec.errors import InvalidRequest, KafkaUnavailable, ModelStoreError, NotFound
 from streamrec.events import check, encode, valid_rating
 from streamrec.history import HistorySpec
@@ -127,12 +130,12 @@ class Service:
             s = self._local.sink = Sink(self.cfg.sink_url, threadsafe=True)
         return s
 
-    def rows(self, table: str, sql: str, params: tuple = ()) -> list[tuple]:
-        """Rows of a read, or none while the stream has not created `table` yet."""
+    def rows(self, stmt: sa.Select) -> list[sa.Row]:
+        """Rows of a read, or none while the stream has not created its tables yet."""
         sink = self.sink()
-        if not self._has_table(sink, table):
+        if not all(self._has_table(sink, t.name) for t in find_tables(stmt)):
             return []
-        return sink.query(sql, params)
+        return sink.query(stmt)
 
     def _has_table(self, sink: Sink, table: str) -> bool:
         known = getattr(self._local, "tables", None)
@@ -151,11 +154,11 @@ class Service:
         cur = self.current()
         model = cur.model
         if not genres:
+            r = db.user_recommendations.c
             stored = self.rows(
-                "user_recommendations",
-                "SELECT movie_id, score, predicted_rating, model_version, source FROM user_recommendations "
-                "WHERE user_id = ? ORDER BY rank",
-                (user_id,),
+                sa.select(r.movie_id, r.score, r.predicted_rating, r.model_version, r.source)
+                .where(r.user_id == user_id)
+                .order_by(r.rank)
             )
             if stored and len(stored) >= k and all(r[3] == model.version for r in stored):
                 ids = [int(r[0]) for r in stored[:k]]
@@ -284,11 +287,8 @@ class Service:
 
     def movie(self, movie_id: int) -> dict:
         catalog = self.catalog()
-        stats = self.rows(
-            "movie_stats",
-            "SELECT n_ratings, avg_rating, last_event_ts FROM movie_stats WHERE movie_id = ?",
-            (movie_id,),
-        )
+        m = db.movie_stats.c
+        stats = self.rows(sa.select(m.n_ratings, m.avg_rating, m.last_event_ts).where(m.movie_id == movie_id))
         known = movie_id in catalog.titles
         if not known and not stats:
             raise NotFound(f"movie {movie_id} is unknown")
@@ -307,16 +307,14 @@ class Service:
         }
 
     def user(self, user_id: int) -> dict:
+        a, v = db.user_activity.c, db.user_vectors.c
         activity = self.rows(
-            "user_activity",
-            "SELECT n_ratings, avg_rating, first_event_ts, last_event_ts "
-            "FROM user_activity WHERE user_id = ?",
-            (user_id,),
+            sa.select(a.n_ratings, a.avg_rating, a.first_event_ts, a.last_event_ts).where(
+                a.user_id == user_id
+            )
         )
         vector = self.rows(
-            "user_vectors",
-            "SELECT model_version, n_ratings, n_used, updated_at FROM user_vectors WHERE user_id = ?",
-            (user_id,),
+            sa.select(v.model_version, v.n_ratings, v.n_used, v.updated_at).where(v.user_id == user_id)
         )
         try:
             rated = len(self.current().ratings.user(user_id))
@@ -345,15 +343,13 @@ class Service:
     # -- live stats -------------------------------------------------------------------------------
 
     def stats_movies(self, order: str, min_count: int, limit: int) -> list[dict]:
-        col = {
-            "n_ratings": "n_ratings DESC, avg_rating DESC",
-            "avg_rating": "avg_rating DESC, n_ratings DESC",
-        }
+        m = db.movie_stats.c
+        first, second = (m.n_ratings, m.avg_rating) if order == "n_ratings" else (m.avg_rating, m.n_ratings)
         rows = self.rows(
-            "movie_stats",
-            "SELECT movie_id, title, n_ratings, avg_rating, last_event_ts "
-            f"FROM movie_stats WHERE n_ratings >= ? ORDER BY {col[order]}, movie_id LIMIT ?",
-            (min_count, limit),
+            sa.select(m.movie_id, m.title, m.n_ratings, m.avg_rating, m.last_event_ts)
+            .where(m.n_ratings >= min_count)
+            .order_by(first.desc(), second.desc(), m.movie_id)
+            .limit(limit)
         )
         return [
             {"movie_id": int(m), "title": t, "n_ratings": int(n), "avg_rating": _num(a), "last_event_ts": ts}
@@ -361,19 +357,18 @@ class Service:
         ]
 
     def stats_genres(self) -> list[dict]:
-        rows = self.rows(
-            "genre_stats",
-            "SELECT genre, n_ratings, avg_rating FROM genre_stats ORDER BY n_ratings DESC, genre",
-        )
+        g = db.genre_stats.c
+        rows = self.rows(sa.select(g.genre, g.n_ratings, g.avg_rating).order_by(g.n_ratings.desc(), g.genre))
         return [{"genre": g, "n_ratings": int(n), "avg_rating": _num(a)} for g, n, a in rows]
 
     def stats_histogram(self) -> list[dict]:
-        rows = self.rows("rating_histogram", "SELECT rating, n_ratings FROM rating_histogram ORDER BY rating")
+        h = db.rating_histogram.c
+        rows = self.rows(sa.select(h.rating, h.n_ratings).order_by(h.rating))
         return [{"rating": float(r), "n_ratings": int(n)} for r, n in rows]
 
     def stats_trending(self, window: str, limit: int) -> dict:
         if window == "latest":
-            found = self.rows("trending", "SELECT MAX(window_start) FROM trending")
+            found = self.rows(sa.select(sa.func.max(db.trending.c.window_start)))
             start = found[0][0] if found else None
         else:
             try:
@@ -384,11 +379,12 @@ class Service:
                 ) from None
         if start is None:
             return {"window_start": None, "window_end": None, "items": []}
+        t = db.trending.c
         rows = self.rows(
-            "trending",
-            "SELECT window_end, movie_id, n_ratings, avg_rating FROM trending "
-            "WHERE window_start = ? ORDER BY n_ratings DESC, avg_rating DESC, movie_id LIMIT ?",
-            (int(start), limit),
+            sa.select(t.window_end, t.movie_id, t.n_ratings, t.avg_rating)
+            .where(t.window_start == int(start))
+            .order_by(t.n_ratings.desc(), t.avg_rating.desc(), t.movie_id)
+            .limit(limit)
         )
         cat = self.catalog()
         return {
@@ -402,15 +398,17 @@ class Service:
 
     def stats_stream(self, batches: int) -> dict:
         """Per query: the latest batch, throughput and latency percentiles over recent batches."""
+        m = db.stream_metrics.c
         recent = [
-            row
+            tuple(row)
             for q in QUERIES
             for row in self.rows(
-                "stream_metrics",
-                "SELECT query, batch_id, at, input_rows, rows_per_s, latency_p50_ms, latency_p95_ms"
-                " FROM stream_metrics"
-                " WHERE query = ? AND batch_id >= 0 ORDER BY batch_id DESC LIMIT ?",
-                (q, batches),
+                sa.select(
+                    m.query, m.batch_id, m.at, m.input_rows, m.rows_per_s, m.latency_p50_ms, m.latency_p95_ms
+                )
+                .where(m.query == q, m.batch_id >= 0)
+                .order_by(m.batch_id.desc())
+                .limit(batches)
             )
         ]
         cols = ["query", "batch_id", "at", "input_rows", "rows_per_s", "latency_p50_ms", "latency_p95_ms"]
@@ -438,7 +436,7 @@ class Service:
                 "latency_p50_ms": _num(p50.median()) if len(p50) else None,
                 "latency_p95_ms": _num(lat.quantile(0.95)) if len(lat) else None,
             }
-        dead = self.rows("dead_letters", "SELECT COUNT(*) FROM dead_letters")
+        dead = self.rows(sa.select(sa.func.count()).select_from(db.dead_letters))
         series = [
             {
                 "query": r.query,
@@ -455,11 +453,11 @@ class Service:
         return {"queries": queries, "dead_letters": int(dead[0][0]) if dead else 0, "batches": series}
 
     def dead_letters(self, limit: int) -> list[dict]:
+        d = db.dead_letters.c
         rows = self.rows(
-            "dead_letters",
-            "SELECT topic, kafka_partition, kafka_offset, reason, raw_value, batch_id "
-            "FROM dead_letters ORDER BY batch_id DESC, kafka_offset DESC LIMIT ?",
-            (limit,),
+            sa.select(d.topic, d.kafka_partition, d.kafka_offset, d.reason, d.raw_value, d.batch_id)
+            .order_by(d.batch_id.desc(), d.kafka_offset.desc())
+            .limit(limit)
         )
         return [
             {

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
-from streamrec.sink import Sink
+from streamrec.sink import Sink, genre_stats, movie_stats, rating_histogram, trending, user_activity
 
 DAY = 86_400
 
@@ -95,64 +96,51 @@ def compute_deltas(
     return Deltas(movie, genre, user, hist, trending, int(late.sum()), new_wm)
 
 
+def _accumulate(table: sa.Table, lowest: tuple[str, ...] = (), highest: tuple[str, ...] = ()):
+    """The conflict update of an additive aggregate: counts and sums add up, the average is
+    recomputed from them (never averaged), event-time bounds move outward only."""
+    t = table.c
+
+    def update(ex) -> dict:
+        set_ = {"n_ratings": t.n_ratings + ex.n_ratings}
+        if "rating_sum" in t:
+            set_["rating_sum"] = t.rating_sum + ex.rating_sum
+            set_["avg_rating"] = (t.rating_sum + ex.rating_sum) / (t.n_ratings + ex.n_ratings)
+        set_ |= {c: sa.case((ex[c] < t[c], ex[c]), else_=t[c]) for c in lowest}
+        set_ |= {c: sa.case((ex[c] > t[c], ex[c]), else_=t[c]) for c in highest}
+        if "title" in t:
+            set_["title"] = sa.func.coalesce(t.title, ex.title)
+        return set_
+
+    return update
+
+
 def apply_deltas(sink: Sink, d: Deltas, titles: pd.Series) -> None:
     """Upsert all deltas (call inside a sink transaction)."""
     t = titles.reindex(d.movie["movie_id"].to_numpy())
-    sink.executemany(
-        """INSERT INTO movie_stats (movie_id, title, n_ratings, rating_sum, avg_rating, last_event_ts)
-           VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (movie_id) DO UPDATE SET
-             title = COALESCE(movie_stats.title, excluded.title),
-             n_ratings = movie_stats.n_ratings + excluded.n_ratings,
-             rating_sum = movie_stats.rating_sum + excluded.rating_sum,
-             avg_rating = (movie_stats.rating_sum + excluded.rating_sum)
-                          / (movie_stats.n_ratings + excluded.n_ratings),
-             last_event_ts = CASE WHEN excluded.last_event_ts > movie_stats.last_event_ts
-                             THEN excluded.last_event_ts ELSE movie_stats.last_event_ts END""",
-        [(int(m), _str(title), int(n), float(s), float(s) / n, int(last))
-         for m, title, n, s, last in zip(d.movie["movie_id"], t, d.movie["n"], d.movie["s"],
-                                         d.movie["last"], strict=True)],
-    )  # fmt: skip
-    sink.executemany(
-        """INSERT INTO genre_stats (genre, n_ratings, rating_sum, avg_rating) VALUES (?, ?, ?, ?)
-           ON CONFLICT (genre) DO UPDATE SET
-             n_ratings = genre_stats.n_ratings + excluded.n_ratings,
-             rating_sum = genre_stats.rating_sum + excluded.rating_sum,
-             avg_rating = (genre_stats.rating_sum + excluded.rating_sum)
-                          / (genre_stats.n_ratings + excluded.n_ratings)""",
-        [(str(g), int(n), float(s), float(s) / n) for g, n, s in d.genre.itertuples(index=False)],
-    )
-    sink.executemany(
-        """INSERT INTO user_activity (user_id, n_ratings, rating_sum, avg_rating, first_event_ts,
-                                      last_event_ts) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (user_id) DO UPDATE SET
-             n_ratings = user_activity.n_ratings + excluded.n_ratings,
-             rating_sum = user_activity.rating_sum + excluded.rating_sum,
-             avg_rating = (user_activity.rating_sum + excluded.rating_sum)
-                          / (user_activity.n_ratings + excluded.n_ratings),
-             first_event_ts = CASE WHEN excluded.first_event_ts < user_activity.first_event_ts
-                              THEN excluded.first_event_ts ELSE user_activity.first_event_ts END,
-             last_event_ts = CASE WHEN excluded.last_event_ts > user_activity.last_event_ts
-                             THEN excluded.last_event_ts ELSE user_activity.last_event_ts END""",
-        [(int(u), int(n), float(s), float(s) / n, int(f), int(la))
-         for u, n, s, f, la in d.user.itertuples(index=False)],
-    )  # fmt: skip
-    sink.executemany(
-        """INSERT INTO rating_histogram (rating, n_ratings) VALUES (?, ?)
-           ON CONFLICT (rating) DO UPDATE SET n_ratings = rating_histogram.n_ratings + excluded.n_ratings""",
-        [(float(r), int(n)) for r, n in d.histogram.itertuples(index=False)],
-    )
-    sink.executemany(
-        """INSERT INTO trending (window_start, window_end, movie_id, n_ratings, rating_sum, avg_rating)
-           VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT (window_start, movie_id) DO UPDATE SET
-             n_ratings = trending.n_ratings + excluded.n_ratings,
-             rating_sum = trending.rating_sum + excluded.rating_sum,
-             avg_rating = (trending.rating_sum + excluded.rating_sum)
-                          / (trending.n_ratings + excluded.n_ratings)""",
-        [(int(ws), int(we), int(m), int(n), float(s), float(s) / n)
-         for ws, m, n, s, we in d.trending.itertuples(index=False)],
-    )  # fmt: skip
+    sink.upsert(movie_stats, [
+        {"movie_id": int(m), "title": _str(title), "n_ratings": int(n), "rating_sum": float(s),
+         "avg_rating": float(s) / n, "last_event_ts": int(last)}
+        for m, title, n, s, last in zip(d.movie["movie_id"], t, d.movie["n"], d.movie["s"], d.movie["last"],
+                                        strict=True)
+    ], _accumulate(movie_stats, highest=("last_event_ts",)))  # fmt: skip
+    sink.upsert(genre_stats, [
+        {"genre": str(g), "n_ratings": int(n), "rating_sum": float(s), "avg_rating": float(s) / n}
+        for g, n, s in d.genre.itertuples(index=False)
+    ], _accumulate(genre_stats))  # fmt: skip
+    sink.upsert(user_activity, [
+        {"user_id": int(u), "n_ratings": int(n), "rating_sum": float(s), "avg_rating": float(s) / n,
+         "first_event_ts": int(f), "last_event_ts": int(la)}
+        for u, n, s, f, la in d.user.itertuples(index=False)
+    ], _accumulate(user_activity, lowest=("first_event_ts",), highest=("last_event_ts",)))  # fmt: skip
+    sink.upsert(rating_histogram, [{"rating": float(r), "n_ratings": int(n)}
+                                   for r, n in d.histogram.itertuples(index=False)],
+                _accumulate(rating_histogram))  # fmt: skip
+    sink.upsert(trending, [
+        {"window_start": int(ws), "window_end": int(we), "movie_id": int(m), "n_ratings": int(n),
+         "rating_sum": float(s), "avg_rating": float(s) / n}
+        for ws, m, n, s, we in d.trending.itertuples(index=False)
+    ], _accumulate(trending))  # fmt: skip
 
 
 def _str(v) -> str | None:

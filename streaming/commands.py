@@ -112,9 +112,11 @@ def status_cmd(**kwargs) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
     from streamrec.kafka_local import LocalKafka
     from streamrec.model_store import ModelStore
-    from streamrec.sink import AGGREGATE_TABLES, default_url, open_sink
+    from streamrec.sink import AGGREGATE_TABLES, default_url, open_sink, stream_metrics
 
     if args.bootstrap_servers:
         print(f"kafka:   external cluster {args.bootstrap_servers}")
@@ -133,7 +135,7 @@ def status(args: argparse.Namespace) -> int:
             print(f"sink:    {url} (no stream tables yet: run `streamrec stream`)")
             return 0
         tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "stream_metrics"]
-        counts = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
+        counts = {t: sink.count(t) for t in tables}
         print(f"sink:    {url}")
         seeded = json.loads(sink.get_state("bootstrap") or "null")
         if seeded:
@@ -142,10 +144,12 @@ def status(args: argparse.Namespace) -> int:
         else:
             print("history: none (aggregates hold stream events only)")
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
+        m = stream_metrics.c
         rows = sink.query(
-            "SELECT query, MAX(batch_id), SUM(input_rows), SUM(dead_letters), "
-            "SUM(late_events) FROM stream_metrics GROUP BY query ORDER BY query"
-        )
+            sa.select(m.query, sa.func.max(m.batch_id), sa.func.sum(m.input_rows),
+                      sa.func.sum(m.dead_letters), sa.func.sum(m.late_events))
+            .group_by(m.query).order_by(m.query)
+        )  # fmt: skip
         for q, batch, n, dead, late in rows:
             extra = _recent_latency(sink, q)
             extra += f", {dead or 0} dead letters, {late or 0} late" if q == "aggregates" else ""
@@ -157,11 +161,16 @@ def _recent_latency(sink, query: str, batches: int = 20) -> str:
     """Latency now: the median of the last batches' p50s and the 95th percentile of their p95s
     (end to end, Kafka record time -> sink commit), as the dashboard and /stats/stream show it."""
     import numpy as np
+    import sqlalchemy as sa
 
+    from streamrec.sink import stream_metrics
+
+    m = stream_metrics.c
     rows = sink.query(
-        "SELECT latency_p50_ms, latency_p95_ms FROM stream_metrics WHERE query = ? AND batch_id >= 0 "
-        "AND latency_p95_ms IS NOT NULL ORDER BY batch_id DESC LIMIT ?",
-        (query, batches),
+        sa.select(m.latency_p50_ms, m.latency_p95_ms)
+        .where(m.query == query, m.batch_id >= 0, m.latency_p95_ms.is_not(None))
+        .order_by(m.batch_id.desc())
+        .limit(batches)
     )
     if not rows:
         return ""

@@ -20,12 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
 from streamrec.errors import StreamrecError
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
-from streamrec.sink import SCHEMA, Sink
+from streamrec.sink import (
+    Sink,
+    dead_letters,
+    open_sink,
+    rating_histogram,
+    stream_batches,
+    user_recommendations,
+    user_vectors,
+)
 
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
@@ -162,12 +171,12 @@ def apply_aggregates(ctx: Context, cfg: StreamConfig):
     def apply(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
         bad = pdf[pdf["reason"].notna()]
         good = pdf[pdf["reason"].isna()]
-        sink.executemany(
-            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id,"
-            " raw_base64) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(t, int(p), int(o), v, r, batch_id, b) for t, p, o, v, r, b in
-             bad[["topic", "partition", "offset", "value", "reason", "raw_base64"]].itertuples(index=False)],
-        )  # fmt: skip
+        sink.upsert(dead_letters, [
+            {"topic": t, "kafka_partition": int(p), "kafka_offset": int(o), "raw_value": v, "reason": r,
+             "batch_id": batch_id, "raw_base64": b}
+            for t, p, o, v, r, b in bad[["topic", "partition", "offset", "value", "reason", "raw_base64"]]
+            .itertuples(index=False)
+        ], None)  # a record already dead-lettered stays as it was  # fmt: skip
         late = 0
         if len(good):
             wm = sink.get_state("watermark")
@@ -185,26 +194,22 @@ def apply_aggregates(ctx: Context, cfg: StreamConfig):
 def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
     """Upsert refreshed user vectors and replace those users' recommendation lists."""
     scored = pdf[pdf["model_version"].notna()]
-    sink.executemany(
-        """INSERT INTO user_vectors (user_id, model_version, n_ratings, n_used, vector, bias,
-                                     updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (user_id) DO UPDATE SET model_version = excluded.model_version,
-             n_ratings = excluded.n_ratings, n_used = excluded.n_used, vector = excluded.vector,
-             bias = excluded.bias, updated_at = excluded.updated_at""",
-        [(int(r.user_id), r.model_version, int(r.n_ratings), int(r.n_used), r.vector,
-          None if pd.isna(r.bias) else float(r.bias), now) for r in scored.itertuples()],
-    )  # fmt: skip
-    sink.executemany(
-        "DELETE FROM user_recommendations WHERE user_id = ?", [(int(u),) for u in scored["user_id"]]
-    )
-    sink.executemany(
-        "INSERT INTO user_recommendations (user_id, rank, movie_id, score, predicted_rating,"
-        " model_version, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(int(r.user_id), rank, int(m), float(s), float(p), r.model_version, r.source)
-         for r in scored.itertuples()
-         for rank, (m, s, p) in enumerate(
-             zip(r.rec_movie_ids, r.rec_scores, r.rec_predicted, strict=True), 1)],
-    )  # fmt: skip
+    sink.upsert(user_vectors, [
+        {"user_id": int(r.user_id), "model_version": r.model_version, "n_ratings": int(r.n_ratings),
+         "n_used": int(r.n_used), "vector": r.vector, "bias": None if pd.isna(r.bias) else float(r.bias),
+         "updated_at": now}
+        for r in scored.itertuples()
+    ], ["model_version", "n_ratings", "n_used", "vector", "bias", "updated_at"])  # fmt: skip
+    users = [int(u) for u in scored["user_id"]]
+    if users:
+        sink.execute(sa.delete(user_recommendations).where(user_recommendations.c.user_id.in_(users)))
+        sink.execute(sa.insert(user_recommendations), [
+            {"user_id": int(r.user_id), "rank": rank, "movie_id": int(m), "score": float(s),
+             "predicted_rating": float(p), "model_version": r.model_version, "source": r.source}
+            for r in scored.itertuples()
+            for rank, (m, s, p) in enumerate(zip(r.rec_movie_ids, r.rec_scores, r.rec_predicted,
+                                                 strict=True), 1)
+        ])  # fmt: skip
     versions = sorted(set(scored["model_version"]))
     upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,
                    **latency_ms(pdf["min_kafka_ts"].to_numpy(), time.time()))  # fmt: skip
@@ -320,14 +325,10 @@ def stop_gracefully(queries: list, timeout: float = 60.0) -> None:
 
 
 def summary(sink_url: str) -> dict:
-    sink = Sink(sink_url)
-    try:
-        count = {t: sink.query(f"SELECT COUNT(*) FROM {t}")[0][0]
-                 for t in ("dead_letters", "user_vectors", "movie_stats")}  # fmt: skip
-        events = sink.query("SELECT COALESCE(SUM(n_ratings), 0) FROM rating_histogram")[0][0]
-        batches = sink.query("SELECT COUNT(*) FROM stream_batches WHERE batch_id >= 0")[0][0]
-    finally:
-        sink.close()
+    with open_sink(sink_url) as sink:
+        count = {t: sink.count(t) for t in ("dead_letters", "user_vectors", "movie_stats")}
+        events = sink.query(sa.select(sa.func.coalesce(sa.func.sum(rating_histogram.c.n_ratings), 0)))[0][0]
+        batches = sink.query(sa.select(sa.func.count()).where(stream_batches.c.batch_id >= 0))[0][0]
     return {"rating_events": int(events), "batches": int(batches), **count}
 
 
@@ -342,11 +343,5 @@ def reset(cfg: StreamConfig) -> None:
     """Forget all stream state: checkpoints, event log and the sink's tables."""
     shutil.rmtree(cfg.state_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(cfg.event_log_dir, ignore_errors=True)
-    sink = Sink(cfg.sink_url)
-    try:
-        with sink.transaction():
-            for ddl in SCHEMA:
-                table = ddl.split("EXISTS", 1)[1].split("(", 1)[0].strip()
-                sink.execute(f"DROP TABLE IF EXISTS {table}")
-    finally:
-        sink.close()
+    with open_sink(cfg.sink_url) as sink:
+        sink.drop_all()

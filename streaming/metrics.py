@@ -12,21 +12,13 @@ import time
 import numpy as np
 from pyspark.sql.streaming import StreamingQueryListener
 
-from streamrec.sink import Sink
-
-METRIC_UPSERT = """
-    INSERT INTO stream_metrics (query, batch_id, at, {cols}) VALUES (?, ?, ?, {marks})
-    ON CONFLICT (query, batch_id) DO UPDATE SET {updates}"""
+from streamrec.sink import Sink, stream_metrics
 
 
 def upsert_metrics(sink: Sink, query: str, batch_id: int, **values) -> None:
-    cols = list(values)
-    sql = METRIC_UPSERT.format(
-        cols=", ".join(cols),
-        marks=", ".join("?" for _ in cols),
-        updates=", ".join(f"{c} = excluded.{c}" for c in cols),
-    )
-    sink.execute(sql, (query, batch_id, time.time(), *values.values()))
+    """One (query, batch) row of stream_metrics; writers add their own columns to it."""
+    row = {"query": query, "batch_id": batch_id, "at": time.time(), **values}
+    sink.upsert(stream_metrics, [row], [c for c in row if c not in ("query", "batch_id")])
 
 
 def latency_ms(kafka_ts: np.ndarray, committed_at: float) -> dict:

@@ -1,61 +1,93 @@
-"""The sink DB: SQLite file by default, PostgreSQL by URL; one portable SQL dialect.
+"""The sink DB on SQLAlchemy Core: a SQLite file by default, PostgreSQL by URL.
 
-Every write from the stream happens in one transaction that also records (query, batch_id) in
-`stream_batches`; a batch already recorded is skipped, so a restarted stream never double
-counts. Upserts use INSERT ... ON CONFLICT ... DO UPDATE, which both databases support.
+Tables are declared once as metadata (`TABLES`); statements are built with Core (`select`,
+`delete`) and upserts with each dialect's own INSERT ... ON CONFLICT (`Sink.upsert`), so no SQL
+text is rewritten per database. Every write from the stream happens in one transaction that also
+records (query, batch_id) in `stream_batches`; a batch already recorded is skipped, so a
+restarted stream never double counts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .errors import StreamrecError
 from .settings import home
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS stream_batches (
-        query TEXT NOT NULL, batch_id BIGINT NOT NULL, committed_at DOUBLE PRECISION,
-        PRIMARY KEY (query, batch_id))""",
-    """CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, value TEXT)""",
-    """CREATE TABLE IF NOT EXISTS movie_stats (
-        movie_id BIGINT PRIMARY KEY, title TEXT, n_ratings BIGINT NOT NULL,
-        rating_sum DOUBLE PRECISION NOT NULL, avg_rating DOUBLE PRECISION, last_event_ts BIGINT)""",
-    """CREATE TABLE IF NOT EXISTS genre_stats (
-        genre TEXT PRIMARY KEY, n_ratings BIGINT NOT NULL, rating_sum DOUBLE PRECISION NOT NULL,
-        avg_rating DOUBLE PRECISION)""",
-    """CREATE TABLE IF NOT EXISTS user_activity (
-        user_id BIGINT PRIMARY KEY, n_ratings BIGINT NOT NULL, rating_sum DOUBLE PRECISION NOT NULL,
-        avg_rating DOUBLE PRECISION, first_event_ts BIGINT, last_event_ts BIGINT)""",
-    """CREATE TABLE IF NOT EXISTS rating_histogram (
-        rating DOUBLE PRECISION PRIMARY KEY, n_ratings BIGINT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS trending (
-        window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, movie_id BIGINT NOT NULL,
-        n_ratings BIGINT NOT NULL, rating_sum DOUBLE PRECISION NOT NULL, avg_rating DOUBLE PRECISION,
-        PRIMARY KEY (window_start, movie_id))""",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
-        raw_value TEXT, reason TEXT NOT NULL, batch_id BIGINT, raw_base64 TEXT,
-        PRIMARY KEY (topic, kafka_partition, kafka_offset))""",
-    """CREATE TABLE IF NOT EXISTS user_vectors (
-        user_id BIGINT PRIMARY KEY, model_version TEXT, n_ratings BIGINT, n_used BIGINT,
-        vector TEXT, bias DOUBLE PRECISION, updated_at DOUBLE PRECISION)""",
-    """CREATE TABLE IF NOT EXISTS user_recommendations (
-        user_id BIGINT NOT NULL, rank INTEGER NOT NULL, movie_id BIGINT NOT NULL,
-        score DOUBLE PRECISION, predicted_rating DOUBLE PRECISION, model_version TEXT, source TEXT,
-        PRIMARY KEY (user_id, rank))""",
-    """CREATE TABLE IF NOT EXISTS stream_metrics (
-        query TEXT NOT NULL, batch_id BIGINT NOT NULL, at DOUBLE PRECISION,
-        input_rows BIGINT, rows_per_s DOUBLE PRECISION, duration_ms BIGINT,
-        latency_p50_ms DOUBLE PRECISION, latency_p95_ms DOUBLE PRECISION,
-        latency_max_ms DOUBLE PRECISION, state_rows BIGINT, dead_letters BIGINT,
-        late_events BIGINT, model_version TEXT, PRIMARY KEY (query, batch_id))""",
-]
+METADATA = sa.MetaData()
+_D = sa.Double  # DOUBLE PRECISION on PostgreSQL, REAL affinity on SQLite
 
+
+def _table(name: str, *columns: sa.Column) -> sa.Table:
+    return sa.Table(name, METADATA, *columns)
+
+
+def _key(name: str, kind: type = sa.BigInteger) -> sa.Column:
+    return sa.Column(name, kind, primary_key=True, autoincrement=False)
+
+
+def _col(name: str, kind: Any = _D, **kw: Any) -> sa.Column:
+    return sa.Column(name, kind, **kw)
+
+
+def _sums() -> list[sa.Column]:
+    """The additive aggregate columns: counts and sums, the average derived from them."""
+    return [
+        _col("n_ratings", sa.BigInteger, nullable=False),
+        _col("rating_sum", nullable=False),
+        _col("avg_rating"),
+    ]
+
+
+BIG, TEXT = sa.BigInteger, sa.Text
+stream_batches = _table("stream_batches", _key("query", TEXT), _key("batch_id"), _col("committed_at"))
+stream_state = _table("stream_state", _key("key", TEXT), _col("value", TEXT))
+movie_stats = _table(
+    "movie_stats", _key("movie_id"), _col("title", TEXT), *_sums(), _col("last_event_ts", BIG)
+)
+genre_stats = _table("genre_stats", _key("genre", TEXT), *_sums())
+user_activity = _table(
+    "user_activity", _key("user_id"), *_sums(), _col("first_event_ts", BIG), _col("last_event_ts", BIG)
+)
+rating_histogram = _table("rating_histogram", _key("rating", _D), _col("n_ratings", BIG, nullable=False))
+trending = _table(
+    "trending", _key("window_start"), _col("window_end", BIG, nullable=False), _key("movie_id"), *_sums()
+)
+dead_letters = _table(
+    "dead_letters", _key("topic", TEXT), _key("kafka_partition", sa.Integer), _key("kafka_offset"),
+    _col("raw_value", TEXT), _col("reason", TEXT, nullable=False), _col("batch_id", BIG),
+    _col("raw_base64", TEXT),
+)  # fmt: skip
+user_vectors = _table(
+    "user_vectors", _key("user_id"), _col("model_version", TEXT), _col("n_ratings", BIG), _col("n_used", BIG),
+    _col("vector", TEXT), _col("bias"), _col("updated_at"),
+)  # fmt: skip
+user_recommendations = _table(
+    "user_recommendations", _key("user_id"), _key("rank", sa.Integer), _col("movie_id", BIG, nullable=False),
+    _col("score"), _col("predicted_rating"), _col("model_version", TEXT), _col("source", TEXT),
+)  # fmt: skip
+stream_metrics = _table(
+    "stream_metrics", _key("query", TEXT), _key("batch_id"), _col("at"), _col("input_rows", BIG),
+    _col("rows_per_s"), _col("duration_ms", BIG), _col("latency_p50_ms"), _col("latency_p95_ms"),
+    _col("latency_max_ms"), _col("state_rows", BIG), _col("dead_letters", BIG), _col("late_events", BIG),
+    _col("model_version", TEXT),
+)  # fmt: skip
+
+TABLES = METADATA.tables
 AGGREGATE_TABLES = ["movie_stats", "genre_stats", "user_activity", "rating_histogram", "trending"]
+# Columns added after a table first shipped: create_schema adds them in place, keeping every row.
+_ADDED_COLUMNS = {"user_recommendations": ["predicted_rating"], "dead_letters": ["raw_base64"]}
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
 
 
 def default_url(root: Path | None = None) -> str:
@@ -63,33 +95,56 @@ def default_url(root: Path | None = None) -> str:
     return f"sqlite:///{(root or home()) / 'streamrec.db'}"
 
 
+def engine_for(url: str) -> sa.Engine:
+    """One engine (connection pool) per URL and process."""
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = _create_engine(url)
+        return _engines[url]
+
+
+def _create_engine(url: str) -> sa.Engine:
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg  # noqa: F401 - the driver SQLAlchemy will use
+        except ImportError as exc:  # pragma: no cover - declared dependency
+            raise StreamrecError("PostgreSQL sink needs the psycopg package") from exc
+        return sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1], pool_pre_ping=True)
+    if not url.startswith("sqlite:///"):
+        raise StreamrecError(f"unsupported sink URL {url!r}: use sqlite:///PATH or postgresql://...")
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # Spark calls foreachBatch and listeners from its own threads, one at a time per connection.
+    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below, not pysqlite's implicit one
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the stream
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        # A writer takes the lock at BEGIN: two writers then wait (busy timeout), never deadlock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+    return engine
+
+
 class Sink:
-    """A connection to the sink DB with portable helpers. Use `open_sink()`."""
+    """A connection to the sink DB. Use `open_sink()` (or close() it)."""
 
     def __init__(self, url: str, threadsafe: bool = False):
         self.url = url
-        self._threadsafe = threadsafe
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        if self.postgres:
-            try:
-                import psycopg
-            except ImportError as exc:  # pragma: no cover - declared dependency
-                raise StreamrecError("PostgreSQL sink needs the psycopg package") from exc
-            try:
-                self.conn = psycopg.connect(url, autocommit=False)
-            except psycopg.OperationalError as exc:
-                raise StreamrecError(f"cannot connect to PostgreSQL at {_redact(url)}: {exc}") from None
-        elif url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # threadsafe: Spark calls foreachBatch/listeners from its own threads, one at a time
-            self.conn = sqlite3.connect(
-                path, timeout=60, isolation_level=None, check_same_thread=not threadsafe
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the stream
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-        else:
-            raise StreamrecError(f"unsupported sink URL {url!r}: use sqlite:///PATH or postgresql://...")
+        self.engine = engine_for(url)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        try:
+            self.conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise StreamrecError(
+                f"cannot connect to the sink at {_redact(url)}: {_first_line(exc)}"
+            ) from None
         self._in_tx = False
 
     def close(self) -> None:
@@ -99,104 +154,101 @@ class Sink:
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
         """Errors that are about the sink (locked, disk full, connection lost), never about one
         record: a batch that fails with one of these is worth retrying as a whole."""
-        if self.postgres:
-            import psycopg
-
-            return (psycopg.OperationalError, psycopg.InterfaceError)
-        return (sqlite3.OperationalError,)
+        return (sa.exc.OperationalError, sa.exc.InterfaceError)
 
     def reconnect(self) -> None:
-        """A fresh connection to the same URL (after a lost PostgreSQL connection)."""
+        """A fresh connection from the pool (after a lost PostgreSQL connection)."""
         with contextlib.suppress(Exception):
+            self.conn.invalidate()
             self.conn.close()
-        self.__init__(self.url, threadsafe=self._threadsafe)
+        self.conn = self.engine.connect()
+        self._in_tx = False
 
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
+    # -- statements ------------------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self.conn.cursor()
-        cur.execute(self._sql(sql), tuple(params))
-        return cur
+    def execute(self, stmt: sa.Executable | str, params: Mapping[str, Any] | Sequence[Mapping] | None = None):
+        """Run a Core statement (or SQL text with :named parameters) inside `transaction()`."""
+        return self.conn.execute(sa.text(stmt) if isinstance(stmt, str) else stmt, params)
 
-    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        if rows:
-            self.conn.cursor().executemany(self._sql(sql), rows)
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        rows = self.execute(sql, params).fetchall()
-        if self.postgres and not self._in_tx:
-            self.conn.commit()  # end the implicit read transaction psycopg opened
+    def query(self, stmt: sa.Executable | str, params: Mapping[str, Any] | None = None) -> list[sa.Row]:
+        """Rows of a read; outside a transaction the read transaction ends at once (a SQLite
+        reader would otherwise hold its snapshot, a PostgreSQL one its session open)."""
+        rows = self.execute(stmt, params).fetchall()
+        if not self._in_tx:
+            self.conn.rollback()
         return rows
+
+    def upsert(self, table: sa.Table, rows: list[dict], update: Callable[[Any], dict] | Sequence[str] | None):
+        """INSERT rows; on a primary-key conflict apply `update(excluded)` (a dict of column ->
+        expression), copy the listed columns, or (None) keep the stored row."""
+        if not rows:
+            return
+        ins = (postgresql.insert if self.postgres else sqlite.insert)(table)
+        keys = [c.name for c in table.primary_key]
+        if update is None:
+            stmt = ins.on_conflict_do_nothing(index_elements=keys)
+        else:
+            set_ = update(ins.excluded) if callable(update) else {c: ins.excluded[c] for c in update}
+            stmt = ins.on_conflict_do_update(index_elements=keys, set_=set_)
+        self.conn.execute(stmt, rows)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Sink]:
-        if not self.postgres:
-            self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed on success."""
+        if self.conn.in_transaction():
+            self.conn.rollback()  # a read left open: writes start a fresh transaction
+        self.conn.info["write"] = True
         self._in_tx = True
         try:
-            yield self
-        except BaseException:
-            self.conn.rollback()
-            raise
-        else:
-            self.conn.commit()
+            with self.conn.begin():
+                yield self
         finally:
             self._in_tx = False
+            self.conn.info["write"] = False
 
     def create_schema(self) -> None:
+        METADATA.create_all(self.engine)
+        inspector = sa.inspect(self.engine)
         with self.transaction():
-            for ddl in SCHEMA:
-                self.execute(ddl)
-            # A sink created before the two-model version lacks this column: add it in place, so
-            # an upgraded stream keeps every stored row instead of failing on its first insert.
-            if "predicted_rating" not in self.columns("user_recommendations"):
-                self.execute("ALTER TABLE user_recommendations ADD COLUMN predicted_rating DOUBLE PRECISION")
-            if "raw_base64" not in self.columns("dead_letters"):  # likewise: added with the UTF-8 rule
-                self.execute("ALTER TABLE dead_letters ADD COLUMN raw_base64 TEXT")
+            # Tables created by an older version lack later columns: add them in place, so an
+            # upgraded stream keeps every stored row instead of failing on its first insert.
+            for name, added in _ADDED_COLUMNS.items():
+                have = {c["name"] for c in inspector.get_columns(name)}
+                for col in added:
+                    if col not in have:
+                        ddl = sa.schema.CreateColumn(TABLES[name].c[col]).compile(dialect=self.engine.dialect)
+                        self.conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {ddl}")
+
+    def drop_all(self) -> None:
+        METADATA.drop_all(self.engine)
 
     def columns(self, table: str) -> set[str]:
-        if self.postgres:
-            rows = self.query(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,)
-            )
-            return {r[0] for r in rows}
-        return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
+        return {c["name"] for c in sa.inspect(self.conn).get_columns(table)}
 
     # -- batch bookkeeping -----------------------------------------------------------------------
 
     def batch_applied(self, query: str, batch_id: int) -> bool:
-        rows = self.execute(
-            "SELECT 1 FROM stream_batches WHERE query = ? AND batch_id = ?", (query, batch_id)
-        ).fetchall()
-        return bool(rows)
+        t = stream_batches
+        return bool(self.query(sa.select(1).where(t.c.query == query, t.c.batch_id == batch_id)))
 
     def mark_batch(self, query: str, batch_id: int, at: float) -> None:
-        self.execute(
-            "INSERT INTO stream_batches (query, batch_id, committed_at) VALUES (?, ?, ?)",
-            (query, batch_id, at),
-        )
+        self.execute(sa.insert(stream_batches), {"query": query, "batch_id": batch_id, "committed_at": at})
 
     def get_state(self, key: str) -> str | None:
-        rows = self.execute("SELECT value FROM stream_state WHERE key = ?", (key,)).fetchall()
+        rows = self.query(sa.select(stream_state.c.value).where(stream_state.c.key == key))
         return rows[0][0] if rows else None
 
     def set_state(self, key: str, value: str) -> None:
-        self.execute(
-            "INSERT INTO stream_state (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    # -- reads for serving -----------------------------------------------------------------------
+        self.upsert(stream_state, [{"key": key, "value": value}], ["value"])
 
     def has_table(self, name: str) -> bool:
-        sql = (
-            "SELECT to_regclass(?) IS NOT NULL"
-            if self.postgres
-            else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?"
-        )
-        return bool(self.query(sql, (name,))[0][0])
+        found = sa.inspect(self.conn).has_table(name)
+        if not self._in_tx:
+            self.conn.rollback()
+        return found
+
+    def count(self, table: str) -> int:
+        return int(self.query(sa.select(sa.func.count()).select_from(TABLES[table]))[0][0])
 
 
 @contextlib.contextmanager
@@ -206,6 +258,11 @@ def open_sink(url: str | None = None) -> Iterator[Sink]:
         yield sink
     finally:
         sink.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _redact(url: str) -> str:

@@ -18,8 +18,9 @@ from streamrec.kafka_local import LocalKafka, free_port_pair
 @pytest.fixture(scope="session")
 def state_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("streamrec-home")
-    os.environ["STREAMREC_HOME"] = str(home)
-    return home
+    with pytest.MonkeyPatch.context() as mp:  # the whole session, undone at its end
+        mp.setenv("STREAMREC_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")
@@ -36,37 +37,15 @@ def topic() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Read a topic from the beginning until `expected` records arrived (or the timeout)."""
-    import time
-
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{uuid.uuid4().hex[:12]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    records = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
-
-
 @pytest.fixture(scope="session")
 def spark(state_home):
     """The suite's one local Spark session (local[2]-sized, as on a 2-core CI machine)."""
     from streamrec.spark import get_spark
 
-    os.environ.setdefault("STREAMREC_SPARK_DRIVER_MEMORY", "3g")
-    return get_spark("streamrec-tests")
+    with pytest.MonkeyPatch.context() as mp:
+        if "STREAMREC_SPARK_DRIVER_MEMORY" not in os.environ:
+            mp.setenv("STREAMREC_SPARK_DRIVER_MEMORY", "3g")
+        yield get_spark("streamrec-tests")
 
 
 @pytest.fixture(scope="session")

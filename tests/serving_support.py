@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
 from streaming.aggregates import WindowSpec, apply_deltas, compute_deltas
 from streaming.job import apply_user_outputs
 from streaming.metrics import upsert_metrics
 from streamrec.model_store import Model
-from streamrec.sink import Sink
+from streamrec.sink import Sink, dead_letters, stream_metrics
 
 
 def fill_sink(url: str, events: pd.DataFrame, movies: pd.DataFrame) -> None:
@@ -29,16 +30,15 @@ def fill_sink(url: str, events: pd.DataFrame, movies: pd.DataFrame) -> None:
                 for b in range(3):
                     upsert_metrics(sink, q, b, input_rows=100 * (b + 1), rows_per_s=500.0, duration_ms=200,
                                    latency_p50_ms=300.0 + b, latency_p95_ms=900.0 + b)  # fmt: skip
-                    sink.execute("UPDATE stream_metrics SET at = ? WHERE query = ? AND batch_id = ?",
-                                 (now - 10 + b, q, b))  # fmt: skip
-            sink.executemany(
-                "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, raw_value, reason, batch_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    ("ratings", 0, 5, "not json", "not JSON", 1),
-                    ("ratings", 1, 9, "[1]", "not a JSON object", 2),
-                ],
-            )
+                    m = stream_metrics.c
+                    sink.execute(sa.update(stream_metrics).where(m.query == q, m.batch_id == b)
+                                 .values(at=now - 10 + b))  # fmt: skip
+            sink.upsert(dead_letters, [
+                {"topic": "ratings", "kafka_partition": 0, "kafka_offset": 5, "raw_value": "not json",
+                 "reason": "not JSON", "batch_id": 1},
+                {"topic": "ratings", "kafka_partition": 1, "kafka_offset": 9, "raw_value": "[1]",
+                 "reason": "not a JSON object", "batch_id": 2},
+            ], None)  # fmt: skip
     finally:
         sink.close()
 

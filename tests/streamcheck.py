@@ -13,9 +13,10 @@ from streamrec.history import latest_per_pair
 from streamrec.sink import open_sink
 
 
-def table(sink_url: str, sql: str, columns: list[str], params: tuple = ()) -> pd.DataFrame:
+def table(sink_url: str, sql: str, columns: list[str], params: dict | None = None) -> pd.DataFrame:
+    """Rows of SQL text (`:name` parameters) as a DataFrame."""
     with open_sink(sink_url) as s:
-        return pd.DataFrame(s.query(sql, params), columns=columns)
+        return pd.DataFrame([tuple(r) for r in s.query(sql, params)], columns=columns)
 
 
 def assert_aggregates_exact(sink_url: str, events: pd.DataFrame, movies: pd.DataFrame, window: WindowSpec):

@@ -23,7 +23,7 @@ from streamrec.errors import ModelStoreError
 from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.model_store import ModelStore
 from streamrec.settings import PROJECT_ROOT
-from tests.conftest import consume_all
+from tests.kafka_support import consume_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -16,7 +16,7 @@ from streamrec.history import window
 from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA
-from tests.conftest import consume_all
+from tests.kafka_support import consume_all
 
 pytestmark = pytest.mark.integration
 

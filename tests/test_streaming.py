@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from batch.publish import TrainOptions, default_spec, run_training
 from batch.train import Params, RankingParams
@@ -156,11 +156,11 @@ def _wait_for(sink_url: str, query: str, rows: int, timeout: float = 120) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            got = table(sink_url, "SELECT COALESCE(SUM(input_rows), 0) FROM stream_metrics WHERE query = ?",
-                        ["n"], (query,))  # fmt: skip
+            got = table(sink_url, "SELECT COALESCE(SUM(input_rows), 0) FROM stream_metrics WHERE query = :q",
+                        ["n"], {"q": query})  # fmt: skip
             if int(got["n"].iloc[0]) >= rows:
                 return
-        except sqlite3.OperationalError:
+        except sa.exc.OperationalError:
             pass
         time.sleep(0.5)
     raise AssertionError(f"{query} did not process {rows} rows in {timeout}s")
@@ -219,8 +219,8 @@ def test_model_swap_mid_stream_tags_and_matches_the_new_factors(spark, kafka, to
     new_model = store.load(v2)
     all_events = pd.concat([history, live], ignore_index=True)
     assert_vectors_match_fold_in(cfg.sink_url, new_model, all_events, expect_users=set(second.user_id))
-    old = table(cfg.sink_url, "SELECT user_id FROM user_vectors WHERE model_version = ?", ["u"],
-                (model.version,))  # fmt: skip
+    old = table(cfg.sink_url, "SELECT user_id FROM user_vectors WHERE model_version = :v", ["u"],
+                {"v": model.version})  # fmt: skip
     assert set(old["u"]) == set(first.user_id) - set(second.user_id)
 
 
