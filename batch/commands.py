@@ -260,12 +260,11 @@ def model_cmd(args: argparse.Namespace) -> int:
         rows = []
         for v in store.versions():
             problem = store.check(v)
-            meta = {} if problem else store.metadata(v)
+            meta = None if problem else store.metadata(v)
             rows.append({"version": v, "current": v == current, "problem": problem,
-                         "created_at": meta.get("created_at"),
-                         "rmse": meta.get("metrics", {}).get("rmse"),
-                         "ndcg_at_10": meta.get("metrics", {}).get("ndcg_at_10"),
-                         "ratings": meta.get("counts", {}).get("ratings")})  # fmt: skip
+                         "created_at": meta and meta.created_at, "rmse": meta and meta.metric("rmse"),
+                         "ndcg_at_10": meta and meta.metric("ndcg_at_10"),
+                         "ratings": meta and meta.counts.get("ratings")})  # fmt: skip
         if args.json:
             print(json.dumps(rows))
         elif not rows:
@@ -285,7 +284,7 @@ def model_cmd(args: argparse.Namespace) -> int:
         if not (store.root / version).is_dir():
             raise StreamrecError(f"model {version} does not exist in {store.root}")
         meta = store.metadata(version)
-        print(json.dumps(meta, indent=None if args.json else 2))
+        print(json.dumps(meta.to_dict(), indent=None if args.json else 2))
         return 0
     if not args.version:
         raise StreamrecError("rollback needs a VERSION (see `streamrec model list`)")

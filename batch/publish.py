@@ -120,7 +120,7 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     current = store.current_version()
     gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train, test)
                  or _recorded_holdout(store, current, metrics),
-                 counts, store.metadata(current).get("counts") if current else None)  # fmt: skip
+                 counts, store.metadata(current).counts if current else None)  # fmt: skip
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
@@ -183,7 +183,7 @@ def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users:
         old = store.load(current)
     except ModelStoreError:
         return None
-    newest = old.meta.get("newest_event_ts")
+    newest = old.meta.newest_event_ts
     unseen = test[(test["timestamp"] > newest) & test["user_id"].isin(users.ids)] if newest else test[:0]
     if len(unseen) < GATE_MIN_ROWS:
         return None
@@ -223,7 +223,7 @@ def _recorded_holdout(store: ModelStore, current: str | None, metrics: dict) -> 
     model's (a version from before it recorded its explicit model's lists there)."""
     if current is None or store.check(current):
         return None
-    old = store.metadata(current).get("metrics", {})
+    old = store.metadata(current).metrics
     if old.get("rmse") is None:
         return None
     lists = "explicit_lists" in old

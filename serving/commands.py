@@ -53,12 +53,12 @@ def _load_context():
     from dataclasses import replace
 
     from streamrec.event_log import committed_files, event_log_dir
-    from streamrec.history import HistorySpec, latest_per_pair, load_history
+    from streamrec.history import latest_per_pair, load_history
     from streamrec.model_store import ModelStore
     from streamrec.movielens import load_movies
 
     model = ModelStore().load()
-    spec = HistorySpec.from_dict(model.meta["history"])
+    spec = model.meta.history
     log = event_log_dir()
     spec = replace(spec, event_log=str(log) if committed_files(log) else None)
     history = latest_per_pair(load_history(spec))
@@ -138,7 +138,7 @@ def similar_cmd(args: argparse.Namespace) -> int:
     from .recommend import recall, similar_candidates, similar_exact, similar_lsh
 
     model = ModelStore().load()
-    movies = load_movies(Path(model.meta["history"]["data"])).set_index("movie_id")
+    movies = load_movies(Path(model.meta.history.data)).set_index("movie_id")
     candidates = similar_candidates(model, args.min_count)
     if args.metric == "lsh":
         from streamrec.spark import get_spark

@@ -92,7 +92,7 @@ def recommend(
     catalog = movies if isinstance(movies, Catalog) else Catalog.of(movies)
     scorer = model.scorer
     # The model's stored vector is current only if the model saw all of this user's ratings.
-    newest = model.meta.get("newest_event_ts")
+    newest = model.meta.newest_event_ts
     model_is_fresh = mine is None or newest is None or bool((mine["timestamp"] <= newest).all())
     mine = mine[["movie_id", "rating"]] if mine is not None else None
     if rated is not None:

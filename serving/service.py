@@ -22,7 +22,6 @@ from sqlalchemy.sql.util import find_tables
 from streamrec import sink as db
 from streamrec.errors import InvalidRequest, KafkaUnavailable, ModelStoreError, NotFound
 from streamrec.events import check, encode, valid_rating
-from streamrec.history import HistorySpec
 from streamrec.model_store import Model, ModelStore
 from streamrec.movielens import load_movies
 from streamrec.sink import Sink
@@ -93,7 +92,7 @@ class Service:
         with self._load_lock:
             if self._loaded is None or self._loaded.model.version != version:
                 model = self.store.load(version)
-                spec = HistorySpec.from_dict(model.meta["history"])
+                spec = model.meta.history
                 movies = load_movies(Path(spec.data))
                 self._loaded = Loaded(
                     model,
@@ -478,19 +477,19 @@ class Service:
         out = []
         for v in reversed(self.store.versions()):  # newest first
             problem = self.store.check(v)
-            meta = {} if problem else self.store.metadata(v)
-            m = meta.get("metrics", {})
+            meta = None if problem else self.store.metadata(v)
+            m = meta.metrics if meta else {}
             out.append(
                 {
                     "version": v,
                     "current": v == current,
                     "problem": problem,
-                    "created_at": meta.get("created_at"),
+                    "created_at": meta and meta.created_at,
                     "rmse": m.get("rmse"),
                     "ndcg_at_10": m.get("ndcg_at_10"),
                     "precision_at_10": m.get("precision_at_10"),
                     "popularity_ndcg_at_10": (m.get("popularity") or {}).get("ndcg_at_10"),
-                    "ratings": (meta.get("counts") or {}).get("ratings"),
+                    "ratings": meta and meta.counts.get("ratings"),
                 }
             )
         return out
@@ -501,7 +500,7 @@ class Service:
         problem = self.store.check(version)
         if problem:
             return {"version": version, "current": False, "problem": problem}
-        meta = {k: v for k, v in self.store.metadata(version).items() if k != "files"}
+        meta = {k: v for k, v in self.store.metadata(version).to_dict().items() if k != "files"}
         return {
             **meta,
             "version": version,

@@ -81,7 +81,7 @@ def prepare(cfg: StreamConfig, with_history: bool = True) -> Context:
     store = ModelStore(cfg.model_root)
     version = store.current_version()
     if version:
-        spec = HistorySpec.from_dict(store.metadata(version)["history"])
+        spec = store.metadata(version).history
         # Only the data-folder part: the event log's events come back from Kafka itself.
         spec = HistorySpec(spec.data, spec.until, spec.split_at)
         raw = load_history(spec) if with_history else empty_ratings()

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ModelStoreError
 from .foldin import ItemFactors
+from .model_meta import FORMAT, ModelMetadata
 from .ranking import ImplicitFactors
 from .scorer import Blend, Scorer, Users
 from .settings import home
@@ -40,7 +41,7 @@ class Model:
 
     version: str
     path: Path
-    meta: dict[str, Any]
+    meta: ModelMetadata
     items: ItemFactors
     user_ids: np.ndarray
     user_factors: np.ndarray
@@ -51,11 +52,11 @@ class Model:
 
     @property
     def reg(self) -> float:
-        return float(self.meta["params"]["reg"])
+        return self.meta.reg
 
     @cached_property
     def scorer(self) -> Scorer:
-        return Scorer(self.items, self.ranking, self.reg, Blend.from_dict(self.meta.get("blend")))
+        return Scorer(self.items, self.ranking, self.reg, Blend.from_dict(self.meta.blend))
 
     def stored_users(self, user_id: int) -> Users | None:
         """A trained user's stored vectors of both models, None for a user the model has not seen."""
@@ -110,11 +111,11 @@ class ModelStore:
             return "factors.npz is not recorded (incomplete version)"
         return None
 
-    def metadata(self, version: str) -> dict[str, Any]:
+    def metadata(self, version: str) -> ModelMetadata:
         problem = self.check(version)
         if problem:
             raise ModelStoreError(f"model {version} is unusable: {problem}")
-        return json.loads((self.root / version / META).read_text())
+        return ModelMetadata.from_dict(json.loads((self.root / version / META).read_text()))
 
     def load(self, version: str | None = None) -> Model:
         """Load a version (default: CURRENT)."""
@@ -124,27 +125,23 @@ class ModelStore:
         if not (self.root / version).is_dir():
             raise ModelStoreError(f"model {version} does not exist in {self.root}")
         meta = self.metadata(version)
-        baseline = meta["params"].get("baseline") or {}
-        ranking = meta["params"].get("ranking")
-        if not ranking:
-            raise ModelStoreError(
-                f"model {version} predates the ranking model: train a new version (`streamrec train`)"
-            )
+        baseline, ranking = meta.baseline, meta.ranking
+        if problem := meta.serving_problem():
+            raise ModelStoreError(f"model {version} cannot serve: {problem}")
         with np.load(self.root / version / NPZ) as z:
             items = ItemFactors(
                 z["item_ids"],
                 z["item_factors"],
                 z["item_bias"] if baseline else None,
-                float(baseline.get("mean", 0.0)),
-                baseline.get("user_reg"),
+                baseline.mean if baseline else 0.0,
+                baseline.user_reg if baseline else None,
                 z["item_support"] if "item_support" in z.files else None,  # older models: none
-                int(meta["params"].get("min_support", 1)),
+                meta.min_support,
             )
             return Model(
                 version, self.root / version, meta, items,
                 z["user_ids"], z["user_factors"], z["user_bias"],
-                ImplicitFactors(z["rank_item_factors"], float(ranking["reg"]), float(ranking["alpha"]),
-                                float(ranking["threshold"])),
+                ImplicitFactors(z["rank_item_factors"], ranking.reg, ranking.alpha, ranking.threshold),
                 z["rank_user_factors"], z["user_support"],
             )  # fmt: skip
 
@@ -187,7 +184,7 @@ class ModelStore:
         }
         for attempt in range(PUBLISH_ATTEMPTS):
             version = self._next_version()
-            meta = {**meta, "version": version, "files": files}
+            meta = {**meta, "format": FORMAT, "version": version, "files": files}
             (staged / META).write_text(json.dumps(meta, indent=2, default=json_default))
             try:
                 os.rename(staged, self.root / version)  # fails if a concurrent publish took it

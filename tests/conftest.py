@@ -63,10 +63,10 @@ def trained(spark, state_home):
 @pytest.fixture(scope="session")
 def history(trained):
     """The ratings the `trained` model was trained on, latest per (user, movie)."""
-    from streamrec.history import HistorySpec, latest_per_pair, load_history
+    from streamrec.history import latest_per_pair, load_history
 
     _, model = trained
-    return latest_per_pair(load_history(HistorySpec.from_dict(model.meta["history"])))
+    return latest_per_pair(load_history(model.meta.history))
 
 
 @pytest.fixture(scope="session")

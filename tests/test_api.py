@@ -175,7 +175,7 @@ def test_models_list_and_detail(api, trained):
     _, model = trained
     models = api.get("/models").json()
     assert [m["version"] for m in models if m["current"]] == [model.version]
-    assert models[0]["ndcg_at_10"] == pytest.approx(model.meta["metrics"]["ndcg_at_10"])
+    assert models[0]["ndcg_at_10"] == pytest.approx(model.meta.metrics["ndcg_at_10"])
     detail = api.get(f"/models/{model.version}").json()
     assert detail["params"]["ranking"]["rank"] == model.ranking.rank and "files" not in detail
     assert api.get("/models/v9999").status_code == 404

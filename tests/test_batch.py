@@ -44,12 +44,12 @@ def test_training_meets_the_rmse_target_and_records_everything(trained):
         assert m[key] > 1.5 * m["explicit_lists"][key], key
     assert m["ndcg_at_10"] > 1.3 * m["popularity"]["ndcg_at_10"]  # loose floor: lists beat the top chart
     assert m["popularity"]["users"] == m["users"]  # the same users and candidates
-    assert model.meta["params"]["ranking"]["rank"] == model.ranking.rank
-    blend = model.meta["blend"]
+    assert model.meta.ranking.rank == model.ranking.rank
+    blend = model.meta.blend
     assert len(blend["n"]) == len(blend["weights"]) and blend["validation"]
     assert res["counts"] == {"rating_events": 100_836, "ratings": 100_836, "users": 610, "movies": 9724}
     assert res["newest_event_ts"] == 1_537_799_250
-    assert model.meta["params"]["rank"] == model.items.rank == 20
+    assert model.meta.raw["params"]["rank"] == model.items.rank == 20
     assert len(model.user_ids) == 610 and len(model.items.ids) == 9724
 
 
@@ -99,7 +99,7 @@ def test_parquet_factors_match_the_numpy_copy(trained, spark):
 def test_recommendations_never_contain_rated_or_rarely_rated_movies(trained, history, movies):
     _, model = trained
     support = history.movie_id.value_counts()
-    min_support = model.meta["params"]["min_support"]
+    min_support = model.meta.min_support
     assert min_support == 10
     assert model.items.servable.sum() == (support >= min_support).sum()
     for user in history.user_id.drop_duplicates().sample(60, random_state=1):
@@ -129,7 +129,7 @@ def test_a_user_with_ratings_newer_than_the_model_is_folded_in_on_the_spot(train
     _, model = trained
     user = int(history.user_id.iloc[0])
     newer = pd.DataFrame({"user_id": [user], "movie_id": [1], "rating": [0.5],
-                          "timestamp": [model.meta["newest_event_ts"] + 60]})  # fmt: skip
+                          "timestamp": [model.meta.newest_event_ts + 60]})  # fmt: skip
     grown = pd.concat([history[history.movie_id.ne(1) | history.user_id.ne(user)], newer])
     recs = recommend(model, user, grown[grown.user_id == user], movies, k=5)
     assert recs.source == "fold-in"
@@ -247,7 +247,9 @@ def store_copy(trained, tmp_path, monkeypatch):
 
 
 def _meta_of(store: ModelStore, version: str) -> dict:
-    return {k: v for k, v in store.metadata(version).items() if k not in ("version", "files")}
+    return {
+        k: v for k, v in store.metadata(version).to_dict().items() if k not in ("version", "files", "format")
+    }
 
 
 def test_crash_before_rename_or_before_switch_leaves_current_usable(store_copy):

@@ -82,3 +82,28 @@ def test_staging_left_by_a_dead_publisher_is_removed_and_a_live_ones_kept(tmp_pa
     mine = store.staging_dir()  # this process is alive: a publish in progress
     assert sorted(store.clean_staging()) == sorted([f".tmp-{dead}-1", f".CURRENT.{dead}.2"])
     assert mine.is_dir() and not (tmp_path / f".tmp-{dead}-1").exists()
+
+
+def test_metadata_is_typed_and_knows_its_format():
+    from streamrec.errors import ModelStoreError
+    from streamrec.model_meta import FORMAT, ModelMetadata
+
+    d = {"version": "v0003", "format": FORMAT, "created_at": "2026-11-30T10:00:00+00:00",
+         "params": {"reg": 0.15, "min_support": 10, "baseline": {"mean": 3.5, "user_reg": 5.0},
+                    "ranking": {"rank": 32, "reg": 0.1, "alpha": 1.0, "threshold": 2.5}},
+         "history": {"data": "/d", "until": None, "split_at": 0.8, "event_log": None},
+         "metrics": {"rmse": 0.86}, "counts": {"users": 610}, "newest_event_ts": 1_500_000_000}  # fmt: skip
+    m = ModelMetadata.from_dict(d)
+    assert (m.reg, m.min_support, m.baseline.mean, m.ranking.alpha, m.history.split_at) == (
+        0.15,
+        10,
+        3.5,
+        1.0,
+        0.8,
+    )
+    assert m.metric("rmse") == 0.86 and m.metric("ndcg_at_10") is None and m.serving_problem() is None
+    assert m.to_dict() == d  # stored JSON round-trips unchanged
+    old = ModelMetadata.from_dict({**d, "format": 1, "params": {"reg": 0.1}})
+    assert old.format == 1 and "predates the ranking model" in old.serving_problem()
+    with pytest.raises(ModelStoreError, match="malformed metadata"):
+        ModelMetadata.from_dict({**d, "params": {"reg": "much"}})

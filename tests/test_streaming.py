@@ -26,7 +26,7 @@ from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
 from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode, validate
-from streamrec.history import HistorySpec, load_history, window
+from streamrec.history import load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_ratings
@@ -58,7 +58,7 @@ def history(base_model):
     """Raw history events of the base model (overrides the suite's `history`: this module streams
     on top of a model trained on the oldest 80%)."""
     _, model = base_model
-    return load_history(HistorySpec.from_dict(model.meta["history"]))
+    return load_history(model.meta.history)
 
 
 def make_cfg(tmp: Path, kafka: str, topic: str, model_root: Path, **kw) -> StreamConfig:
@@ -180,7 +180,7 @@ def _publish_perturbed_copy(store: ModelStore, model) -> str:
     items = dataclasses.replace(model.items, factors=model.items.factors * 1.5)
     write_npz(staged / "factors.npz", items, model.user_ids, model.user_factors, model.user_bias,
               model.ranking.factors * 1.5, model.rank_user_factors, model.user_support)  # fmt: skip
-    meta = {k: v for k, v in model.meta.items() if k not in ("version", "files")}
+    meta = {k: v for k, v in model.meta.to_dict().items() if k not in ("version", "files", "format")}
     return store.publish(staged, meta)
 
 
