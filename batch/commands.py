@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from streamrec.errors import StreamrecError
+from streamrec.history import TIME
 from streamrec.settings import (
     DURATION,
     FLOATS,
@@ -16,7 +17,6 @@ from streamrec.settings import (
     INTS,
     PATH,
     POSITIVE,
-    TIME,
     WORDS,
     data_option,
     run_with_args,
@@ -160,9 +160,18 @@ def report(**kwargs) -> int:
     return run_with_args(report_cmd)(**kwargs)
 
 
-def training_options(args: argparse.Namespace):
+def training_options(args: argparse.Namespace, inherit_cut: bool = False):
+    """TrainOptions of the parsed flags. `inherit_cut` (retrain): without --split-at and --until,
+    use the data-folder cut CURRENT was trained on, so the folder's live part, which reaches the
+    model through the event log, is not also read from the folder."""
+    from streamrec.consistency import trained_on
+
     from .publish import TrainOptions, default_spec
-    from .train import Params, RankingParams
+    from .train import Params, RankingParams, log
+
+    if inherit_cut and args.split_at is None and args.until is None and (current := trained_on(args.data)):
+        args.split_at, args.until = current.spec.split_at, current.spec.until
+        log(f"using the data cut {current.version} was trained on: {current.cut}")
 
     spec = default_spec(args.data, args.until, args.split_at, args.event_log)
     params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
@@ -248,7 +257,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 def retrain_cmd(args: argparse.Namespace) -> int:
     from .retrain import retrain_loop
 
-    return retrain_loop(args, training_options, summary_line)
+    return retrain_loop(args, lambda a: training_options(a, inherit_cut=True), summary_line)
 
 
 def model_cmd(args: argparse.Namespace) -> int:

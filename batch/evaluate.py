@@ -6,7 +6,7 @@
 - new users in stream order: the same held-out users' first n ratings by event time folded in;
 - prequential replay of the live part after --split-at: before each event, was its movie in the
   list that user would have been served (hit rate@k)? Simulated offline with the stream's own code
-  (merge_ratings + the model version's Scorer), refreshed after every event.
+  (history.merge_ratings + the model version's Scorer), refreshed after every event.
 
 Methods, on the same candidates (movies seen in training minus the user's inputs) and the same
 relevance rule (held-out rating >= 4): the ranking model as served (cold-start blend included),
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamrec.history import latest_per_pair, window
+from streamrec.history import latest_per_pair, merge_ratings, window
 from streamrec.scorer import Blend, Scorer, top_rows
 
 from .metrics import first_n, holdout_users, list_metrics, relevant_sets
@@ -181,8 +181,6 @@ def new_users(models: Models, heldout: pd.DataFrame, opts: EvalOptions) -> dict:
 
 def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
     """Hit rate@k of each event's movie in the list served to its user just before it."""
-    from streaming.foldin_processor import merge_ratings
-
     events = ratings.sort_values("timestamp", kind="stable", ignore_index=True)
     history = window(events, split_at=opts.split_at, part="before")
     live = window(events, split_at=opts.split_at, part="after")

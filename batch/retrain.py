@@ -14,7 +14,12 @@ from collections.abc import Callable
 
 from streamrec.errors import StreamrecError
 
-from .train import log
+from .train import LOG, log
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Callable) -> int:
@@ -48,8 +53,10 @@ def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Cal
                 print(describe(res), flush=True)
             except StreamrecError as exc:
                 log(f"run {runs} failed, CURRENT unchanged: {exc}")
+                LOG.debug("the run's traceback", exc_info=True)
             except Exception as exc:  # a Spark failure must not end the loop
-                log(f"run {runs} failed, CURRENT unchanged: {type(exc).__name__}: {exc}")
+                log(f"run {runs} failed, CURRENT unchanged: {type(exc).__name__}: {_first_line(exc)}")
+                LOG.debug("the run's traceback", exc_info=True)  # --verbose shows it
         if args.once:
             break
         stop.wait(max(0.0, args.every - (time.monotonic() - started)))

@@ -9,13 +9,13 @@ Spark ALS. Fold-in (streamrec.foldin) uses the same formulas, so stream and batc
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from streamrec import logs
 from streamrec.foldin import ItemFactors, top_k
 from streamrec.ranking import ImplicitFactors
 from streamrec.scorer import Blend, Scorer, Users, top_rows
@@ -27,6 +27,8 @@ from .metrics import first_n, holdout_users, list_metrics, ndcg_per_user, releva
 BLEND_N = (1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 200)
 BLEND_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1e3)
 VALIDATION_USERS = 0.2  # share of training users left out of a ranking fit to choose the blend
+
+LOG = logs.get("batch")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class Fitted:
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Progress of a training run (stderr, through the `streamrec.batch` logger)."""
+    LOG.info(msg)
 
 
 def baseline(ratings: pd.DataFrame, p: Params) -> tuple[float, pd.Series, pd.Series]:

@@ -7,9 +7,10 @@ import signal
 
 import click
 
-from streamrec.errors import DataError, StreamrecError
+from streamrec.errors import StreamrecError
 from streamrec.events import TOPIC
-from streamrec.settings import FRACTION, POSITIVE, TIME, data_option, kafka_options, run_with_args
+from streamrec.history import TIME
+from streamrec.settings import FRACTION, POSITIVE, data_option, kafka_options, run_with_args
 
 
 @click.command("replay", help="publish MovieLens ratings to Kafka in event-time order, paced or flat out")
@@ -35,6 +36,7 @@ def replay(**kwargs) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from streamrec.consistency import refuse_overlap, trained_on
     from streamrec.history import window
     from streamrec.kafka_local import ensure_broker
     from streamrec.movielens import load_ratings
@@ -45,14 +47,16 @@ def run(args: argparse.Namespace) -> int:
         check_pacing(args.rate, args.speedup)  # before anything starts (a broker, say)
     except ValueError as exc:
         raise StreamrecError(str(exc)) from None
-    try:
-        ratings, report = load_ratings(args.data, skip_invalid=args.skip_invalid)
-        events = window(
-            ratings, since=args.since, until=args.until, split_at=args.split_at,
-            part="after", limit=args.limit,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    ratings, report = load_ratings(args.data, skip_invalid=args.skip_invalid)
+    current = trained_on(args.data)
+    since, until, split_at = args.since, args.until, args.split_at
+    if current and since is None and until is None and split_at is None:
+        # The safe default: what CURRENT (and so the stream's seeded aggregates) has not seen.
+        split_at, since = current.spec.split_at, current.spec.until
+        print(f"replaying what {current.version} was not trained on (it saw {current.cut} of the data)")
+    events = window(ratings, since=since, until=until, split_at=split_at, part="after", limit=args.limit)
+    if current and not args.allow_overlap:
+        refuse_overlap(events, ratings, current)
     if report.n_skipped:
         print(f"{args.data}: {report.summary()}")
     bootstrap = ensure_broker(args)

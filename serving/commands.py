@@ -10,6 +10,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from streamrec import logs
 from streamrec.errors import StreamrecError
 from streamrec.events import MAX_ID, TOPIC
 from streamrec.model_store import json_default
@@ -43,6 +44,8 @@ def recommend_command(**kwargs) -> int:
     "--lsh-bucket-length", type=click.FloatRange(0, min_open=True), default=2.0, help="LSH bucket length"
 )
 @click.option("--lsh-tables", type=POSITIVE, default=5, help="LSH hash tables")
+@click.option("--lsh-engine", type=click.Choice(["numpy", "spark"]), default="numpy",
+              help="NumPy (in process, as the API) or Spark's BucketedRandomProjectionLSH")  # fmt: skip
 @click.option("--json", is_flag=True, help="print JSON")
 def similar_command(**kwargs) -> int:
     return run_with_args(similar_cmd)(**kwargs)
@@ -96,7 +99,6 @@ def recommend_cmd(args: argparse.Namespace) -> int:
 
 
 def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_many) -> int:
-    import sys
     import time
 
     from streamrec.model_store import ModelStore
@@ -107,9 +109,10 @@ def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_m
     for rec in lists:
         print(json.dumps(rec))
     cold = sum(r["source"] == "popularity" for r in lists)
-    print(f"{len(lists):,} users ({cold} with no known movie: popularity) from {len(ratings):,} ratings, "
-          f"top-{args.k} each, model {model.version}, in {time.monotonic() - t0:.1f}s",
-          file=sys.stderr)  # fmt: skip
+    logs.get("serving").info(
+        f"{len(lists):,} users ({cold} with no known movie: popularity) from {len(ratings):,} ratings, "
+        f"top-{args.k} each, model {model.version}, in {time.monotonic() - t0:.1f}s"
+    )
     return 0
 
 
@@ -141,11 +144,19 @@ def similar_cmd(args: argparse.Namespace) -> int:
     movies = load_movies(Path(model.meta.history.data)).set_index("movie_id")
     candidates = similar_candidates(model, args.min_count)
     if args.metric == "lsh":
-        from streamrec.spark import get_spark
+        exact, _ = similar_exact(model, args.movie, args.k, "euclidean", candidates)  # unknown movie: 404
+        if args.lsh_engine == "spark":
+            from streamrec.spark import get_spark
 
-        ids, score = similar_lsh(get_spark("streamrec-similar"), model, args.movie, args.k,
-                                 args.lsh_bucket_length, args.lsh_tables, candidates=candidates)  # fmt: skip
-        exact, _ = similar_exact(model, args.movie, args.k, "euclidean", candidates)
+            ids, score = similar_lsh(get_spark("streamrec-similar"), model, args.movie, args.k,
+                                     args.lsh_bucket_length, args.lsh_tables,
+                                     candidates=candidates)  # fmt: skip
+        else:  # the same scheme in NumPy (as the API): no Spark start for a few thousand vectors
+            from .lsh import RandomProjectionLSH
+
+            lsh = RandomProjectionLSH(model.ranking.factors, args.lsh_bucket_length, args.lsh_tables)
+            rows, score = lsh.query(int(model.items.rows(np.array([args.movie]))[0][0]), args.k, candidates)
+            ids = model.items.ids[rows]
         extra = {"recall_vs_exact": recall(ids, exact)}
         column = "distance"
     else:

@@ -15,9 +15,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
+
+from streamrec.history import merge_ratings
 
 STATE_SCHEMA = "movie_ids array<int>, ratings array<float>, timestamps array<long>"
 OUTPUT_SCHEMA = (
@@ -25,27 +26,6 @@ OUTPUT_SCHEMA = (
     "rec_movie_ids array<long>, rec_scores array<double>, rec_predicted array<double>, source string, "
     "min_kafka_ts double, max_kafka_ts double, new_events int"
 )
-
-
-def merge_ratings(
-    state: tuple[np.ndarray, np.ndarray, np.ndarray] | None, new: pd.DataFrame | dict
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Union of stored and new ratings, keeping the latest per movie by event time.
-
-    `new` has movie_id, rating and timestamp columns (a DataFrame, or a dict of arrays).
-    On equal event times the newer arrival wins (stable sort, state first).
-    """
-    if state is None:
-        m0, r0, t0 = np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int64)
-    else:
-        m0, r0, t0 = (np.asarray(a) for a in state)
-    m = np.concatenate([m0, np.asarray(new["movie_id"], np.int32)])
-    r = np.concatenate([r0, np.asarray(new["rating"], np.float32)])
-    t = np.concatenate([t0, np.asarray(new["timestamp"], np.int64)])
-    order = np.lexsort((np.arange(len(t)), t, m))  # by movie, then time, then arrival
-    m, r, t = m[order], r[order], t[order]
-    last = np.r_[m[1:] != m[:-1], True]
-    return m[last], r[last], t[last]
 
 
 class FoldInProcessor(StatefulProcessor):

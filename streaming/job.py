@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from streamrec import logs
 from streamrec.errors import StreamrecError
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
@@ -43,6 +43,8 @@ from .parse import kafka_stream, parse, valid
 
 QUERIES = ("eventlog", "aggregates", "foldin")
 BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
+
+LOG = logs.get("stream")
 
 
 @dataclass
@@ -148,8 +150,9 @@ def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0) -> 
                 if delay is None:
                     raise StreamrecError(f"{query} batch {batch_id}: the sink failed for {retry_s:g} s: "
                                          f"{_first_line(exc)}") from exc  # fmt: skip
-                print(f"{query} batch {batch_id}: sink unavailable ({_first_line(exc)}); "
-                      f"nothing written, retrying in {delay:g} s", file=sys.stderr, flush=True)  # fmt: skip
+                LOG.warning(f"{query} batch {batch_id}: sink unavailable ({_first_line(exc)}); "
+                            f"nothing written, retrying in {delay:g} s")  # fmt: skip
+                LOG.debug("sink error", exc_info=True)
                 time.sleep(delay)
                 with contextlib.suppress(Exception):
                     sink.reconnect()

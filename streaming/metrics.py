@@ -5,14 +5,16 @@ sinks add latency, dead letters and late events for the same (query, batch) row.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 
 import numpy as np
 from pyspark.sql.streaming import StreamingQueryListener
 
+from streamrec import logs
 from streamrec.sink import Sink, stream_metrics
+
+LOG = logs.get("stream")
 
 
 def upsert_metrics(sink: Sink, query: str, batch_id: int, **values) -> None:
@@ -75,16 +77,17 @@ class ProgressListener(StreamingQueryListener):
                 with self._sink.transaction():
                     v = record_progress(self._sink, progress)
             except Exception as exc:  # noqa: BLE001 - metrics are best effort; the batch writers retry
-                print(f"[{progress['name']}] batch {progress['batchId']}: progress not recorded "
-                      f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                LOG.warning(
+                    f"[{progress['name']}] batch {progress['batchId']}: progress not recorded "
+                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                )
+                LOG.debug("progress not recorded", exc_info=True)  # fmt: skip
                 self._sink = None
                 return
         if not self.quiet and v["input_rows"]:
             state = f" state={v['state_rows']}" if "state_rows" in v else ""
-            print(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, "
-                  f"{v['rows_per_s'] or 0:,.0f} rows/s, {v['duration_ms']} ms{state}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            LOG.info(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, "
+                     f"{v['rows_per_s'] or 0:,.0f} rows/s, {v['duration_ms']} ms{state}")  # fmt: skip
 
 
 def flush_progress(sink_url: str, queries: list) -> None:

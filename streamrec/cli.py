@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from importlib.metadata import entry_points
 
 import click
 
+from . import logs
 from .errors import StreamrecError
 from .settings import ENV_PREFIX, home, kafka_options, run_with_args
 
@@ -57,7 +59,10 @@ def build_cli() -> click.Group:
         context_settings=CONTEXT,
         help="Streaming, incremental movie recommender on Apache Kafka and Apache Spark. "
         f"State directory: {home()} (STREAMREC_HOME).",
-    )
+        callback=_setup,
+        params=[click.Option(["-v", "--verbose"], is_flag=True, envvar="STREAMREC_VERBOSE",
+                             help="debug lines, other libraries' warnings, the traceback behind an error")],
+    )  # fmt: skip
     group.add_command(kafka)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         group.add_command(ep.load(), ep.name)
@@ -67,6 +72,15 @@ def build_cli() -> click.Group:
                 param.envvar = envvar(name, param)  # explicit, so help and errors can name it
                 param.help = f"{param.help or ''} [env {param.envvar}]".strip()
     return group
+
+
+_verbose = False
+
+
+def _setup(verbose: bool) -> None:
+    global _verbose
+    _verbose = verbose
+    logs.configure(verbose)
 
 
 def envvar(command: str, option: click.Option) -> str:
@@ -84,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.format_message()}{_from_environment(exc)}", file=sys.stderr)
         return 2
     except StreamrecError as exc:
+        if _verbose:  # what the one line summarises (a Spark or driver traceback, say)
+            traceback.print_exception(exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, click.Abort):
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a permission: the system's sentence, not a traceback
+        if _verbose:
+            traceback.print_exception(exc)
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1

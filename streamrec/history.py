@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .settings import Converted
+
 
 def parse_time(value: str) -> int:
     """Epoch seconds from '1700000000', '2018-09-24' or '2018-09-24T12:00:00' (UTC)."""
@@ -100,3 +102,27 @@ def load_history(spec: HistorySpec) -> pd.DataFrame:
     if spec.event_log:
         parts.append(read_event_log(Path(spec.event_log)))
     return pd.concat(parts, ignore_index=True)
+
+
+def merge_ratings(
+    state: tuple[np.ndarray, np.ndarray, np.ndarray] | None, new: pd.DataFrame | dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of stored and new ratings, keeping the latest per movie by event time.
+
+    `new` has movie_id, rating and timestamp columns (a DataFrame, or a dict of arrays).
+    On equal event times the newer arrival wins (stable sort, state first).
+    """
+    if state is None:
+        m0, r0, t0 = np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int64)
+    else:
+        m0, r0, t0 = (np.asarray(a) for a in state)
+    m = np.concatenate([m0, np.asarray(new["movie_id"], np.int32)])
+    r = np.concatenate([r0, np.asarray(new["rating"], np.float32)])
+    t = np.concatenate([t0, np.asarray(new["timestamp"], np.int64)])
+    order = np.lexsort((np.arange(len(t)), t, m))  # by movie, then time, then arrival
+    m, r, t = m[order], r[order], t[order]
+    last = np.r_[m[1:] != m[:-1], True]
+    return m[last], r[last], t[last]
+
+
+TIME = Converted(parse_time, "time")  # the CLI's type for --since / --until

@@ -12,12 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import logs
 from .errors import KafkaUnavailable
 from .jars import jars
 from .settings import home
@@ -279,5 +279,5 @@ def ensure_broker(args) -> str:
         return args.bootstrap_servers
     broker = LocalKafka(args.kafka_port)
     if broker.start():
-        print(f"started local Kafka broker at {broker.address}", file=sys.stderr)
+        logs.get("kafka").info(f"started local Kafka broker at {broker.address}")
     return broker.address

@@ -102,11 +102,4 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 90s, 10m, 1h") from None
 
 
-def _time(text: str) -> int:
-    from .history import parse_time  # history imports pandas: not at CLI start
-
-    return parse_time(text)
-
-
 DURATION = Converted(parse_duration, "duration")
-TIME = Converted(_time, "time")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from streaming.aggregates import DAY, WindowSpec, advance_watermark, compute_deltas, late_mask
-from streaming.foldin_processor import merge_ratings
+from streamrec.history import merge_ratings
 
 SPEC = WindowSpec(size_s=7 * DAY, delay_s=DAY)
 GENRES = pd.Series({1: ["Comedy", "Drama"], 2: ["Drama"]})

@@ -132,3 +132,16 @@ def test_semantic_misuse_is_a_one_line_error(capsys, tmp_path, monkeypatch):
     ]:
         assert main(argv) == 1, argv
         assert capsys.readouterr().err.startswith(message)
+
+
+def test_verbose_shows_the_traceback_behind_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))  # no model: recommend fails in one line
+    assert main(["recommend", "--user", "5"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == f"error: no model published yet in {tmp_path / 'models'}: run `streamrec train` first"
+    )
+    assert main(["--verbose", "recommend", "--user", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ModelStoreError" in err
+    assert err.strip().splitlines()[-1].startswith("error: no model published yet")

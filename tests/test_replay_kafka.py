@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +28,59 @@ def ratings():
     return load_ratings(BUNDLED_DATA)[0]
 
 
+# A state directory of this module's own: no CURRENT model, so replay's consistency check (which
+# refuses events the suite's trained model has seen) does not apply unless a test sets one up.
+HOME = tempfile.mkdtemp(prefix="streamrec-replay-home-")
+
+
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    env = {**os.environ, "STREAMREC_HOME": HOME, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def current_model(home: Path, **history) -> str:
+    """A minimal CURRENT whose metadata says it was trained on the bundled data with `history`."""
+    import numpy as np
+
+    from streamrec.model_store import ModelStore
+
+    store = ModelStore(home / "models")
+    staged = store.staging_dir()
+    np.savez(staged / "factors.npz", item_ids=np.arange(3))
+    spec = {
+        "data": str(BUNDLED_DATA.resolve()),
+        "until": None,
+        "split_at": None,
+        "event_log": None,
+        **history,
+    }
+    return store.publish(staged, {"params": {"reg": 0.1}, "history": spec})
+
+
+def test_replay_defaults_to_what_current_was_not_trained_on(kafka, topic, ratings, tmp_path):
+    version = current_model(tmp_path, split_at=0.8)
+    env = {"STREAMREC_HOME": str(tmp_path)}
+    done = cli("replay", "--limit", "50", "--topic", topic, "--bootstrap-servers", kafka, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"replaying what {version} was not trained on (it saw split-at 0.8 of the data)" in done.stdout
+    sent = [json.loads(r.value) for r in consume_all(kafka, topic, 50)]
+    live = window(ratings, split_at=0.8, limit=50)
+    assert sorted(e["timestamp"] for e in sent) == sorted(live["timestamp"].tolist())
+    # ... and an explicit window that reaches into CURRENT's history is refused before sending
+    done = cli("replay", "--split-at", "0.5", "--topic", topic, "--bootstrap-servers", kafka, env=env)
+    assert done.returncode == 1 and "are in the history v0001 was trained on (split-at 0.8" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = cli("replay", "--split-at", "0.5", "--limit", "10", "--allow-overlap", "--topic", topic,
+               "--bootstrap-servers", kafka, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_replay_after_a_model_trained_on_everything_is_refused(tmp_path):
+    current_model(tmp_path)  # no split: trained on all of the data
+    done = cli("replay", "--bootstrap-servers", "localhost:1", env={"STREAMREC_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "nothing is left to replay that it has not seen" in done.stderr
+    assert "Kafka" not in done.stderr  # refused before contacting a broker
 
 
 def test_replay_slice_round_trips_in_per_key_event_time_order(kafka, topic, ratings):

@@ -350,7 +350,7 @@ def test_fuzzed_records_never_stop_the_stream_and_each_gets_its_reason(spark, ka
 
 
 @pytest.mark.faults
-def test_a_full_sink_disk_is_retried_and_nothing_is_half_written(spark, kafka, topic, tmp_path, capfd):
+def test_a_full_sink_disk_is_retried_and_nothing_is_half_written(spark, kafka, topic, tmp_path, caplog):
     """The sink's SQLite file on a 4 MB tmpfs that is then filled up: batches fail with "database
     or disk is full", are rolled back and retried with one line each; once space is freed the
     same run goes on and every aggregate is exact."""
@@ -383,7 +383,7 @@ def test_a_full_sink_disk_is_retried_and_nothing_is_half_written(spark, kafka, t
         runner = threading.Thread(target=lambda: (run_stream(spark, cfg), done.set()), daemon=True)
         runner.start()
         deadline = time.monotonic() + 60
-        while "sink unavailable" not in (seen := capfd.readouterr().err) and time.monotonic() < deadline:
+        while "sink unavailable" not in (seen := caplog.text) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert "database or disk is full" in seen and not done.is_set()
         filler.unlink()  # space again: the retry goes through
