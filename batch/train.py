@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec import logs
+from streamrec.errors import InvalidRequest
 from streamrec.foldin import ItemFactors, top_k
 from streamrec.ranking import ImplicitFactors
 from streamrec.scorer import Blend, Scorer, Users, top_rows
@@ -284,7 +285,7 @@ def choose_blend(
 def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
     """(train, test): a seeded random split, or the newest `test_fraction` by event time."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        raise InvalidRequest(f"test_fraction must be between 0 and 1, got {test_fraction}")
     if how == "random":
         mask = np.random.default_rng(seed).random(len(ratings)) < test_fraction
     elif how == "time":
@@ -292,7 +293,7 @@ def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
         mask = np.zeros(len(ratings), bool)
         mask[order[int(np.floor((1 - test_fraction) * len(ratings))) :]] = True
     else:
-        raise ValueError(f"--split must be random or time, got {how!r}")
+        raise InvalidRequest(f"split must be random or time, got {how!r}")
     return ratings[~mask].reset_index(drop=True), ratings[mask].reset_index(drop=True)
 
 

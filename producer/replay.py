@@ -16,6 +16,7 @@ import pandas as pd
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from streamrec.errors import InvalidRequest
 from streamrec.events import encode
 from streamrec.kafka_admin import ensure_topic, producer
 
@@ -44,11 +45,11 @@ class ReplayResult:
 def check_pacing(rate: float | None, speedup: float | None) -> None:
     """ValueError naming the flag when the pacing options are impossible."""
     if rate is not None and speedup is not None:
-        raise ValueError("--rate and --speedup are exclusive: choose one")
+        raise InvalidRequest("rate and speedup are exclusive: choose one")
     if rate is not None and not rate > 0:
-        raise ValueError(f"--rate must be positive, got {rate}")
+        raise InvalidRequest(f"rate must be positive, got {rate}")
     if speedup is not None and not speedup > 0:
-        raise ValueError(f"--speedup must be positive, got {speedup}")
+        raise InvalidRequest(f"speedup must be positive, got {speedup}")
 
 
 class _Pacer:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import InvalidRequest
 from .settings import Converted
 
 
@@ -35,7 +36,7 @@ def in_event_order(ratings: pd.DataFrame) -> pd.DataFrame:
 def split_index(n: int, split_at: float) -> int:
     """Rows [0, k) of the event-ordered table are history, [k, n) are live."""
     if not 0.0 <= split_at <= 1.0:
-        raise ValueError(f"--split-at must be between 0 and 1, got {split_at}")
+        raise InvalidRequest(f"split_at must be between 0 and 1, got {split_at}")
     return int(np.floor(split_at * n))
 
 

@@ -21,7 +21,7 @@ from serving.recommend import (
     similar_lsh,
 )
 from streamrec.cli import main
-from streamrec.errors import StreamrecError
+from streamrec.errors import InvalidRequest, StreamrecError
 from streamrec.foldin import fold_in, fold_in_many
 from streamrec.history import latest_per_pair
 from streamrec.model_store import ModelStore
@@ -326,7 +326,7 @@ def test_time_split_holds_out_the_newest_ratings():
     train, test = split(ratings, "time", 0.2, 42)
     assert len(test) == len(ratings) - int(0.8 * len(ratings))
     assert train.timestamp.max() <= test.timestamp.min()
-    with pytest.raises(ValueError, match="random or time"):
+    with pytest.raises(InvalidRequest, match="random or time"):
         split(ratings, "weekly", 0.2, 42)
 
 

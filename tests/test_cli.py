@@ -145,3 +145,20 @@ def test_verbose_shows_the_traceback_behind_a_one_line_error(capsys, tmp_path, m
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "ModelStoreError" in err
     assert err.strip().splitlines()[-1].startswith("error: no model published yet")
+
+
+def test_retrain_inherits_the_data_cut_current_was_trained_on(tmp_path, monkeypatch):
+    from batch.commands import training_options
+    from tests.store_support import current_model
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    current_model(tmp_path, split_at=0.8)
+
+    def opts(*argv: str, inherit: bool):
+        import argparse
+
+        return training_options(argparse.Namespace(**parse("retrain", *argv)), inherit_cut=inherit)
+
+    assert opts(inherit=True).spec.split_at == 0.8  # retrain: CURRENT's cut by default
+    assert opts("--split-at", "0.5", inherit=True).spec.split_at == 0.5  # an explicit cut wins
+    assert opts(inherit=False).spec.split_at is None  # train: what it is told

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamrec.errors import InvalidRequest
 from streamrec.events import encode, validate
 from streamrec.history import parse_time, split_index, window
 
@@ -61,7 +62,7 @@ def test_split_at_partitions_history_and_live_without_overlap():
     assert before["timestamp"].tolist() == [10, 20, 30, 40, 50, 60, 70, 80]
     assert after["timestamp"].tolist() == [90, 100]
     assert split_index(10, 0.0) == 0 and split_index(10, 1.0) == 10
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidRequest, match="split_at must be between 0 and 1"):
         split_index(10, 1.5)
 
 

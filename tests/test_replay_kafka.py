@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA
 from tests.kafka_support import consume_all
+from tests.store_support import current_model
 
 pytestmark = pytest.mark.integration
 
@@ -37,25 +37,6 @@ def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess
     env = {**os.environ, "STREAMREC_HOME": HOME, **(env or {})}
     return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)  # fmt: skip
-
-
-def current_model(home: Path, **history) -> str:
-    """A minimal CURRENT whose metadata says it was trained on the bundled data with `history`."""
-    import numpy as np
-
-    from streamrec.model_store import ModelStore
-
-    store = ModelStore(home / "models")
-    staged = store.staging_dir()
-    np.savez(staged / "factors.npz", item_ids=np.arange(3))
-    spec = {
-        "data": str(BUNDLED_DATA.resolve()),
-        "until": None,
-        "split_at": None,
-        "event_log": None,
-        **history,
-    }
-    return store.publish(staged, {"params": {"reg": 0.1}, "history": spec})
 
 
 def test_replay_defaults_to_what_current_was_not_trained_on(kafka, topic, ratings, tmp_path):
