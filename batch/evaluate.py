@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.history import latest_per_pair, merge_ratings, window
+from streamrec.ids import rows_of_known
 from streamrec.scorer import Blend, Scorer, top_rows
 
 from .metrics import first_n, holdout_users, list_metrics, relevant_sets
@@ -96,9 +97,7 @@ def ease_weights(ratings: pd.DataFrame, item_ids: np.ndarray, lam: float) -> np.
     """EASE^R (Steck 2019): B = I - P / diag(P), P = (X'X + lambda I)^-1, diag(B) = 0."""
     users = np.unique(ratings["user_id"].to_numpy())
     x = np.zeros((len(users), len(item_ids)), np.float32)
-    x[
-        np.searchsorted(users, ratings["user_id"].to_numpy()), np.searchsorted(item_ids, ratings["movie_id"])
-    ] = 1
+    x[rows_of_known(users, ratings["user_id"].to_numpy()), rows_of_known(item_ids, ratings["movie_id"])] = 1
     g = x.T @ x
     g[np.diag_indices_from(g)] += lam
     p = np.linalg.inv(g)
@@ -113,7 +112,7 @@ def method_lists(models: Models, inputs: pd.DataFrame, k: int) -> tuple[np.ndarr
     users = scorer.fold_in(inputs["user_id"], inputs["movie_id"], inputs["rating"])
     seen = [g.to_numpy() for _, g in inputs.groupby("user_id")["movie_id"]]  # sorted like users.ids
     pos, known = scorer.items.rows(inputs["movie_id"].to_numpy())
-    row_of_user = np.searchsorted(users.ids, inputs["user_id"].to_numpy())
+    row_of_user = rows_of_known(users.ids, inputs["user_id"].to_numpy())
     mask = np.zeros((len(users), len(scorer.items.ids)), bool)  # each user's own known movies
     mask[row_of_user[known], pos[known]] = True
 

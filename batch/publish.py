@@ -16,6 +16,7 @@ import pandas as pd
 
 from streamrec.errors import DataError, ModelStoreError, QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.ids import rows_of_known
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.scorer import Scorer, Users
 
@@ -207,7 +208,7 @@ def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users:
 
 def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
     """The explicit model's RMSE on held-out rows of `users` (movies the scorer knows)."""
-    u = np.searchsorted(users.ids, rows["user_id"].to_numpy())
+    u = rows_of_known(users.ids, rows["user_id"].to_numpy())
     i, _ = scorer.items.rows(rows["movie_id"].to_numpy())
     dot = np.einsum(
         "ij,ij->i", users.vectors[u].astype(np.float64), scorer.items.factors[i].astype(np.float64)

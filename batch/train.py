@@ -18,6 +18,8 @@ import pandas as pd
 from streamrec import logs
 from streamrec.errors import InvalidRequest
 from streamrec.foldin import ItemFactors, top_k
+from streamrec.ids import rows as row_index
+from streamrec.ids import rows_of_known
 from streamrec.ranking import ImplicitFactors
 from streamrec.scorer import Blend, Scorer, Users, top_rows
 
@@ -174,7 +176,7 @@ def fit_ranking(spark, ratings: pd.DataFrame, rp: RankingParams, item_ids: np.nd
     items = model.itemFactors.toPandas()
     users = model.userFactors.toPandas().sort_values("id")
     rows = np.zeros((len(item_ids), rp.rank), np.float32)
-    pos = np.searchsorted(item_ids, items["id"].to_numpy(np.int64))
+    pos = rows_of_known(item_ids, items["id"].to_numpy(np.int64))
     rows[pos] = np.stack(items["features"].to_numpy())
     factors = ImplicitFactors(rows, rp.reg, rp.alpha, rp.threshold)
     return RankingFit(factors, users["id"].to_numpy(np.int64),
@@ -187,8 +189,8 @@ def scorer_of(m: Fitted, r: RankingFit, blend: Blend | None = None) -> Scorer:
 
 def stored_users(m: Fitted, r: RankingFit, train: pd.DataFrame, users: np.ndarray) -> Users:
     """Trained users' vectors of both models (users must be in both fits)."""
-    e = np.searchsorted(m.user_ids, users)
-    i = np.searchsorted(r.user_ids, users)
+    e = rows_of_known(m.user_ids, users)
+    i = rows_of_known(r.user_ids, users)
     n = train.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
     return Users(users, r.user_factors[i], n, m.user_factors[e], m.user_bias[e])
 
@@ -299,9 +301,7 @@ def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
 
 def evaluate(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int = 10, ranking: bool = True) -> dict:
     """RMSE/MAE on the holdout (cold-start rows dropped and counted) and ranking metrics @k."""
-    u_pos = np.searchsorted(m.user_ids, test["user_id"].to_numpy())
-    u_pos = np.clip(u_pos, 0, len(m.user_ids) - 1)
-    known_u = m.user_ids[u_pos] == test["user_id"].to_numpy()
+    u_pos, known_u = row_index(m.user_ids, test["user_id"].to_numpy())
     i_pos, known_i = m.items.rows(test["movie_id"].to_numpy())
     warm = known_u & known_i
     uv = np.einsum("ij,ij->i", m.user_factors[u_pos[warm]], m.items.factors[i_pos[warm]])
@@ -327,9 +327,10 @@ def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) 
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
     lists, relevant = [], []
     for user, relevant_items in rel.items():
-        i = np.searchsorted(m.user_ids, user)
-        if i >= len(m.user_ids) or m.user_ids[i] != user:
+        pos, known = row_index(m.user_ids, [user])
+        if not known[0]:
             continue
+        i = int(pos[0])
         top, _ = top_k(m.items, m.user_factors[i], k, exclude=seen.get(user), bias=m.user_bias[i])
         lists.append(top)
         relevant.append(relevant_items)

@@ -22,6 +22,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .ids import rows as row_index
+
 
 @dataclass(frozen=True)
 class ItemFactors:
@@ -40,11 +42,7 @@ class ItemFactors:
 
     def rows(self, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row index, known mask) for movie ids; unknown movies get mask False."""
-        movie_ids = np.asarray(movie_ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, movie_ids)
-        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
-        known = (self.ids[pos] == movie_ids) if len(self.ids) else np.zeros(len(movie_ids), bool)
-        return pos, known
+        return row_index(self.ids, movie_ids)
 
     @property
     def rank(self) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ModelStoreError
 from .foldin import ItemFactors
+from .ids import rows as row_index
 from .model_meta import FORMAT, ModelMetadata
 from .ranking import ImplicitFactors
 from .scorer import Blend, Scorer, Users
@@ -60,9 +61,9 @@ class Model:
 
     def stored_users(self, user_id: int) -> Users | None:
         """A trained user's stored vectors of both models, None for a user the model has not seen."""
-        i = np.searchsorted(self.user_ids, user_id)
-        if i < len(self.user_ids) and self.user_ids[i] == user_id:
-            s = slice(i, i + 1)
+        pos, known = row_index(self.user_ids, [user_id])
+        if known[0]:
+            s = slice(int(pos[0]), int(pos[0]) + 1)
             return Users(self.user_ids[s], self.rank_user_factors[s], self.user_support[s],
                          self.user_factors[s], self.user_bias[s].astype(np.float64))  # fmt: skip
         return None

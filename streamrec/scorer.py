@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 
 from .foldin import ItemFactors, fold_in_many
+from .ids import rows_of_known
 from .ranking import ImplicitFactors, implicit_fold_in_many
 
 
@@ -113,9 +114,9 @@ class Scorer:
             np.zeros((len(all_users), self.items.rank), np.float32),
             np.zeros(len(all_users)),
         )
-        slot = np.searchsorted(all_users, ids)
+        slot = rows_of_known(all_users, ids)
         out.rank_vectors[slot] = rank_vectors
-        slot = np.searchsorted(all_users, e_users)
+        slot = rows_of_known(all_users, e_users)
         out.vectors[slot], out.biases[slot], out.n_used[slot] = vectors, biases, used
         out.n_unknown = total - out.n_used
         return out

@@ -107,3 +107,17 @@ def test_metadata_is_typed_and_knows_its_format():
     assert old.format == 1 and "predates the ranking model" in old.serving_problem()
     with pytest.raises(ModelStoreError, match="malformed metadata"):
         ModelMetadata.from_dict({**d, "params": {"reg": "much"}})
+
+
+def test_one_id_to_row_helper_for_every_table():
+    import numpy as np
+
+    from streamrec.ids import rows, rows_of_known
+
+    table = np.array([3, 7, 10, 42], np.int64)
+    pos, known = rows(table, [7, 5, 42, 99])
+    assert known.tolist() == [True, False, True, False] and pos[known].tolist() == [1, 3]
+    assert rows(np.array([], np.int64), [1])[1].tolist() == [False]
+    assert rows_of_known(table, [42, 3]).tolist() == [3, 0]
+    with pytest.raises(LookupError, match=r"\[5\]"):
+        rows_of_known(table, [3, 5])
