@@ -31,6 +31,8 @@ from streamrec.settings import FRACTION, POSITIVE, data_option, kafka_options, r
 @click.option(
     "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
 )
+@click.option("--allow-overlap", is_flag=True,
+              help="replay events CURRENT was trained on (the aggregates count them twice)")  # fmt: skip
 def replay(**kwargs) -> int:
     return run_with_args(run)(**kwargs)
 
