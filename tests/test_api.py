@@ -293,3 +293,14 @@ def test_status_shows_the_streams_latency_now(api, monkeypatch, capsys):
     assert (
         "aggregates: last batch 2, 600 rows, latency over the last 3 batches p50 301 ms / p95 902 ms" in out
     )
+
+
+def test_the_cli_lsh_runs_in_numpy_and_answers_like_the_api(api, monkeypatch, capsys):
+    from streamrec.cli import main
+
+    monkeypatch.setenv("STREAMREC_HOME", str(api.cfg.model_root.parent))
+    assert main(["similar", "--movie", "260", "--metric", "lsh", "-k", "10", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    http = api.get("/movies/260/similar", params={"metric": "lsh", "k": 10}).json()
+    assert [i["movie_id"] for i in cli["items"]] == [i["movie_id"] for i in http["items"]]
+    assert 0.5 <= cli["recall_vs_exact"] <= 1.0
