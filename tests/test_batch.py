@@ -341,12 +341,12 @@ def test_tuning_scores_every_candidate_and_picks_the_best(spark):
     assert all(np.isfinite(r["rmse"]) for r in rows)
 
 
-def test_retrain_failure_leaves_current_in_place(store_copy, capsys):
+def test_retrain_failure_leaves_current_in_place(store_copy, capsys, caplog):
     store, v1 = store_copy
     worse = ["retrain", "--once", "--no-bias", "--rank", "2", "--iters", "1", "--reg", "0.01"]
     assert main(worse) == 1
-    captured = capsys.readouterr()
-    assert "failed, CURRENT unchanged" in captured.err and "0 published" in captured.out
+    # progress goes through logging (pytest's capture here; stderr under the CLI), the summary to stdout
+    assert "failed, CURRENT unchanged" in caplog.text and "0 published" in capsys.readouterr().out
     assert store.current_version() == v1 and store.versions() == [v1]
 
 
