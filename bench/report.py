@@ -5,23 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _dated(results: dict, part: str) -> str:
+    """', measured DATE' when a section was re-run on another day than the rest."""
+    day = (results.get("dates") or {}).get(part)
+    return f", measured {day}" if day and day != results.get("date") else ""
+
+
 def _replay(r: dict) -> list[str]:
-    runs = ", ".join(f"{x:,.0f}" for x in r["runs"])
+    clients = r.get("clients") or {
+        "kafka-python": {"runs": r["runs"], "median_events_per_s": r["median_events_per_s"]}
+    }
+    rows = [f"| {c} | {', '.join(f'{x:,.0f}' for x in v['runs'])} | **{v['median_events_per_s']:,.0f}** |"
+            for c, v in clients.items()]  # fmt: skip
     return [
         "## Replay throughput (`bench/replay_bench.py`)", "",
         f"The full bundled dataset ({r['events']:,} events) into the local broker, acks=all, idempotent, "
-        f"gzip, as fast as possible. Runs: {runs} events/s.", "",
-        f"**Median: {r['median_events_per_s']:,.0f} events/s** (aim: 50,000).", "",
-        "Where the time goes (cProfile of 30,000 sends, measured once by hand): encoding the JSON "
-        "runs at ~550,000 events/s and is not the limit; kafka-python's `send()` path costs "
-        "~50 µs of Python per record "
-        "(record accumulator append, record-batch encoding with varints, the murmur2 partitioner, "
-        "future bookkeeping), so one producer process is bound near 15,000-20,000 events/s by the "
-        "GIL. Sending pre-encoded records, gzip raised it from ~15,000 to ~20,000 (less for the "
-        "sender thread to move; the full replay loop adds encoding and pacing checks); larger "
-        "batches or linger did not help, nor did acks=1. Reaching 50,000 needs several producer "
-        "processes (keyed by user so per-user order holds) or a C client (confluent-kafka); this "
-        "project keeps kafka-python, as specified.", "",
+        "key = user id with the murmur2 partitioner in both clients (a user's events land on one "
+        "partition whichever client sent them), as fast as possible; the two clients alternate run "
+        "by run on the same broker. Aim: 100,000 events/s.", "",
+        "| client | runs (events/s) | median |", "|---|---|---|", *rows, "",
+        "confluent-kafka (librdkafka, C, in its wheel) is `replay`'s default when installed (it is a "
+        "dependency); `--client kafka-python` keeps the specified pure-Python client. kafka-python's "
+        "`send()` path costs ~50 µs of Python per record (record accumulator, varint batch encoding, "
+        "partitioner, futures; cProfile of 30,000 sends, measured once by hand), which binds one "
+        "process near its figure above; it uses gzip (less for its GIL-bound sender thread to move). "
+        "librdkafka does that work in C: the Python loop left is encoding (~550,000 events/s) and "
+        "`produce()`. No compression for librdkafka: into a local broker it only costs CPU (same run, "
+        "by hand: none 280-373k, lz4 153-179k, gzip 81k events/s) and any consumer reads it.", "",
     ] + _parallel(r)  # fmt: skip
 
 
@@ -30,7 +40,7 @@ def _parallel(r: dict) -> list[str]:
     if not par:
         return []
     rows = "; ".join(f"{n} processes: {v:,.0f} events/s" for n, v in sorted(par.items()))
-    return [f"The same replay split over producer processes by user id (so per-user order holds), "
+    return [f"kafka-python split over producer processes by user id (so per-user order holds), "
             f"each process loading the data inside the clock: {rows}. The 2 cores are shared with "
             "the broker, so more processes than cores cannot help here.", ""]  # fmt: skip
 
@@ -364,7 +374,8 @@ def write_readme_results(results: dict, readme: Path) -> None:
     if s:
         tp, lat = best_throughput(s), s["latency"]
         extra = ["", f"Measured {results['date']} on {results['machine']}: replay "
-                 f"{results['replay']['median_events_per_s']:,.0f} events/s (median); stream "
+                 f"{results['replay']['median_events_per_s']:,.0f} events/s (median"
+                 f"{_dated(results, 'replay')}); stream "
                  f"{tp['events_per_s_wall']:,.0f} events/s through all three queries draining a backlog "
                  f"({_cap(tp['per_batch']).replace(' (default)', '')} per batch); latency at "
                  f"{lat['rate']:,.0f} events/s p50 {lat['aggregates']['p50_ms'] / 1000:.1f} s / p95 "

@@ -31,6 +31,8 @@ from streamrec.settings import FRACTION, POSITIVE, data_option, kafka_options, r
 @click.option(
     "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
 )
+@click.option("--client", type=click.Choice(["auto", "confluent", "kafka-python"]), default="auto",
+              help="confluent-kafka (librdkafka), kafka-python, or auto: the first if installed")  # fmt: skip
 @click.option("--allow-overlap", is_flag=True,
               help="replay events CURRENT was trained on (the aggregates count them twice)")  # fmt: skip
 def replay(**kwargs) -> int:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = ensure_broker(args)
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM flushes and reports, like Ctrl-C
     res = replay(events, bootstrap, args.topic, partitions=args.partitions, rate=args.rate,
-                 speedup=args.speedup, progress=args.progress)  # fmt: skip
+                 speedup=args.speedup, progress=args.progress, client=args.client)  # fmt: skip
     summary = (
         f"replayed {res.confirmed:,} of {len(events):,} events to {args.topic}@{bootstrap} "
         f"in {res.seconds:.1f}s ({res.rate:,.0f} events/s)"

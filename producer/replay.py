@@ -7,6 +7,7 @@ events is the count of the broker's acknowledgements, taken after a final flush.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -69,6 +70,18 @@ class _Pacer:
         return None
 
 
+CLIENTS = ("auto", "confluent", "kafka-python")
+
+
+def default_client() -> str:
+    """confluent-kafka (librdkafka, C) when installed, else kafka-python (pure Python)."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return "kafka-python"
+    return "confluent"
+
+
 def replay(
     events: pd.DataFrame,
     bootstrap: str,
@@ -78,6 +91,7 @@ def replay(
     rate: float | None = None,
     speedup: float | None = None,
     progress: bool | None = None,
+    client: str = "auto",
     **producer_config,
 ) -> ReplayResult:
     """Publish events (already in event-time order) and wait until every send is confirmed.
@@ -85,9 +99,16 @@ def replay(
     `confirmed` counts the broker's acknowledgements themselves (not sends minus failures), so it
     is exact however a send fails: at once (a full buffer, an oversized record), later (delivery
     timeout), or never acknowledged before the final flush gave up (a long broker outage).
-    `producer_config` overrides kafka-python producer settings."""
+    `client`: "confluent" (librdkafka), "kafka-python", or "auto" (the first when installed).
+    Both: acks=all, idempotence, key = user id, the same murmur2 partitioner (a user's events
+    land on one partition whichever client sent them, so per-user order holds).
+    `producer_config` overrides the client's settings (its own names)."""
+    if client not in CLIENTS:
+        raise InvalidRequest(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
     pacer = _Pacer(events["timestamp"].to_numpy(), rate, speedup)
     ensure_topic(bootstrap, topic, partitions=partitions)
+    if (default_client() if client == "auto" else client) == "confluent":
+        return _replay_confluent(events, bootstrap, topic, pacer, progress, producer_config)
     n = len(events)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[BaseException] = []
@@ -143,3 +164,85 @@ def replay(
     error = f"{type(failures[0]).__name__}: {failures[0]}" if failures else None
     # Attempted but not acknowledged counts as failed (not known to be stored).
     return ReplayResult(sent, confirmed, sent - confirmed, seconds, interrupted, error)
+
+
+# librdkafka: big batches and a short linger; idempotence implies acks=all and at most 5
+# requests in flight, which keeps each partition's order across retries. No compression: into
+# a local broker it only costs CPU (the full bundled replay, same run: none 280-373k events/s,
+# lz4 153-179k, gzip 81k), and every consumer can read it (kafka-python needs extra packages
+# for lz4/snappy/zstd).
+CONFLUENT_TUNING = {
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "compression.type": "none",
+    "queue.buffering.max.messages": 500_000,
+}
+
+
+def _replay_confluent(events: pd.DataFrame, bootstrap: str, topic: str, pacer: _Pacer,
+                      progress: bool | None, overrides: dict) -> ReplayResult:  # fmt: skip
+    from confluent_kafka import KafkaException, Producer
+
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",  # Java's and kafka-python's partitioner for keyed records
+        "delivery.timeout.ms": 30_000,
+        # librdkafka's own log lines (reconnect errors during an outage) through Python logging:
+        # quiet by default, shown with --verbose; replay's report says what failed, once.
+        "logger": logging.getLogger("librdkafka"),
+        **CONFLUENT_TUNING,
+        **overrides,
+    }
+    flush_s = conf["delivery.timeout.ms"] / 1000 + 5
+    p = Producer(conf)
+    n = len(events)
+    show = sys.stderr.isatty() if progress is None else progress
+    failures: list[str] = []
+    acked = [0]
+    sent, interrupted = 0, False
+
+    def delivered(err, _msg) -> None:  # called from poll()/flush() on this thread
+        if err is None:
+            acked[0] += 1
+        else:
+            failures.append(str(err))
+
+    cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "timestamp")]
+    users, movies, ratings, stamps = (c.tolist() for c in cols)
+    start = time.monotonic()
+    bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
+    try:
+        for i in range(n):
+            due = pacer.due(i)
+            if due is not None:
+                wait = start + due - time.monotonic()
+                if wait > 0:
+                    p.poll(wait)  # serve delivery reports while waiting
+            key, value = encode(users[i], movies[i], ratings[i], stamps[i])
+            sent += 1  # attempted
+            while True:
+                try:
+                    p.produce(topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    p.poll(0.05)
+            if sent % 5000 == 0:
+                p.poll(0)
+                bar.update(5000)
+                if failures:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    except KafkaException as exc:
+        failures.append(str(exc))
+    finally:
+        remaining = p.flush(flush_s)
+        if remaining and not failures:
+            failures.append(f"{remaining} events still unacknowledged after {flush_s:g} s")
+        bar.update(sent - bar.n)
+        bar.close()
+    seconds = time.monotonic() - start
+    error = f"KafkaError: {failures[0]}" if failures else None
+    return ReplayResult(sent, acked[0], sent - acked[0], seconds, interrupted, error)

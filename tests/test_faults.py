@@ -28,7 +28,19 @@ from tests.kafka_support import consume_all
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-def test_a_broker_outage_past_the_delivery_timeout_loses_and_duplicates_nothing(tmp_path):
+OUTAGE_CONFIG = {  # a 4 s delivery timeout, in each client's own names
+    "kafka-python": {
+        "delivery_timeout_ms": 4000,
+        "request_timeout_ms": 2000,
+        "linger_ms": 5,
+        "max_block_ms": 4000,
+    },
+    "confluent": {"delivery.timeout.ms": 4000, "request.timeout.ms": 2000, "linger.ms": 5},
+}
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_a_broker_outage_past_the_delivery_timeout_loses_and_duplicates_nothing(tmp_path, client):
     """A private broker stopped mid-replay for 3x the producer's delivery timeout, then started
     again: replay ends with a one-line error and exact counts; the topic holds every event the
     producer confirmed, exactly once, and only a prefix of each partition's sends."""
@@ -42,9 +54,8 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_duplicates_nothing(
         result = {}
 
         def run():
-            result["r"] = replay(events, broker.address, topic, rate=600, progress=False,
-                                 delivery_timeout_ms=4000, request_timeout_ms=2000, linger_ms=5,
-                                 max_block_ms=4000)  # fmt: skip
+            result["r"] = replay(events, broker.address, topic, rate=600, progress=False, client=client,
+                                 **OUTAGE_CONFIG[client])  # fmt: skip
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -54,7 +65,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_duplicates_nothing(
         broker.start()
         thread.join(120)
         r = result["r"]
-        print(f"\nbroker outage: {r}")
+        print(f"\nbroker outage ({client}): {r}")
         assert r.error and "\n" not in r.error
         assert r.failed > 0 and r.confirmed + r.failed == r.sent and r.confirmed >= 1000
         records = consume_all(broker.address, topic, expected=r.sent, timeout=20)

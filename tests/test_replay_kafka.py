@@ -174,9 +174,9 @@ def test_confirmed_counts_acknowledgements_even_when_a_send_fails_at_once(kafka,
     # Records over the producer's size limit fail inside send(), before any delivery: the count
     # of confirmed events was then one too low (sent minus failures counted the failure twice).
     events = window(ratings, limit=50)
-    res = replay(events, kafka, topic, progress=False, max_request_size=16)
+    res = replay(events, kafka, topic, progress=False, client="kafka-python", max_request_size=16)
     assert res.confirmed == 0 and res.failed == res.sent == 1
     assert "MessageSizeTooLarge" in res.error
-    ok = replay(events, kafka, topic, progress=False)
+    ok = replay(events, kafka, topic, progress=False, client="kafka-python")
     assert ok.confirmed == ok.sent == 50 and ok.failed == 0 and ok.error is None
     assert len(consume_all(kafka, topic, 50)) == 50  # exactly what was confirmed
