@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import sqlalchemy as sa
 from pyspark.sql.streaming import StreamingQueryListener
 
 from streamrec import logs
@@ -76,6 +77,9 @@ class ProgressListener(StreamingQueryListener):
                     self._sink = Sink(self.sink_url, threadsafe=True)
                 with self._sink.transaction():
                     v = record_progress(self._sink, progress)
+                    m = stream_metrics.c  # the batch writer committed this batch's latency already
+                    lat = self._sink.query(sa.select(m.latency_p50_ms, m.latency_p95_ms).where(
+                        m.query == progress["name"], m.batch_id == int(progress["batchId"])))  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - metrics are best effort; the batch writers retry
                 LOG.warning(
                     f"[{progress['name']}] batch {progress['batchId']}: progress not recorded "
@@ -86,8 +90,10 @@ class ProgressListener(StreamingQueryListener):
                 return
         if not self.quiet and v["input_rows"]:
             state = f" state={v['state_rows']}" if "state_rows" in v else ""
-            LOG.info(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, "
-                     f"{v['rows_per_s'] or 0:,.0f} rows/s, {v['duration_ms']} ms{state}")  # fmt: skip
+            p50, p95 = tuple(lat[0]) if lat else (None, None)
+            latency = f", latency p50 {p50:,.0f} ms / p95 {p95:,.0f} ms" if p95 is not None else ""
+            speed = f"{v['rows_per_s'] or 0:,.0f} rows/s, {v['duration_ms']} ms{state}{latency}"
+            LOG.info(f"[{progress['name']}] batch {progress['batchId']}: {v['input_rows']} rows, {speed}")
 
 
 def flush_progress(sink_url: str, queries: list) -> None:
