@@ -7,7 +7,7 @@ JARS := .cache/jvm
 MVN_COPY := mvn -q -B dependency:copy-dependencies -DincludeScope=runtime
 export PYTHON
 
-.PHONY: help setup jars test test-fast demo lint format bench clean stop
+.PHONY: help setup jars blas test test-fast demo lint format bench clean stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ $(JARS)/spark-kafka/.fetched: jvm/spark-kafka/pom.xml | prereqs
 	@rm -rf $(JARS)/spark-kafka && cd jvm/spark-kafka && $(MVN_COPY) -DoutputDirectory=$(CURDIR)/$(JARS)/spark-kafka
 	@touch $@
 
-setup: $(VENV)/.installed jars ## create the venv, install packages, fetch jars
+setup: $(VENV)/.installed jars blas ## create the venv, install packages, fetch jars, native BLAS
+
+blas: ## native BLAS/LAPACK for Spark ML (Debian's OpenBLAS, once, when root)
+	@scripts/blas.sh
 
 jars: $(JARS)/kafka/.fetched $(JARS)/spark-kafka/.fetched ## fetch the JVM jars (Kafka broker, Spark connector)
 

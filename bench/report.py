@@ -35,6 +35,21 @@ def _replay(r: dict) -> list[str]:
     ] + _parallel(r)  # fmt: skip
 
 
+def _blas(b: dict) -> list[str]:
+    n, j = b["native"], b["java"]
+    return ["## Native BLAS for Spark ML (`bench/blas_bench.py`)", "",
+            "`streamrec train` on the bundled data (both models, the refit on all ratings included), "
+            "each run a fresh process, alternating: OpenBLAS installed by `make setup` "
+            "(`scripts/blas.sh`, single-threaded: Spark already runs one task per core) against Spark's "
+            "Java fallback (`dev.ludovic.netlib.*.allowNative=false`, what a machine without "
+            "libblas.so.3 runs).", "",
+            "| BLAS | runs (s) | median |", "|---|---|---|",
+            *(f"| {name} | {', '.join(f'{x:.1f}' for x in r['seconds'])} | **{r['median_s']:.1f} s** |"
+              for name, r in (("native (OpenBLAS)", n), ("Java", j))), "",
+            f"Ratio: {j['median_s'] / n['median_s']:.2f}x (Java / native). The times include starting "
+            "Spark and loading the data, which BLAS does not touch.", ""]  # fmt: skip
+
+
 def _parallel(r: dict) -> list[str]:
     par = r.get("parallel_events_per_s") or {}
     if not par:
@@ -244,7 +259,15 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
               "p95 between 7.5 and 10.5 s over five runs): CPU, not waiting, is the limit. Spark's FAIR "
               "scheduler with one pool per query was tried too and made no difference beyond noise "
               "(two runs each), so it is not enabled. Latency is taken after a batch's sink writes, "
-              "just before its commit.",
+              "just before its commit.", "",
+              "Spark's Real-Time Mode (`trigger(realTime=...)`, new in 4.1) cannot run any of the three "
+              "queries on Spark 4.2: it supports stateless queries only (projections, filters, map-like "
+              "operations, unions, stream-static joins), and the event log writes with the file sink, the "
+              "aggregates through `foreachBatch`, and the fold-in with `transformWithStateInPandas`, "
+              "none of which it takes. Its stateless part here, parsing and validation, would only "
+              "add a Kafka hop in front of the same three micro-batch queries. Spark 4.3 adds "
+              "streaming aggregations and the JVM (not the Python) `transformWithState`: the "
+              "aggregates could move there once they are grouped in Spark instead of pandas.",
               ""]  # fmt: skip
     return [*lines, ""]
 
@@ -264,6 +287,8 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += _quality(results["quality"], img)
     if "replay" in results:
         lines += _replay(results["replay"])
+    if "blas" in results:
+        lines += _blas(results["blas"])
     if "train" in results:
         lines += _train(results["train"], img)
     if "stream" in results:

@@ -36,6 +36,9 @@ def connector_jars() -> list[str]:
 
 def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
     """Create (or return) the process's SparkSession."""
+    # Native BLAS (scripts/blas.sh) single-threaded: Spark already runs one task per core, and
+    # OpenBLAS's own threads on top of them would oversubscribe the cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     # Our log4j2.properties (errors only) is found on the classpath through SPARK_CONF_DIR.
@@ -58,6 +61,7 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",  # the same on a cluster's executors
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
         # Commit a changelog per batch instead of a RocksDB snapshot: the fold-in's state commit
