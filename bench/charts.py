@@ -59,4 +59,19 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         right.set(title="Median batch time per query", xlabel="records per batch", ylabel="seconds")
         right.legend(fontsize=8)
         save(fig, "stream_throughput")
+
+    lat = results.get("stream", {}).get("latency", {})
+    if all("series" in lat.get(q, {}) for q in ("aggregates", "foldin")):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+        for ax, q, target in zip(axes, ("aggregates", "foldin"), (1.0, 1.5), strict=True):
+            series = lat[q]["series"]
+            t = [s[0] for s in series]
+            ax.plot(t, [s[2] / 1000 for s in series], marker=".", label="batch p95")
+            ax.plot(t, [s[1] / 1000 for s in series], marker=".", label="batch p50")
+            ax.axhline(target, color="#c44", linestyle="--", linewidth=1, label=f"target p95 {target:g} s")
+            ax.set(title=f"{q}: end-to-end latency per batch", xlabel="seconds into the paced replay")
+            ax.legend(fontsize=8)
+        axes[0].set_ylabel("seconds (Kafka record time -> sink commit)")
+        fig.suptitle(f"Paced replay at {lat['rate']:,.0f} events/s, 2 cores, everything running", fontsize=9)
+        save(fig, "stream_latency")
     return made

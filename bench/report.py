@@ -215,6 +215,8 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
         lines.append(f"| {_cap(r['per_batch'])} | {r['batches']} | {r['events_per_s_wall']:,.0f} | {ms} |")
     if "stream_throughput" in img:
         lines += ["", f"![Stream throughput and batch time by records per batch]({img['stream_throughput']})"]
+    if "stream_latency" in img:
+        lines += ["", f"![End-to-end latency per batch during the paced replay]({img['stream_latency']})"]
     lines += ["", f"Latency at a paced {lat['rate']:,.0f} events/s ({lat['events']:,} events, trigger 1 s), "
               "from the Kafka record timestamp to the sink commit:", "",
               "| query | p50 (ms) | p95 (ms) | median batch (ms) |", "|---|---|---|---|"]  # fmt: skip
@@ -228,15 +230,40 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
                   f"**{nu['median_s']:.1f} s** (max {max(nu['seconds']):.1f} s, {nu['found']} of "
                   f"{nu['trials']} trials; from the produce call to the row being visible)."]  # fmt: skip
     small = min((r for r in runs if r["per_batch"]), key=lambda r: r["per_batch"], default=best)
-    lines += ["", "### Where the time goes, and the limit", "",
+    a, f = lat["aggregates"], lat["foldin"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines += ["", "### Against the real-time targets (2 cores, everything running)", "",
+              "| target | measured | |", "|---|---|---|",
+              f"| aggregates p95 <= 1 s at a paced 1,000 events/s | {a['p95_ms'] / 1000:.2f} s | "
+              f"{met(a['p95_ms'] <= 1000)} |",
+              f"| fold-in lists p95 <= 1.5 s at a paced 1,000 events/s | {f['p95_ms'] / 1000:.2f} s | "
+              f"{met(f['p95_ms'] <= 1500)} |",
+              *([f"| a brand-new user's first list <= 1 s (median of 5) | {nu['median_s']:.2f} s | "
+                 f"{met(nu['median_s'] <= 1)} |"] if nu and nu["found"] else []),
+              f"| backlog drain >= 30,000 events/s | {best['events_per_s_wall']:,.0f} events/s "
+              f"({_cap(best['per_batch']).replace(' (default)', '')} per batch) | "
+              f"{met(best['events_per_s_wall'] >= 30_000)} |", "",
+              "The latency targets are missed by the fixed cost of a micro-batch (below): with a 1 s "
+              f"trigger a batch's median time is {a['batch_ms_median']:,.0f} ms (aggregates) and "
+              f"{f['batch_ms_median']:,.0f} ms (fold-in), so an event waits for its trigger and then "
+              "for the batch. The chart above shows it per batch: no upward drift over the run, the "
+              "same fixed cost every batch. The drain target is met only when one batch takes the whole "
+              "backlog; capped batches pay the fixed cost per batch.", "",
+              "Compared with the previous run of this benchmark (2026-11-27: drain 10,615 events/s, "
+              "aggregates p95 4.5 s, fold-in p95 7.7 s), several things changed at once and were not "
+              "measured apart: the records are now produced by confluent-kafka without compression "
+              "(kafka-python with gzip before, so every batch decompressed them), validation runs the "
+              "strict fast path plus a pandas UDF for the rest, the sink is on SQLAlchemy, and "
+              "OpenBLAS is installed. The likeliest large share is the uncompressed records.", "",
+              "### Where the time goes, and the limit", "",
               "A micro-batch costs mostly a fixed amount, not a per-record one: with the three queries "
-              "sharing 2 cores, a query's batch takes a few seconds whether it carries 20,000 or "
+              "sharing 2 cores, a query's batch takes about as long whether it carries 20,000 or "
               "100,000 records (table above), so throughput grows with the batch size: "
               f"{small['events_per_s_wall']:,.0f} events/s at {small['per_batch']:,} records per "
-              f"batch, {best['events_per_s_wall']:,.0f} with {_cap(best['per_batch'])}. The 20,000 "
-              "events/s aim is not reached on this machine, and neither is a p95 of 2 s at a paced "
-              "1,000 events/s: there, each batch pays that fixed cost (fold-in ~3.5 s, aggregates "
-              "~2 s median) on top of the 1 s trigger.", "",
+              f"batch, {best['events_per_s_wall']:,.0f} with {_cap(best['per_batch'])}.", "",
               "What the fixed cost is made of (Spark's per-batch `durationMs`, and one query at a "
               "time alone on the machine with `bench/stream_profile.py`): planning the incremental "
               "plan (0.2-0.5 s; most for the fold-in), writing the offset log and the commit log "
@@ -409,7 +436,7 @@ def write_readme_results(results: dict, readme: Path) -> None:
                  f"({_cap(tp['per_batch']).replace(' (default)', '')} per batch); latency at "
                  f"{lat['rate']:,.0f} events/s p50 {lat['aggregates']['p50_ms'] / 1000:.1f} s / p95 "
                  f"{lat['aggregates']['p95_ms'] / 1000:.1f} s (aggregates), p95 "
-                 f"{lat['foldin']['p95_ms'] / 1000:.1f} s (fold-in); "
+                 f"{lat['foldin']['p95_ms'] / 1000:.1f} s (fold-in){_dated(results, 'stream')}; "
                  + (f"a brand-new user's first recommendations {s['new_user']['median_s']:.1f} s after "
                     "their ratings (median, idle stream); " if s.get("new_user", {}).get("found") else "")
                  + f"one explicit-model fold-in "

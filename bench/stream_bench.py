@@ -28,10 +28,12 @@ from streamrec.sink import open_sink
 def _metrics(sink_url: str) -> pd.DataFrame:
     with open_sink(sink_url) as s:
         rows = s.query(
-            "SELECT query, batch_id, input_rows, duration_ms, latency_p50_ms, latency_p95_ms "
+            "SELECT query, batch_id, input_rows, duration_ms, latency_p50_ms, latency_p95_ms, at "
             "FROM stream_metrics ORDER BY query, batch_id"
         )
-    return pd.DataFrame([tuple(r) for r in rows], columns=["query", "batch", "rows", "ms", "p50", "p95"])
+    return pd.DataFrame(
+        [tuple(r) for r in rows], columns=["query", "batch", "rows", "ms", "p50", "p95", "at"]
+    )
 
 
 def _cfg(tmp, bootstrap, topic, models, **kw) -> StreamConfig:
@@ -109,15 +111,20 @@ def _wait_until_consumed(cfg: StreamConfig, n: int, timeout: float = 120) -> Non
 def _latency_summary(cfg: StreamConfig, n: int, rate: float) -> dict:
     m = _metrics(cfg.sink_url)
     out = {"events": n, "rate": rate}
+    busy = m[(m.rows > 0) & m.p50.notna()]
+    t0 = float(busy["at"].min()) if len(busy) else 0.0
     for q in ("aggregates", "foldin"):
-        g = m[(m["query"] == q) & (m.rows > 0) & m.p50.notna()]
+        g = busy[busy["query"] == q]
         w = g.rows.to_numpy()
         out[q] = {
             "batches": len(g),
             "p50_ms": float(np.average(g.p50, weights=w)),
             "p95_ms": float(np.percentile(np.repeat(g.p95.to_numpy(), w), 95)),
             "batch_ms_median": float(g.ms.median()),
-        }
+            # per batch, for the latency-over-time chart: seconds since the first busy batch
+            "series": [[round(float(a) - t0, 2), float(p50), float(p95), int(r)]
+                       for a, p50, p95, r in zip(g["at"], g.p50, g.p95, g.rows, strict=True)],
+        }  # fmt: skip
     return out
 
 

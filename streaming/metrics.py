@@ -19,9 +19,11 @@ LOG = logs.get("stream")
 
 
 def upsert_metrics(sink: Sink, query: str, batch_id: int, **values) -> None:
-    """One (query, batch) row of stream_metrics; writers add their own columns to it."""
+    """One (query, batch) row of stream_metrics; writers add their own columns to it. `at` is the
+    first write's time (the batch's), never moved by later upserts: a shutdown's flush of recent
+    progress once re-stamped every batch with the same time."""
     row = {"query": query, "batch_id": batch_id, "at": time.time(), **values}
-    sink.upsert(stream_metrics, [row], [c for c in row if c not in ("query", "batch_id")])
+    sink.upsert(stream_metrics, [row], list(values) or None)
 
 
 def latency_ms(kafka_ts: np.ndarray, committed_at: float) -> dict:

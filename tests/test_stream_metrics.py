@@ -25,3 +25,19 @@ def test_the_batch_line_shows_rows_speed_and_the_batchs_latency(tmp_path, caplog
     )
     with open_sink(url) as sink:
         assert sink.query("SELECT input_rows, duration_ms FROM stream_metrics")[0] == (1200, 500)
+
+
+def test_a_later_upsert_keeps_the_batchs_time(tmp_path):
+    import time
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with open_sink(url) as sink:
+        sink.create_schema()
+        with sink.transaction():
+            upsert_metrics(sink, "foldin", 3, latency_p95_ms=800.0)
+        first = sink.query("SELECT at FROM stream_metrics")[0][0]
+        time.sleep(0.05)
+        with sink.transaction():  # e.g. the shutdown flush of recent progress
+            upsert_metrics(sink, "foldin", 3, input_rows=10)
+        at, rows, p95 = sink.query("SELECT at, input_rows, latency_p95_ms FROM stream_metrics")[0]
+    assert (at, rows, p95) == (first, 10, 800.0)
