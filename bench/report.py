@@ -258,6 +258,14 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
               "(kafka-python with gzip before, so every batch decompressed them), validation runs the "
               "strict fast path plus a pandas UDF for the rest, the sink is on SQLAlchemy, and "
               "OpenBLAS is installed. The likeliest large share is the uncompressed records.", "",
+              "The trigger interval is not a lever here (`bench/trigger_bench.py`, one run on "
+              "2026-11-30, 15,000 events at 1,000 events/s, p95 aggregates / fold-in): 1 s "
+              "5.5 / 7.1 s, 0.5 s 2.7 / 4.5 s, 0 (back to back) 2.3 / 3.8 s, then 1 s again "
+              "2.3 / 3.4 s; a second run: 5.4 / 7.5, 2.4 / 3.9, 2.8 / 4.5, 2.5 / 3.4 s. The first "
+              "stream of a process pays the JVM's warm-up (which is also why "
+              "`stream_bench` warms up for 25 s first); after it, the "
+              "trigger makes no difference beyond noise, so the default stays at 1 s (a 0 trigger "
+              "polls Kafka without pause when idle).", "",
               "### Where the time goes, and the limit", "",
               "A micro-batch costs mostly a fixed amount, not a per-record one: with the three queries "
               "sharing 2 cores, a query's batch takes about as long whether it carries 20,000 or "
