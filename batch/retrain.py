@@ -12,14 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, first_line
 
 from .train import LOG, log
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Callable) -> int:
@@ -55,7 +50,7 @@ def retrain_loop(args: argparse.Namespace, make_options: Callable, describe: Cal
                 log(f"run {runs} failed, CURRENT unchanged: {exc}")
                 LOG.debug("the run's traceback", exc_info=True)
             except Exception as exc:  # a Spark failure must not end the loop
-                log(f"run {runs} failed, CURRENT unchanged: {type(exc).__name__}: {_first_line(exc)}")
+                log(f"run {runs} failed, CURRENT unchanged: {type(exc).__name__}: {first_line(exc)}")
                 LOG.debug("the run's traceback", exc_info=True)  # --verbose shows it
         if args.once:
             break

@@ -380,7 +380,8 @@ def _api(a: dict) -> list[str]:
               "shared the machine with a test run); with the hot "
               "read built once and reads on an autocommit connection, the figures above. In process "
               "(`Service.recommend_user` for a known user, 3,000 calls): 34 µs before, 54 µs now; one "
-              "read costs 21 µs through SQLAlchemy against 8.5 µs through `sqlite3` directly. Left as "
+              "read costs 22.9 µs through SQLAlchemy against 9.8 µs through `sqlite3` on the same file "
+              "(`python -m bench.sink_bench`, one run; a select built per read: 68.6 µs). Left as "
               "is: the remaining cost buys one schema and one upsert builder for both databases.", "",
               f"A brand-new user end to end over HTTP: `POST /events` with 5 ratings, then "
               f"`GET /recommendations/{{id}}` polled until `source` is `stream` (continuous stream, "

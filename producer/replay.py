@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ class ReplayResult:
 
 
 def check_pacing(rate: float | None, speedup: float | None) -> None:
-    """ValueError naming the flag when the pacing options are impossible."""
+    """InvalidRequest when the pacing options are impossible."""
     if rate is not None and speedup is not None:
         raise InvalidRequest("rate and speedup are exclusive: choose one")
     if rate is not None and not rate > 0:
@@ -68,6 +69,19 @@ class _Pacer:
         if self.speedup is not None:
             return (int(self.timestamps[i]) - self.t0_event) / self.speedup
         return None
+
+
+def _paced(
+    events: pd.DataFrame, pacer: _Pacer, wait: Callable[[float], object]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Each event's (key, value) when it is due; `wait(seconds)` idles until then (both clients)."""
+    cols = [events[c].to_numpy().tolist() for c in ("user_id", "movie_id", "rating", "timestamp")]
+    start = time.monotonic()
+    for i, event in enumerate(zip(*cols, strict=True)):
+        due = pacer.due(i)
+        if due is not None and (left := start + due - time.monotonic()) > 0:
+            wait(left)
+        yield encode(*event)
 
 
 CLIENTS = ("auto", "confluent", "kafka-python")
@@ -122,8 +136,6 @@ def replay(
     def on_ack(_metadata) -> None:
         acked[0] += 1
 
-    cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "timestamp")]
-    users, movies, ratings, stamps = (c.tolist() for c in cols)
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
     config = {"delivery_timeout_ms": 30_000, **PRODUCER_TUNING, **producer_config}
@@ -133,13 +145,7 @@ def replay(
     try:
         with producer(bootstrap, timeout=min(10.0, flush_s), **config) as p:
             try:
-                for i in range(n):
-                    due = pacer.due(i)
-                    if due is not None:
-                        wait = start + due - time.monotonic()
-                        if wait > 0:
-                            time.sleep(wait)
-                    key, value = encode(users[i], movies[i], ratings[i], stamps[i])
+                for key, value in _paced(events, pacer, time.sleep):
                     sent += 1  # attempted
                     try:
                         p.send(topic, key=key, value=value).add_callback(on_ack).add_errback(on_error)
@@ -209,18 +215,10 @@ def _replay_confluent(events: pd.DataFrame, bootstrap: str, topic: str, pacer: _
         else:
             failures.append(str(err))
 
-    cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "timestamp")]
-    users, movies, ratings, stamps = (c.tolist() for c in cols)
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
     try:
-        for i in range(n):
-            due = pacer.due(i)
-            if due is not None:
-                wait = start + due - time.monotonic()
-                if wait > 0:
-                    p.poll(wait)  # serve delivery reports while waiting
-            key, value = encode(users[i], movies[i], ratings[i], stamps[i])
+        for key, value in _paced(events, pacer, p.poll):  # poll: serve delivery reports while waiting
             sent += 1  # attempted
             while True:
                 try:

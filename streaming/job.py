@@ -22,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamrec import logs
-from streamrec.errors import StreamrecError
+from streamrec.errors import StreamrecError, first_line
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
@@ -149,8 +149,8 @@ def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0) -> 
             except sink.unavailable_errors as exc:
                 if delay is None:
                     raise StreamrecError(f"{query} batch {batch_id}: the sink failed for {retry_s:g} s: "
-                                         f"{_first_line(exc)}") from exc  # fmt: skip
-                LOG.warning(f"{query} batch {batch_id}: sink unavailable ({_first_line(exc)}); "
+                                         f"{first_line(exc)}") from exc  # fmt: skip
+                LOG.warning(f"{query} batch {batch_id}: sink unavailable ({first_line(exc)}); "
                             f"nothing written, retrying in {delay:g} s")  # fmt: skip
                 LOG.debug("sink error", exc_info=True)
                 time.sleep(delay)
@@ -293,12 +293,12 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
             while not stop.is_set():
                 for q in queries:
                     if not q.isActive:
-                        raise StreamrecError(f"query {q.name} stopped: {_first_line(q.exception())}")
+                        raise StreamrecError(f"query {q.name} stopped: {first_line(q.exception())}")
                 stop.wait(0.5)
     except StreamrecError:
         raise
     except Exception as exc:  # StreamingQueryException and friends: one line for the user
-        raise StreamrecError(f"the stream failed: {_first_line(exc)}") from exc
+        raise StreamrecError(f"the stream failed: {first_line(exc)}") from exc
     finally:
         stop_gracefully(queries)
         flush_progress(cfg.sink_url, queries)
@@ -333,13 +333,6 @@ def summary(sink_url: str) -> dict:
         events = sink.query(sa.select(sa.func.coalesce(sa.func.sum(rating_histogram.c.n_ratings), 0)))[0][0]
         batches = sink.query(sa.select(sa.func.count()).where(stream_batches.c.batch_id >= 0))[0][0]
     return {"rating_events": int(events), "batches": int(batches), **count}
-
-
-def _first_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no error reported"
-    text = str(getattr(exc, "desc", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def reset(cfg: StreamConfig) -> None:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pyspark.sql.streaming import StreamingQueryListener
 
 from streamrec import logs
+from streamrec.errors import first_line
 from streamrec.sink import Sink, stream_metrics
 
 LOG = logs.get("stream")
@@ -85,7 +86,7 @@ class ProgressListener(StreamingQueryListener):
             except Exception as exc:  # noqa: BLE001 - metrics are best effort; the batch writers retry
                 LOG.warning(
                     f"[{progress['name']}] batch {progress['batchId']}: progress not recorded "
-                    f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                    f"({first_line(exc)})"
                 )
                 LOG.debug("progress not recorded", exc_info=True)  # fmt: skip
                 self._sink = None

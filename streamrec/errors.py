@@ -31,3 +31,12 @@ class NotFound(StreamrecError):
 
 class InvalidRequest(StreamrecError):
     """A request names something impossible (a rating outside the domain, an unknown option)."""
+
+
+def first_line(exc: BaseException | None) -> str:
+    """An exception as one line: its first line of text (py4j's `desc`, a DB driver's `orig`
+    when a wrapper holds one), else its type's name."""
+    if exc is None:
+        return "no error reported"
+    text = str(getattr(exc, "desc", None) or getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
