@@ -48,7 +48,7 @@ class Converted(click.ParamType):
             return value  # a default, already converted
         try:
             return self.func(value)
-        except (ValueError, argparse.ArgumentTypeError) as exc:
+        except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
@@ -67,7 +67,7 @@ PORT = click.IntRange(1, 65535)
 
 def kafka_options(f: Callable) -> Callable:
     """`--bootstrap-servers` and `--kafka-port`, shared by every Kafka-facing command."""
-    f = click.option("--kafka-port", type=PORT, default=9092, show_default=True, envvar=KAFKA_PORT_ENV,
+    f = click.option("--kafka-port", type=PORT, default=9092, envvar=KAFKA_PORT_ENV,
                      help="port of the local broker")(f)  # fmt: skip
     return click.option("--bootstrap-servers", default=None, envvar=KAFKA_BOOTSTRAP_ENV,
                         help="existing Kafka cluster (host:port,...); unset: local broker")(f)  # fmt: skip
@@ -99,7 +99,7 @@ def parse_duration(text: str) -> float:
     try:
         return float(t[: len(t) - len(unit)]) * units.get(unit, 1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 90s, 10m, 1h") from None
+        raise ValueError(f"{text!r} is not a duration like 500ms, 90s, 10m, 1h") from None
 
 
 DURATION = Converted(parse_duration, "duration")
