@@ -1,7 +1,8 @@
 """The streaming job: three Structured Streaming queries over topic `ratings`.
 
   eventlog    valid events -> Parquet (Spark's exactly-once file sink, own checkpoint)
-  aggregates  every record -> dead letters + aggregate deltas, one sink transaction per batch
+  aggregates  every record -> dead letters + per-key aggregate deltas grouped by the executors,
+              one sink transaction per batch
   foldin      valid events -> transformWithStateInPandas per user -> user_vectors + recs
 
 Each query checkpoints its Kafka offsets; the two DB writers record (query, batch_id) in the
@@ -40,6 +41,7 @@ from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
 from .parse import kafka_stream, parse, valid
+from .spark_aggregates import BatchResult, batch_deltas, genres_frame
 
 QUERIES = ("eventlog", "aggregates", "foldin")
 BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
@@ -120,10 +122,15 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
     return True
 
 
-def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0) -> object:
+def collect_rows(df, sink: Sink) -> pd.DataFrame:
+    return df.toPandas()
+
+
+def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0, collect=collect_rows) -> object:
     """A foreachBatch function that applies each micro-batch exactly once.
 
-    `apply(sink, pdf, batch_id, now)` runs inside one transaction that also records
+    `collect(df, sink)` brings what the batch writes to the driver (once, outside the write lock);
+    `apply(sink, collected, batch_id, now)` runs inside one transaction that also records
     (query, batch_id); a batch Spark replays after a crash is found in that ledger and skipped.
     When the sink itself fails (locked, disk full, connection lost) the transaction is rolled
     back and the batch retried with backoff for up to `retry_s`, with one line per attempt;
@@ -138,7 +145,7 @@ def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0) -> 
                 if sink.batch_applied(query, batch_id):  # replayed: skip collecting it too
                     return
                 if pdf is None:
-                    pdf = df.toPandas()
+                    pdf = collect(df, sink)
                 with sink.transaction():
                     if sink.batch_applied(query, batch_id):  # re-check under the write lock
                         return
@@ -170,26 +177,33 @@ def backoff(total_s: float, first: float = 0.5, cap: float = 10.0):
     yield None
 
 
-def apply_aggregates(ctx: Context, cfg: StreamConfig):
-    def apply(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
-        bad = pdf[pdf["reason"].notna()]
-        good = pdf[pdf["reason"].isna()]
+def aggregate_in_spark(genres, cfg: StreamConfig):
+    """Collect one batch as per-key deltas computed by the executors (streaming.spark_aggregates).
+    The watermark is read before the job: only this query's batches move it, one at a time."""
+
+    def collect(df, sink: Sink) -> BatchResult:
+        wm = sink.get_state("watermark")
+        return batch_deltas(df, genres, int(wm) if wm else None, cfg.window)
+
+    return collect
+
+
+def apply_aggregates(ctx: Context):
+    def apply(sink: Sink, res: BatchResult, batch_id: int, now: float) -> None:
         sink.upsert(dead_letters, [
             {"topic": t, "kafka_partition": int(p), "kafka_offset": int(o), "raw_value": v, "reason": r,
              "batch_id": batch_id, "raw_base64": b}
-            for t, p, o, v, r, b in bad[["topic", "partition", "offset", "value", "reason", "raw_base64"]]
-            .itertuples(index=False)
+            for t, p, o, v, r, b in res.dead.itertuples(index=False)
         ], None)  # a record already dead-lettered stays as it was  # fmt: skip
         late = 0
-        if len(good):
-            wm = sink.get_state("watermark")
-            d = compute_deltas(good, ctx.genres_of, int(wm) if wm else None, cfg.window)
-            apply_deltas(sink, d, ctx.titles)
-            sink.set_state("watermark", str(d.watermark))
-            late = d.late_events
+        if res.deltas is not None:
+            apply_deltas(sink, res.deltas, ctx.titles)
+            sink.set_state("watermark", str(res.deltas.watermark))
+            late = res.deltas.late_events
         # Latency ends here, after the writes and just before the commit (not at `now`).
-        upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(bad), late_events=late,
-                       **latency_ms(good["kafka_ts"].to_numpy(), time.time()))  # fmt: skip
+        upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(res.dead), late_events=late,
+                       **latency_ms(res.kafka_times["t"].to_numpy(), time.time(),
+                                    res.kafka_times["n"].to_numpy()))  # fmt: skip
 
     return apply
 
@@ -239,8 +253,9 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
         .option("path", str(cfg.event_log_dir))
         .option("checkpointLocation", cfg.checkpoint("eventlog"))
     ).start()
-    aggs = apply_aggregates(ctx, cfg)
-    write_aggregates = once_per_batch(cfg.sink_url, "aggregates", aggs, cfg.sink_retry_s)
+    genres = genres_frame(spark, ctx.genres_of)
+    write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx), cfg.sink_retry_s,
+                                      aggregate_in_spark(genres, cfg))  # fmt: skip
     aggregates = trig(
         parsed.writeStream.queryName("aggregates")
         .foreachBatch(write_aggregates)
