@@ -57,12 +57,14 @@ class ServeConfig:
     def at_home(cls, home: Path, sink_url: str | None = None, **kw) -> ServeConfig:
         """The layout every command shares under a state directory ($STREAMREC_HOME)."""
         from streamrec.event_log import event_log_dir
-        from streamrec.settings import BUNDLED_DATA
+        from streamrec.settings import BUNDLED_DATA, spark_storage
+        from streamrec.settings import home as home_dir
         from streamrec.sink import default_url
 
         kw.setdefault("data", BUNDLED_DATA)
+        shared = spark_storage() if home == home_dir() else home  # the stream's files, if shared
         return cls(model_root=home / "models", sink_url=sink_url or default_url(home),
-                   event_log_dir=event_log_dir(home), checkpoint_dir=home / "checkpoints", **kw)  # fmt: skip
+                   event_log_dir=event_log_dir(shared), checkpoint_dir=shared / "checkpoints", **kw)  # fmt: skip
 
 
 @dataclass

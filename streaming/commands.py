@@ -19,6 +19,7 @@ from streamrec.settings import (
     kafka_options,
     run_with_args,
     sink_option,
+    spark_storage,
 )
 
 
@@ -56,7 +57,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
     return StreamConfig(
         bootstrap=bootstrap,
         sink_url=args.sink or default_url(),
-        state_dir=home(),
+        state_dir=spark_storage(),
         event_log_dir=event_log_dir(),
         model_root=home() / "models",
         data=args.data,

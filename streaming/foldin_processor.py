@@ -7,13 +7,13 @@ vectors of both models of CURRENT (one regularised least-squares solve each, str
 and a top-k list of unrated movies ranked by the ranking model with the cold-start blend; a user
 with no usable rating gets the most popular movies.
 Until a model is published the processor only keeps state (it cannot score anything yet).
+The model comes from the driver (streaming.model_shipping), never from a path on the driver's disk.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
@@ -31,17 +31,18 @@ OUTPUT_SCHEMA = (
 class FoldInProcessor(StatefulProcessor):
     """Keeps each user's ratings and emits their refreshed vector and top-k on every update."""
 
-    def __init__(self, model_root: str, k: int = 10):
-        self.model_root = model_root
+    def __init__(self, scope: str, k: int = 10):
+        self.scope = scope  # the ModelShipper's: which shipped models are this stream's
         self.k = k
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        from streamrec.model_store import ModelStore
+        from .model_shipping import shipped_store
 
         self.ratings = handle.getValueState("ratings", STATE_SCHEMA)
-        # Hot swap: every task re-reads CURRENT (one tiny file) and loads the factors only when
-        # the version changed since this worker last saw it.
-        self.model = _cached_model(ModelStore(Path(self.model_root)))
+        # Hot swap: every task takes the newest model the driver shipped and loads its factors
+        # only when the version changed since this worker last saw it.
+        store = shipped_store(self.scope)
+        self.model = _cached_model(store) if store is not None else None
 
     def handleInitialState(self, key, initialState: pd.DataFrame, timerValues) -> None:
         m, r, t = merge_ratings(self._get(), initialState)

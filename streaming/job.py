@@ -40,6 +40,7 @@ from streamrec.sink import (
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
+from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
 from .spark_aggregates import BatchResult, batch_deltas, genres_frame
 
@@ -232,7 +233,7 @@ def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float)
                    **latency_ms(pdf["min_kafka_ts"].to_numpy(), time.time()))  # fmt: skip
 
 
-def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
+def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
     raw = kafka_stream(spark, cfg.bootstrap, cfg.topic, cfg.max_offsets)
     parsed = parse(raw)
     events = valid(parsed)
@@ -269,7 +270,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context) -> list:
     users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")
     foldin = trig(
         users.transformWithStateInPandas(
-            statefulProcessor=FoldInProcessor(str(cfg.model_root), cfg.k),
+            statefulProcessor=FoldInProcessor(scope, cfg.k),
             outputStructType=OUTPUT_SCHEMA,
             outputMode="Update",
             timeMode="None",
@@ -299,7 +300,9 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     listener = ProgressListener(cfg.sink_url, quiet=cfg.quiet)
     spark.streams.addListener(listener)
     started = time.monotonic()
-    queries = start_queries(spark, cfg, ctx)
+    shipper = ModelShipper(spark.sparkContext, ModelStore(cfg.model_root))
+    shipper.sync()
+    queries = start_queries(spark, cfg, ctx, shipper.scope)
     try:
         if cfg.available_now:
             for q in queries:
@@ -309,6 +312,7 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
                 for q in queries:
                     if not q.isActive:
                         raise StreamrecError(f"query {q.name} stopped: {first_line(q.exception())}")
+                shipper.sync()  # a newly published model reaches the executors' next tasks
                 stop.wait(0.5)
     except StreamrecError:
         raise

@@ -14,11 +14,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings
-from .settings import home
+from .settings import spark_storage
 
 
 def event_log_dir(root: Path | None = None) -> Path:
-    return (root or home()) / "eventlog"
+    """The stream's event log: under `root` or, by default, the Spark storage every node reaches."""
+    return (root or spark_storage()) / "eventlog"
 
 
 def committed_files(root: Path) -> list[Path]:

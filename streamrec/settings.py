@@ -29,6 +29,15 @@ def home() -> Path:
     return Path(os.environ.get("STREAMREC_HOME", PROJECT_ROOT / "var")).resolve()
 
 
+def spark_storage() -> Path:
+    """Where Spark's executors write: the stream's checkpoints (state stores), the event log
+    (Parquet) and RDD checkpoints. On one machine that is $STREAMREC_HOME; on a cluster it must be
+    a directory every node mounts at the same path (STREAMREC_SPARK_STORAGE), because executors
+    write there and the driver reads it back."""
+    shared = os.environ.get("STREAMREC_SPARK_STORAGE")
+    return Path(shared).resolve() if shared else home()
+
+
 #: Per-command environment names: `STREAMREC_<COMMAND>_<OPTION>` (click's auto_envvar_prefix),
 #: so `STREAMREC_TRAIN_RANK` and `STREAMREC_EVALUATE_RANK` cannot collide; options that mean the
 #: same thing everywhere (the broker, the sink, the data folder) have one global name instead.

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .jars import jar_dir
-from .settings import home
+from .settings import spark_storage
 
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 _CONF = Path(__file__).with_name("spark_conf")
@@ -80,7 +80,7 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         atexit.register(spark.stop)  # a clean stop keeps Python workers from dying noisily
     spark.sparkContext.setLogLevel("ERROR")
     # ALS needs a checkpoint directory to cut its lineage (StackOverflowError otherwise).
-    checkpoints = home() / "spark" / "checkpoints"
+    checkpoints = spark_storage() / "spark" / "checkpoints"  # executors write these
     checkpoints.mkdir(parents=True, exist_ok=True)
     spark.sparkContext.setCheckpointDir(str(checkpoints))
     return spark
