@@ -64,7 +64,8 @@ class ServeConfig:
         kw.setdefault("data", BUNDLED_DATA)
         shared = spark_storage() if home == home_dir() else home  # the stream's files, if shared
         return cls(model_root=home / "models", sink_url=sink_url or default_url(home),
-                   event_log_dir=event_log_dir(shared), checkpoint_dir=shared / "checkpoints", **kw)  # fmt: skip
+                   event_log_dir=event_log_dir(shared), checkpoint_dir=shared / "checkpoints",
+                   **kw)  # fmt: skip
 
 
 @dataclass

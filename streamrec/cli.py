@@ -8,6 +8,8 @@ in the `streamrec.commands` group (pyproject.toml), loaded here when the CLI sta
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 import traceback
 from importlib.metadata import entry_points
@@ -52,6 +54,48 @@ kafka = click.Command(
 kafka = kafka_options(kafka)
 
 
+@click.group("cluster", help="a local cluster: Spark standalone master + workers, 3-broker Kafka "
+             "(`eval \"$(streamrec cluster up)\"` points this shell at it)")  # fmt: skip
+def cluster() -> None:
+    pass
+
+
+@cluster.command("up", help="start what is not running; print the export lines on stdout")
+@click.option("--workers", type=click.IntRange(1, 8), default=2, help="Spark workers")
+@click.option("--worker-cores", type=click.IntRange(1, 64), default=2, help="cores each worker offers")
+@click.option("--worker-memory", default="3g", help="memory each worker offers")
+@click.option("--brokers", type=click.IntRange(1, 5), default=3, help="Kafka brokers (KRaft voters)")
+@click.option("--isolate/--no-isolate", default=None,
+              help="workers in a mount namespace without $STREAMREC_HOME [default: when root]")  # fmt: skip
+def cluster_up(**options) -> int:
+    from .cluster import ClusterSpec, LocalCluster
+
+    c = LocalCluster()
+    state = c.up(ClusterSpec(**options))
+    for name, value in c.exports(state).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+@cluster.command("down", help="stop the cluster (its state stays unless --purge)")
+@click.option("--purge", is_flag=True, help="also delete the cluster's data (topics, shared storage)")
+def cluster_down(purge: bool) -> int:
+    from .cluster import LocalCluster
+
+    stopped = LocalCluster().down(purge)
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+@cluster.command("status", help="what runs (exit 1 when something is down)")
+def cluster_status() -> int:
+    from .cluster import LocalCluster
+
+    s = LocalCluster().status()
+    print(json.dumps(s, indent=2))
+    return 0 if s["master"] and s["workers_alive"] and not s["brokers_down"] and s["brokers_running"] else 1
+
+
 def build_cli() -> click.Group:
     """The command group with every component's commands (entry points, in name order)."""
     group = click.Group(
@@ -64,6 +108,7 @@ def build_cli() -> click.Group:
                              help="debug lines, other libraries' warnings, the traceback behind an error")],
     )  # fmt: skip
     group.add_command(kafka)
+    group.add_command(cluster)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         group.add_command(ep.load(), ep.name)
     for name, command in group.commands.items():

@@ -32,13 +32,14 @@ def admin(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, timeout: float = 10.0) -> bool:
-    """Create the topic when missing. Returns True when it was created."""
+    """Create the topic when missing, replicated on up to 3 brokers. Returns True when created."""
     client = admin(bootstrap, timeout)
     try:
         if topic in client.list_topics():
             return False
+        replicas = min(3, max(1, len(client.describe_cluster().get("brokers", []))))
         client.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replicas)],
             timeout_ms=int(timeout * 1000),
         )
         return True

@@ -27,14 +27,23 @@ HEALTH_TOPIC = "__streamrec_health"
 
 @dataclass(frozen=True)
 class LocalKafka:
-    """Paths and ports of the local broker; the controller listens on port + 1."""
+    """Paths and ports of a local broker; its controller listens on port + 1.
+
+    Alone (no `voters`) it is its own single-node KRaft quorum. As one node of a local cluster
+    (streamrec.cluster) it names the quorum's voters (node id, controller port), the shared
+    cluster id, and takes replication 3 / min.insync 2 defaults when there are three nodes.
+    """
 
     port: int = 9092
     state_dir: Path | None = None
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    cluster_id: str | None = None
+    name: str = "kafka"
 
     @property
     def root(self) -> Path:
-        return (self.state_dir or home()) / "kafka"
+        return (self.state_dir or home()) / self.name
 
     @property
     def address(self) -> str:
@@ -78,10 +87,13 @@ class LocalKafka:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> bool:
-        """Start the broker unless it already runs. Returns False when it was already running."""
+    def start(self, timeout: float = 90.0, wait: bool = True) -> bool:
+        """Start the broker unless it already runs. Returns False when it was already running.
+        `wait=False` returns once the process runs (a quorum's nodes start together, then
+        `wait_ready` each)."""
         if self.pid() is not None:
-            self._wait_ready(timeout)
+            if wait:
+                self._wait_ready(timeout)
             return False
         for port in (self.port, self.port + 1):
             if _port_open(port):
@@ -102,12 +114,16 @@ class LocalKafka:
             start_new_session=True,  # Ctrl-C in the terminal must not kill the broker
         )
         self.pid_file.write_text(str(proc.pid))
-        try:
-            self._wait_ready(timeout, proc)
-        except KafkaUnavailable:
-            self.stop()
-            raise
+        if wait:
+            try:
+                self._wait_ready(timeout, proc)
+            except KafkaUnavailable:
+                self.stop()
+                raise
         return True
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        self._wait_ready(timeout)
 
     def stop(self, timeout: float = 60.0) -> bool:
         """SIGTERM the broker and wait for it to exit. Returns False when it was not running."""
@@ -143,12 +159,18 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         ctl = self.port + 1
+        if self.voters:
+            quorum = "controller.quorum.voters=" + ",".join(f"{n}@localhost:{p}" for n, p in self.voters)
+        else:
+            quorum = f"controller.quorum.bootstrap.servers=localhost:{ctl}"
+        rf = min(3, max(1, len(self.voters)))
+        isr = 2 if rf >= 3 else 1
         self.config_file.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=localhost:{ctl}",
+                    f"node.id={self.node_id}",
+                    quorum,
                     f"listeners=PLAINTEXT://localhost:{self.port},CONTROLLER://localhost:{ctl}",
                     f"advertised.listeners=PLAINTEXT://localhost:{self.port}",
                     "controller.listener.names=CONTROLLER",
@@ -156,11 +178,13 @@ class LocalKafka:
                     "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=3",
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"default.replication.factor={rf}",
+                    f"min.insync.replicas={isr}",
+                    f"offsets.topic.replication.factor={rf}",
+                    f"transaction.state.log.replication.factor={rf}",
+                    f"transaction.state.log.min.isr={isr}",
+                    f"share.coordinator.state.topic.replication.factor={rf}",
+                    f"share.coordinator.state.topic.min.isr={isr}",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=false",
                     "log.retention.hours=-1",
@@ -170,9 +194,10 @@ class LocalKafka:
         )
 
     def _format(self) -> None:
-        cluster_id = new_cluster_id()
+        cluster_id = self.cluster_id or new_cluster_id()
+        alone = [] if self.voters else ["--standalone"]  # a static quorum names its voters itself
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", "--standalone",
+            "kafka.tools.StorageTool", "format", *alone,
             "-t", cluster_id, "-c", str(self.config_file),
         )  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -69,6 +69,14 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
     }
+    if (master or "").startswith("spark://"):
+        # A standalone master gives an application every free core unless capped: a running
+        # stream would starve a retrain forever. Each takes 2 one-core executors by default.
+        settings |= {
+            "spark.cores.max": os.environ.get("STREAMREC_SPARK_CORES_MAX", "2"),
+            "spark.executor.cores": "1",
+            "spark.executor.memory": os.environ.get("STREAMREC_SPARK_EXECUTOR_MEMORY", "1g"),
+        }
     jars = connector_jars()
     if jars:
         settings["spark.jars"] = ",".join(jars)
