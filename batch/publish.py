@@ -135,10 +135,11 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     with store.staging() as staged:  # removed again if anything below fails
         write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
                   ranking.factors.factors, ranking.user_factors, user_support)  # fmt: skip
-        model.als_model.itemFactors.write.parquet(str(staged / "item_factors"))
-        model.als_model.userFactors.write.parquet(str(staged / "user_factors"))
-        ranking.als_model.itemFactors.write.parquet(str(staged / "ranking_item_factors"))
-        ranking.als_model.userFactors.write.parquet(str(staged / "ranking_user_factors"))
+        for name, factors in [("item_factors", model.als_model.itemFactors),
+                              ("user_factors", model.als_model.userFactors),
+                              ("ranking_item_factors", ranking.als_model.itemFactors),
+                              ("ranking_user_factors", ranking.als_model.userFactors)]:  # fmt: skip
+            write_factors(factors, staged / name)
         pdict = params_dict(params)
         if pdict["baseline"]:
             pdict["baseline"]["mean"] = model.items.mean
@@ -245,6 +246,18 @@ def _implausible(counts: dict, current_counts: dict | None, current: str | None)
         if key != "ratings" and new > old * COUNT_GROWTH:
             return f"{new:,} {key} is more than {COUNT_GROWTH:g}x {current}'s {old:,} (swapped columns?)"
     return None
+
+
+def write_factors(factors, path: Path) -> None:
+    """ALS factors (id, features) as Parquet that Spark reads back, written by the driver: the
+    store is the driver's directory, and on a cluster `df.write` would leave each part on the
+    executor that wrote it (found by the cluster test: the workers cannot see this disk)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.mkdir()
+    table = pa.Table.from_pandas(factors.toPandas(), preserve_index=False)
+    pq.write_table(table, path / "part-00000.parquet")
 
 
 def _gate(current: str | None, comparison: dict | None, counts: dict | None = None,
