@@ -117,7 +117,8 @@ class LocalCluster:
             LOG.info(f"starting {len(down)} of {spec.brokers} Kafka brokers (a KRaft quorum)...")
             for b in down:
                 b.start(wait=False)
-        for b in self.brokers(state):
+        # The restarted nodes first: a client of a healthy node is handed the others' addresses.
+        for b in sorted(self.brokers(state), key=lambda b: b not in down):
             b.wait_ready(120)
         LOG.info(f"Kafka ready at {self.bootstrap(state)}")
         return state

@@ -220,10 +220,17 @@ class LocalKafka:
             time.sleep(0.25)
         from .kafka_admin import ensure_topic, producer  # kafka-python import is slowish
 
-        remaining = max(5.0, deadline - time.monotonic())
-        ensure_topic(self.address, HEALTH_TOPIC, partitions=1, timeout=remaining)
-        with producer(self.address, timeout=remaining) as p:
-            p.send(HEALTH_TOPIC, b"ping").get(timeout=remaining)
+        while True:  # a quorum's node is up before it has joined: retry until the deadline
+            remaining = max(5.0, deadline - time.monotonic())
+            try:
+                ensure_topic(self.address, HEALTH_TOPIC, partitions=1, timeout=remaining)
+                with producer(self.address, timeout=remaining) as p:
+                    p.send(HEALTH_TOPIC, b"ping").get(timeout=remaining)
+                return
+            except Exception as exc:  # noqa: BLE001 - kafka-python raises many kinds here
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"the Kafka broker at {self.address} is not ready: {exc}") from exc
+                time.sleep(1)
 
 
 def _port_open(port: int) -> bool:
