@@ -23,7 +23,11 @@ def render() -> str:
     from streamrec.cli import build_cli
 
     out = []
-    for name, command in build_cli().commands.items():
+    commands = []
+    for name, command in build_cli().commands.items():  # a group's subcommands: `cluster up`, ...
+        subs = command.commands.items() if isinstance(command, click.Group) else [("", command)]
+        commands += [(f"{name} {sub}".strip(), c) for sub, c in subs]
+    for name, command in commands:
         out.append(f"#### `streamrec {name}`\n\n{command.help or ''}\n")
         rows = []
         for p in command.params:

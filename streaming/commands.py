@@ -144,6 +144,8 @@ def status(args: argparse.Namespace) -> int:
             print(f"history: aggregates seeded from {seeded['data']} ({cut})")
         else:
             print("history: none (aggregates hold stream events only)")
+        if shipped := sink.get_state("model_shipped"):
+            print(f"fold-in: the stream last shipped model {shipped} to its executors")
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
         m = stream_metrics.c
         rows = sink.query(

@@ -301,7 +301,13 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     spark.streams.addListener(listener)
     started = time.monotonic()
     shipper = ModelShipper(spark.sparkContext, ModelStore(cfg.model_root))
-    shipper.sync()
+
+    def ship() -> None:  # a newly published model reaches the executors' next tasks
+        if version := shipper.sync():
+            with open_sink(cfg.sink_url) as s, s.transaction():  # for `streamrec status`
+                s.set_state("model_shipped", version)
+
+    ship()
     queries = start_queries(spark, cfg, ctx, shipper.scope)
     try:
         if cfg.available_now:
@@ -312,7 +318,7 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
                 for q in queries:
                     if not q.isActive:
                         raise StreamrecError(f"query {q.name} stopped: {first_line(q.exception())}")
-                shipper.sync()  # a newly published model reaches the executors' next tasks
+                ship()
                 stop.wait(0.5)
     except StreamrecError:
         raise

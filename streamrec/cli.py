@@ -111,7 +111,11 @@ def build_cli() -> click.Group:
     group.add_command(cluster)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         group.add_command(ep.load(), ep.name)
-    for name, command in group.commands.items():
+    commands = []
+    for name, command in group.commands.items():  # a group's subcommands too: `cluster up`
+        subs = command.commands.items() if isinstance(command, click.Group) else [("", command)]
+        commands += [(f"{name}_{sub}".strip("_"), c) for sub, c in subs]
+    for name, command in commands:
         for param in command.params:
             if isinstance(param, click.Option):
                 param.envvar = envvar(name, param)  # explicit, so help and errors can name it

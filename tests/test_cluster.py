@@ -28,7 +28,7 @@ from streamrec.history import load_history, window
 from streamrec.kafka_local import LocalKafka
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_ratings
-from streamrec.settings import BUNDLED_DATA
+from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 from tests.kafka_support import consume_all
 from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
 
@@ -59,7 +59,16 @@ class Scenario:
         return json.loads((self.home / "cluster" / "cluster.json").read_text())
 
     def start_stream(self) -> None:
-        self.stream = subprocess.Popen([*CLI, "stream", "--trigger", "500ms", "--quiet"], env=self.env,
+        """Through spark-submit, as a user would hand the job to a cluster."""
+        import pyspark
+
+        from streamrec.spark import connector_jars
+
+        submit = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--master",
+                  self.env["STREAMREC_SPARK_MASTER"], "--jars", ",".join(connector_jars()),
+                  str(PROJECT_ROOT / "scripts" / "submit.py")]  # fmt: skip
+        self.stream = subprocess.Popen([*submit, "stream", "--trigger", "500ms", "--quiet"],
+                                       env=self.env | {"PYSPARK_PYTHON": sys.executable},
                                        stdout=subprocess.DEVNULL, stderr=open(self.stream_log, "ab"),
                                        start_new_session=True)  # fmt: skip
 
@@ -150,7 +159,8 @@ def test_end_to_end_with_hot_swap_on_other_jvms(scenario, movies):
     scenario.assert_exact(movies)
     run(scenario.env, "retrain", "--once", "--force", *SMALL)
     deadline = time.monotonic() + 60
-    while "model v0002 shipped" not in scenario.stream_log.read_text():
+    shipped = "SELECT value FROM stream_state WHERE key = 'model_shipped'"
+    while table(scenario.sink_url, shipped, ["v"])["v"].tolist() != ["v0002"]:
         assert time.monotonic() < deadline, "the stream did not ship the new model"
         time.sleep(0.5)
     part, _ = scenario.replay(1500, 2000)
