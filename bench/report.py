@@ -219,10 +219,14 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
         lines += ["", f"![End-to-end latency per batch during the paced replay]({img['stream_latency']})"]
     lines += ["", f"Latency at a paced {lat['rate']:,.0f} events/s ({lat['events']:,} events, trigger 1 s), "
               "from the Kafka record timestamp to the sink commit:", "",
-              "| query | p50 (ms) | p95 (ms) | median batch (ms) |", "|---|---|---|---|"]  # fmt: skip
+              "| query | p50 (ms) | p95 (ms) | p99 (ms) | median batch (ms) |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for q in ("aggregates", "foldin"):
         v = lat[q]
-        lines.append(f"| {q} | {v['p50_ms']:,.0f} | {v['p95_ms']:,.0f} | {v['batch_ms_median']:,.0f} |")
+        p99 = f"{v['p99_ms']:,.0f}" if "p99_ms" in v else "n/a"
+        lines.append(
+            f"| {q} | {v['p50_ms']:,.0f} | {v['p95_ms']:,.0f} | {p99} | {v['batch_ms_median']:,.0f} |"
+        )
     nu = s.get("new_user")
     if nu and nu["found"]:
         lines += ["", f"**A brand-new user** (three ratings, produced to an otherwise idle stream with "

@@ -40,7 +40,8 @@ def latency_ms(kafka_ts: np.ndarray, committed_at: float, counts: np.ndarray | N
     def pct(q: float) -> float:  # the smallest latency with at least q of the records at or below
         return float(lat[min(int(np.searchsorted(cum, q * cum[-1])), len(lat) - 1)])
 
-    return {"latency_p50_ms": pct(0.50), "latency_p95_ms": pct(0.95), "latency_max_ms": float(lat[-1])}
+    return {"latency_p50_ms": pct(0.50), "latency_p95_ms": pct(0.95), "latency_p99_ms": pct(0.99),
+            "latency_max_ms": float(lat[-1])}  # fmt: skip
 
 
 def record_progress(sink: Sink, progress: dict) -> dict:

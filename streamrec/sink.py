@@ -77,14 +77,15 @@ user_recommendations = _table(
 stream_metrics = _table(
     "stream_metrics", _key("query", TEXT), _key("batch_id"), _col("at"), _col("input_rows", BIG),
     _col("rows_per_s"), _col("duration_ms", BIG), _col("latency_p50_ms"), _col("latency_p95_ms"),
-    _col("latency_max_ms"), _col("state_rows", BIG), _col("dead_letters", BIG), _col("late_events", BIG),
-    _col("model_version", TEXT),
+    _col("latency_p99_ms"), _col("latency_max_ms"), _col("state_rows", BIG), _col("dead_letters", BIG),
+    _col("late_events", BIG), _col("model_version", TEXT),
 )  # fmt: skip
 
 TABLES = METADATA.tables
 AGGREGATE_TABLES = ["movie_stats", "genre_stats", "user_activity", "rating_histogram", "trending"]
 # Columns added after a table first shipped: create_schema adds them in place, keeping every row.
-_ADDED_COLUMNS = {"user_recommendations": ["predicted_rating"], "dead_letters": ["raw_base64"]}
+_ADDED_COLUMNS = {"user_recommendations": ["predicted_rating"], "dead_letters": ["raw_base64"],
+                  "stream_metrics": ["latency_p99_ms"]}  # fmt: skip
 
 _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from streamrec.cli import build_cli, main
@@ -12,7 +13,7 @@ from streamrec.cli import build_cli, main
 ROOT = Path(__file__).resolve().parent.parent
 
 COMMANDS = {"kafka", "replay", "stream", "status", "train", "retrain", "model", "recommend", "similar",
-            "report", "evaluate", "serve"}  # fmt: skip
+            "report", "evaluate", "serve", "cluster"}  # fmt: skip
 
 
 def parse(*argv: str) -> dict:
@@ -28,8 +29,12 @@ def parse(*argv: str) -> dict:
 
 def test_every_command_is_registered_and_documents_its_options():
     cli = build_cli()
-    assert set(cli.commands) == COMMANDS  # the components' entry points, and kafka from the core
-    for name, command in cli.commands.items():
+    assert set(cli.commands) == COMMANDS  # the components' entry points, kafka and cluster from the core
+    commands = [(f"{name} {sub}", c) for name, g in cli.commands.items() if isinstance(g, click.Group)
+                for sub, c in g.commands.items()]  # fmt: skip
+    assert {n for n, _ in commands} == {"cluster up", "cluster down", "cluster status"}
+    commands += [(name, c) for name, c in cli.commands.items() if not isinstance(c, click.Group)]
+    for name, command in commands:
         assert command.help, name
         for param in command.params:
             if param.param_type_name == "option":
