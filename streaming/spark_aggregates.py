@@ -66,10 +66,103 @@ def keyed_rows(batch, genres, watermark: int | None, spec: WindowSpec):
     )
 
 
-def batch_deltas(batch, genres, watermark: int | None, spec: WindowSpec) -> BatchResult:
-    """One Spark job: group the batch's keyed rows; build the deltas on the driver from the groups."""
-    g = keyed_rows(batch, genres, watermark, spec).groupBy("kind", "a", "b", "s").agg(*_aggs()).toPandas()
+def batch_deltas(
+    batch, genres, watermark: int | None, spec: WindowSpec, shuffle: bool = False
+) -> BatchResult:
+    """One Spark job. Default: each partition's records are grouped where they are read (pandas
+    in the executors' Python workers) and the driver merges the partial groups, at most one row
+    per key and partition; `shuffle=True` groups with a Spark `groupBy` instead (a shuffle:
+    two stages, which cost more than they save on a small batch: docs/benchmarks.md)."""
+    if shuffle:
+        g = keyed_rows(batch, genres, watermark, spec).groupBy("kind", "a", "b", "s").agg(*_aggs()).toPandas()
+    else:
+        from pyspark.sql.functions import broadcast
+
+        partial = (batch.join(broadcast(genres), "movie_id", "left")
+                   .mapInPandas(_partial_groups(watermark, spec), GROUPS).toPandas())  # fmt: skip
+        g = merge_groups(partial)
     return from_groups(g, watermark, spec)
+
+
+GROUPS = ("kind string, a long, b long, s string, n long, sum double, first long, last long, "
+          "v string, r string, raw string")  # fmt: skip
+_KEYS = ["kind", "a", "b", "s"]
+_COLS = [c.split()[0] for c in GROUPS.split(", ")]
+_DTYPES = (
+    {c: "Int64" for c in ("a", "b", "n", "first", "last")}
+    | {"sum": "float64"}
+    | {c: object for c in ("kind", "s", "v", "r", "raw")}
+)
+
+
+def _partial_groups(watermark: int | None, spec: WindowSpec):
+    """The executor side: a partition's records -> its keyed groups (the groupBy's rows)."""
+
+    def run(frames):
+        for pdf in frames:
+            yield groups_of(pdf, watermark, spec)
+
+    return run
+
+
+def groups_of(pdf: pd.DataFrame, watermark: int | None, spec: WindowSpec) -> pd.DataFrame:
+    """Keyed groups of some records (streaming.parse's columns plus `genres`), in pandas."""
+    from .aggregates import late_mask, window_start
+
+    bad = pdf[pdf["reason"].notna()]
+    ev = pdf[pdf["reason"].isna()]
+    parts = [pd.DataFrame({"kind": "d", "a": bad["partition"], "b": bad["offset"], "s": bad["topic"], "n": 1,
+                           "v": bad["value"], "r": bad["reason"], "raw": bad["raw_base64"]})]  # fmt: skip
+    if len(ev):
+        ts = ev["timestamp"].to_numpy(np.int64)
+        x = ev["rating"].to_numpy(np.float64)
+        late = late_mask(ts, watermark, spec)
+
+        def agg(kind: str, keys: dict, rating: np.ndarray, t: np.ndarray) -> pd.DataFrame:
+            f = pd.DataFrame({**keys, "x": rating, "t": t})
+            out = f.groupby(list(keys)).agg(n=("x", "size"), sum=("x", "sum"), first=("t", "min"),
+                                            last=("t", "max"))  # fmt: skip
+            return out.reset_index().assign(kind=kind)
+
+        movie, user = ev["movie_id"].to_numpy(np.int64), ev["user_id"].to_numpy(np.int64)
+        bucket = np.floor(ev["kafka_ts"].to_numpy(np.float64) / KAFKA_BUCKET_S).astype(np.int64)
+        on = ~late
+        parts += [
+            agg("m", {"a": movie}, x, ts),
+            agg("u", {"a": user}, x, ts),
+            agg("h", {"a": (x * 2).astype(np.int64)}, x, ts),
+            agg("k", {"a": bucket}, x, ts),
+            agg("t", {"a": window_start(ts[on], spec), "b": movie[on]}, x[on], ts[on]),
+        ]
+        if late.any():
+            parts.append(pd.DataFrame({"kind": ["l"], "n": [int(late.sum())]}))
+        g = pd.DataFrame({"s": ev["genres"].to_numpy(), "x": x, "t": ts}).explode("s").dropna(subset=["s"])
+        if len(g):
+            parts.append(
+                agg("g", {"s": g["s"].to_numpy()}, g["x"].to_numpy(np.float64), g["t"].to_numpy(np.int64))
+            )
+    parts = [p for p in parts if len(p)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return out.reindex(columns=_COLS).astype(_DTYPES)  # exact Arrow types, nulls included
+
+
+def merge_groups(partial: pd.DataFrame) -> pd.DataFrame:
+    """The driver side: the partitions' groups of the same key summed (one row per key)."""
+    if partial.empty:
+        return partial
+    return (
+        partial.groupby(_KEYS, dropna=False, sort=False)
+        .agg(
+            n=("n", "sum"),
+            sum=("sum", "sum"),
+            first=("first", "min"),
+            last=("last", "max"),
+            v=("v", "first"),
+            r=("r", "first"),
+            raw=("raw", "first"),
+        )  # fmt: skip
+        .reset_index()
+    )
 
 
 def _aggs():

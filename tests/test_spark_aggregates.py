@@ -50,11 +50,13 @@ def keyed(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     )
 
 
+@pytest.mark.parametrize("shuffle", [False, True], ids=["partials", "groupBy"])
 @pytest.mark.parametrize("watermark", [None, 30 * DAY])
-def test_spark_deltas_equal_the_pandas_reference(spark, watermark):
+def test_spark_deltas_equal_the_pandas_reference(spark, watermark, shuffle):
     rng = np.random.default_rng(7)
     pdf = batch(rng, 2_000, 5)
-    res = batch_deltas(frame(spark, pdf), genres_frame(spark, GENRES), watermark, SPEC)
+    df = frame(spark, pdf).repartition(3)  # partials from several partitions are merged
+    res = batch_deltas(df, genres_frame(spark, GENRES), watermark, SPEC, shuffle)
     good = pdf[pdf["reason"].isna()].astype({"user_id": int, "movie_id": int, "timestamp": int})
     ref = compute_deltas(good, GENRES, watermark, SPEC)
     got = res.deltas
