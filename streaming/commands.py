@@ -38,6 +38,9 @@ from streamrec.settings import (
 @click.option("--reset", is_flag=True, help="forget checkpoints, event log and sink tables; start fresh")
 @click.option("--sink-retry", type=DURATION, default="5m",
               help="how long a batch retries a failing sink (locked, full, down) then it stops")  # fmt: skip
+@click.option("--aggregate-on", type=click.Choice(["auto", "driver", "executors", "shuffle"]), default="auto",
+              help="where a batch's aggregates are grouped: auto = the driver in local mode (faster "
+                   "on one machine), else the executors' partitions (driver memory: by keys)")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="no per-batch log lines")
 def stream(**kwargs) -> int:
     return run_with_args(run)(**kwargs)
@@ -69,6 +72,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
         window=WindowSpec(int(args.window), int(args.watermark_delay)),
         max_offsets=args.max_offsets_per_trigger,
         quiet=args.quiet,
+        aggregation=args.aggregate_on,
     )
 
 

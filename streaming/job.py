@@ -66,6 +66,11 @@ class StreamConfig:
     max_offsets: int | None = None
     quiet: bool = False
     sink_retry_s: float = 300.0  # how long a batch retries a failing sink before the stream stops
+    # Where a batch's aggregates are grouped: "executors" (each partition where it is read, merged
+    # on the driver), "shuffle" (a Spark groupBy) or "driver" (the raw records collected). "auto":
+    # the driver in local mode, where it was measured faster (bench/aggregation_bench.py), else
+    # the executors.
+    aggregation: str = "auto"
 
     def checkpoint(self, query: str) -> str:
         return str(self.state_dir / "checkpoints" / query)
@@ -178,13 +183,33 @@ def backoff(total_s: float, first: float = 0.5, cap: float = 10.0):
     yield None
 
 
-def aggregate_in_spark(genres, cfg: StreamConfig):
+def _on_driver(
+    pdf: pd.DataFrame, genres_of: pd.Series, watermark: int | None, cfg: StreamConfig
+) -> BatchResult:
+    """The pre-cluster path, kept to measure against: raw records to the driver, pandas deltas."""
+    bad, good = pdf[pdf["reason"].notna()], pdf[pdf["reason"].isna()]
+    dead = bad[["topic", "partition", "offset", "value", "reason", "raw_base64"]]
+    d = compute_deltas(good, genres_of, watermark, cfg.window) if len(good) else None
+    kafka = pd.DataFrame({"t": good["kafka_ts"].to_numpy(), "n": 1})
+    return BatchResult(d, dead, kafka)
+
+
+def aggregation_mode(spark, cfg: StreamConfig) -> str:
+    if cfg.aggregation != "auto":
+        return cfg.aggregation
+    return "driver" if spark.sparkContext.master.startswith("local") else "executors"
+
+
+def aggregate_in_spark(genres, cfg: StreamConfig, ctx_genres: pd.Series, mode: str):
     """Collect one batch as per-key deltas computed by the executors (streaming.spark_aggregates).
     The watermark is read before the job: only this query's batches move it, one at a time."""
 
     def collect(df, sink: Sink) -> BatchResult:
         wm = sink.get_state("watermark")
-        return batch_deltas(df, genres, int(wm) if wm else None, cfg.window)
+        watermark = int(wm) if wm else None
+        if mode == "driver":
+            return _on_driver(df.toPandas(), ctx_genres, watermark, cfg)
+        return batch_deltas(df, genres, watermark, cfg.window, shuffle=mode == "shuffle")
 
     return collect
 
@@ -256,7 +281,8 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
     ).start()
     genres = genres_frame(spark, ctx.genres_of)
     write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx), cfg.sink_retry_s,
-                                      aggregate_in_spark(genres, cfg))  # fmt: skip
+                                      aggregate_in_spark(genres, cfg, ctx.genres_of,
+                                                         aggregation_mode(spark, cfg)))  # fmt: skip
     aggregates = trig(
         parsed.writeStream.queryName("aggregates")
         .foreachBatch(write_aggregates)

@@ -74,7 +74,8 @@ def test_scenario_end_to_end_aggregates_vectors_event_log(spark, kafka, topic, t
     _, model = base_model
     live = window(ratings, split_at=SPLIT, limit=1500)
     assert replay(live, kafka, topic, progress=False).confirmed == 1500
-    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent)
+    # The cluster's way of aggregating (the other stream tests take local mode's, the driver).
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent, aggregation="executors")
     res = run_stream(spark, cfg)
     assert res["bootstrapped_history"] and res["dead_letters"] == 0
     assert res["history_events_loaded"] == len(history)
