@@ -6,50 +6,19 @@ A one-off lever check: `.venv/bin/python -m bench.aggregation_bench` (about 4 mi
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
-
-from batch.publish import TrainOptions, default_spec, run_training
 from bench import stream_bench as sb
-from bench.common import private_broker
-from producer.replay import replay
-from streaming.job import run_stream
-from streamrec.history import window
-from streamrec.kafka_admin import ensure_topic
-from streamrec.model_store import ModelStore
-from streamrec.movielens import load_ratings
-from streamrec.settings import BUNDLED_DATA
 from streamrec.spark import get_spark
 
-LATENCY_QUERIES = ("aggregates", "foldin")
+QUERIES = ("aggregates", "foldin")
 
 
 def run(modes: tuple[str, ...] = ("driver", "executors", "shuffle", "driver"), events: int = 12_000) -> list:
-    spark = get_spark("streamrec-aggregation-bench")
-    live = window(load_ratings(BUNDLED_DATA)[0], split_at=0.8).iloc[:events]
     out = []
-    with private_broker() as (bootstrap, tmp):
-        store = ModelStore(tmp / "models")
-        run_training(
-            spark, TrainOptions(default_spec(BUNDLED_DATA, split_at=0.8, with_event_log=False)), store
-        )
+    with sb.lever_setup(get_spark("streamrec-aggregation-bench"), events) as (bootstrap, tmp, models, live):
         for mode in modes:
-            topic = f"agg-{uuid.uuid4().hex[:6]}"
-            ensure_topic(bootstrap, topic)
-            cfg = sb._cfg(tmp, bootstrap, topic, store.root, aggregation=mode)
-            stop = threading.Event()
-            thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
-            thread.start()
-            time.sleep(25)  # warm-up, as in stream_bench
-            replay(live, bootstrap, topic, rate=1000, progress=False)
-            sb._wait_until_consumed(cfg, len(live))
-            stop.set()
-            thread.join(120)
-            s = sb._latency_summary(cfg, len(live), 1000)
+            s = sb.latency(get_spark(), bootstrap, tmp, models, live, 1000, aggregation=mode)
             keys = ("p50_ms", "p95_ms", "batch_ms_median")
-            out.append({"aggregation": mode,
-                        **{q: {k: round(s[q][k]) for k in keys} for q in LATENCY_QUERIES}})  # fmt: skip
+            out.append({"aggregation": mode, **{q: {k: round(s[q][k]) for k in keys} for q in QUERIES}})
             print(out[-1], flush=True)
     return out
 

@@ -78,11 +78,12 @@ def throughput(spark, bootstrap, tmp, models, topic: str, n_events: int, per_bat
 
 
 @contextmanager
-def _running_stream(spark, bootstrap, tmp, models) -> Iterator[tuple[str, StreamConfig]]:
-    """A stream (trigger 1 s) on a fresh topic, warmed up; stopped at a batch boundary on exit."""
+def _running_stream(spark, bootstrap, tmp, models, **kw) -> Iterator[tuple[str, StreamConfig]]:
+    """A stream (trigger 1 s unless `kw` says otherwise) on a fresh topic, warmed up; stopped at a
+    batch boundary on exit."""
     topic = f"live-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
-    cfg = _cfg(tmp, bootstrap, topic, models, trigger_s=1.0)
+    cfg = _cfg(tmp, bootstrap, topic, models, **({"trigger_s": 1.0} | kw))
     stop = threading.Event()
     thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
     thread.start()
@@ -94,8 +95,22 @@ def _running_stream(spark, bootstrap, tmp, models) -> Iterator[tuple[str, Stream
         thread.join(120)
 
 
-def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000) -> dict:
-    with _running_stream(spark, bootstrap, tmp, models) as (topic, cfg):
+@contextmanager
+def lever_setup(spark, events: int) -> Iterator[tuple[str, object, object, pd.DataFrame]]:
+    """For a one-off lever benchmark: a private broker, a model from the oldest 80 %, and the first
+    `events` live events -> (bootstrap, tmp dir, model store root, events)."""
+    live = window(load_ratings(BUNDLED_DATA)[0], split_at=0.8).iloc[:events]
+    with private_broker() as (bootstrap, tmp):
+        store = ModelStore(tmp / "models")
+        run_training(
+            spark, TrainOptions(default_spec(BUNDLED_DATA, split_at=0.8, with_event_log=False)), store
+        )
+        yield bootstrap, tmp, store.root, live
+
+
+def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000, **kw) -> dict:
+    """Latency of a paced replay into a warmed-up stream (`kw`: StreamConfig settings, the lever)."""
+    with _running_stream(spark, bootstrap, tmp, models, **kw) as (topic, cfg):
         replay(events, bootstrap, topic, rate=rate, progress=False)
         _wait_until_consumed(cfg, len(events))
     return _latency_summary(cfg, len(events), rate)
