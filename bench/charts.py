@@ -74,4 +74,16 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         axes[0].set_ylabel("seconds (Kafka record time -> sink commit)")
         fig.suptitle(f"Paced replay at {lat['rate']:,.0f} events/s, 2 cores, everything running", fontsize=9)
         save(fig, "stream_latency")
+    scale = results.get("scale", {}).get("runs")
+    if scale and len(scale) > 1:
+        x = [r["ratings"] for r in scale]
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for step, marker in (("train", "o"), ("replay", "s"), ("stream", "^"), ("retrain", "D")):
+            ax.plot(x, [r[step]["seconds"] for r in scale], marker=marker, label=step)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(title="Step time by data size (synthetic, ml-25m proportions, local mode)",
+               xlabel="ratings (log scale)", ylabel="seconds (log scale)")  # fmt: skip
+        ax.legend()
+        save(fig, "scale")
     return made

@@ -1,5 +1,6 @@
 """Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~35 minutes);
-`python -m bench.run_all quality` (or replay, train, blas, stream, api) runs one part and keeps the others."""
+`python -m bench.run_all quality` (or replay, train, blas, stream, api, scale) runs one part and keeps the
+others."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 import json
 import sys
 
-from bench import api_bench, blas_bench, quality_bench, replay_bench, stream_bench, train_bench
+from bench import api_bench, blas_bench, quality_bench, replay_bench, scale_bench, stream_bench, train_bench
 from bench.common import machine
 from bench.report import write_markdown, write_readme_api, write_readme_quality, write_readme_results
 from streamrec.settings import PROJECT_ROOT
@@ -15,7 +16,7 @@ from streamrec.spark import get_spark
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"quality", "replay", "train", "blas", "stream", "api"}
+    which = set(sys.argv[1:]) or {"quality", "replay", "train", "blas", "stream", "api", "scale"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     today = dt.date.today().isoformat()
@@ -33,6 +34,8 @@ def main() -> None:
         results["train"] = train_bench.run(spark)
     if "stream" in which:
         results["stream"] = stream_bench.run(spark)
+    if "scale" in which:  # its own processes, one per step, as a user runs them
+        results["scale"] = scale_bench.run()
     if "blas" in which:
         results["blas"] = blas_bench.run()
     if "api" in which:
