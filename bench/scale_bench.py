@@ -4,7 +4,8 @@ Per size: MovieLens-format files (users and movies in ml-25m's proportions to ra
 popularity and activity, timestamps over years; `bench.synthetic`), then the unchanged CLI, each
 step its own process: train on the oldest 80 %, replay the newest 20 %, drain it with
 `stream --available-now`, retrain with the event log. Wall time and peak resident memory of each
-step (GNU time: the largest of the command's processes, i.e. the Spark JVM or the Python driver).
+step (the command's whole process tree, sampled every 0.5 s: the Python driver, its Spark JVM and
+the Python workers).
 Local mode; `python -m bench.run_all scale` (sizes in STREAMREC_BENCH_SCALE, default 1M,5M).
 """
 
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,17 +46,52 @@ def write_dataset(n: int, root: Path) -> Path:
     return data
 
 
-def _step(env: dict, log: Path, *args: str) -> dict:
-    cmd = ["/usr/bin/time", "-f", "%e %M", "-o", str(log), sys.executable, "-m", "streamrec.cli", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"streamrec {args[0]} failed: {done.stderr[-1500:]}")
-    seconds, kb = log.read_text().split()[-2:]
-    return {
-        "seconds": float(seconds),
-        "peak_rss_mb": round(int(kb) / 1024),
-        "out": done.stdout.strip()[-300:],
-    }
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory of a process and all its descendants (the CLI, its Spark JVM, Python workers)."""
+    parent: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, {root}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier and c not in tree}
+        tree |= frontier
+    total = 0
+    for pid in tree:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _step(env: dict, *args: str) -> dict:
+    """Run one command; its wall time and the peak of its process tree's resident memory (sampled)."""
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"streamrec {args[0]} failed: {err[-1500:]}")
+    return {"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak / 1024),
+            "out": out.strip()[-300:]}  # fmt: skip
 
 
 def run_size(n: int, tmp: Path) -> dict:
@@ -73,7 +110,7 @@ def run_size(n: int, tmp: Path) -> dict:
         for step, args in [("train", ["train", "--split-at", "0.8"]), ("replay", ["replay"]),
                            ("stream", ["stream", "--available-now", "--quiet"]),
                            ("retrain", ["retrain", "--once", "--force"])]:  # fmt: skip
-            out[step] = _step(env, tmp / f"{step}-{n}.time", *args)
+            out[step] = _step(env, *args)
             print(f"scale {n:,}: {step} {out[step]['seconds']:.0f} s, peak {out[step]['peak_rss_mb']:,} MB",
                   flush=True)  # fmt: skip
     finally:
