@@ -200,9 +200,11 @@ def aggregation_mode(spark, cfg: StreamConfig) -> str:
     return "driver" if spark.sparkContext.master.startswith("local") else "executors"
 
 
-def aggregate_in_spark(genres, cfg: StreamConfig, ctx_genres: pd.Series, mode: str):
-    """Collect one batch as per-key deltas computed by the executors (streaming.spark_aggregates).
+def aggregate_in_spark(spark, cfg: StreamConfig, ctx_genres: pd.Series, mode: str):
+    """Collect one batch's deltas where `mode` says (streaming.spark_aggregates on the executors).
     The watermark is read before the job: only this query's batches move it, one at a time."""
+    # The executors' genre lookup is built (one Spark job, cached) only when they will use it.
+    genres = genres_frame(spark, ctx_genres) if mode != "driver" else None
 
     def collect(df, sink: Sink) -> BatchResult:
         wm = sink.get_state("watermark")
@@ -279,9 +281,8 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
         .option("path", str(cfg.event_log_dir))
         .option("checkpointLocation", cfg.checkpoint("eventlog"))
     ).start()
-    genres = genres_frame(spark, ctx.genres_of)
     write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx), cfg.sink_retry_s,
-                                      aggregate_in_spark(genres, cfg, ctx.genres_of,
+                                      aggregate_in_spark(spark, cfg, ctx.genres_of,
                                                          aggregation_mode(spark, cfg)))  # fmt: skip
     aggregates = trig(
         parsed.writeStream.queryName("aggregates")

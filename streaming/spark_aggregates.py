@@ -196,18 +196,18 @@ def from_groups(g: pd.DataFrame, watermark: int | None, spec: WindowSpec) -> Bat
     m = part("m")
     if not len(m):
         return BatchResult(None, dead, kafka)
-    n = "n"
-    movie = pd.DataFrame({"movie_id": m["a"], n: m[n], "s": m["sum"], "last": m["last"]})
+    movie = pd.DataFrame({"movie_id": m["a"], "n": m["n"], "s": m["sum"], "last": m["last"]})
     u = part("u")
-    user = pd.DataFrame({"user_id": u["a"], n: u[n], "s": u["sum"], "first": u["first"], "last": u["last"]})
+    user = pd.DataFrame({"user_id": u["a"], "n": u["n"], "s": u["sum"], "first": u["first"],
+                         "last": u["last"]})  # fmt: skip
     h = part("h")
-    hist = pd.DataFrame({"rating": h["a"].to_numpy(np.float64) / 2, n: h[n]})
+    hist = pd.DataFrame({"rating": h["a"].to_numpy(np.float64) / 2, "n": h["n"]})
     ge = part("g")
-    genre = pd.DataFrame({"genre": ge["s"], n: ge[n], "s": ge["sum"]})
+    genre = pd.DataFrame({"genre": ge["s"], "n": ge["n"], "s": ge["sum"]})
     t = part("t")
-    trend = pd.DataFrame({"window_start": t["a"], "movie_id": t["b"], n: t[n], "s": t["sum"],
+    trend = pd.DataFrame({"window_start": t["a"], "movie_id": t["b"], "n": t["n"], "s": t["sum"],
                           "window_end": t["a"] + spec.size_s})  # fmt: skip
-    late = int(part("l")[n].sum())
+    late = int(part("l")["n"].sum())
     wm = advance_watermark(watermark, int(movie["last"].max()), spec)
     frames = [f.reset_index(drop=True) for f in (movie, genre, user, hist, trend)]
     return BatchResult(Deltas(*frames, late, wm), dead, kafka)
