@@ -121,9 +121,9 @@ def method_lists(models: Models, inputs: pd.DataFrame, k: int) -> tuple[np.ndarr
         return ids_of(scorer, top_rows(scores, k))
 
     out = {}
-    out[METHODS[0]] = ids_of(scorer, scorer.rank_rows(users, k, seen)[0])
+    out[METHODS[0]] = ids_of(scorer, scorer.rank_rows(users, k, seen))
     plain = replace(scorer, blend=Blend((1,), (0.0,)))
-    out[METHODS[1]] = ids_of(scorer, plain.rank_rows(users, k, seen)[0])
+    out[METHODS[1]] = ids_of(scorer, plain.rank_rows(users, k, seen))
     m = models.explicit
     explicit = users.vectors.astype(np.float64) @ m.items.factors.T.astype(np.float64)
     explicit += m.items.mean + m.items.item_bias(np.arange(len(m.items.ids)))[None, :] + users.biases[:, None]
@@ -240,7 +240,7 @@ def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
 
 
 def _first_list(scorer: Scorer, users, k: int, rated: np.ndarray) -> np.ndarray:
-    rows, _ = scorer.rank_rows(users, k, [rated])
+    rows = scorer.rank_rows(users, k, [rated])
     return scorer.items.ids[rows[0][rows[0] >= 0]]
 
 

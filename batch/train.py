@@ -202,7 +202,7 @@ def ranking_model_metrics(scorer: Scorer, users: Users, train: pd.DataFrame, tes
     keep = np.isin(users.ids, rel.index.to_numpy())
     users = users.subset(keep)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
-    rows, _ = scorer.rank_rows(users, k, [seen.get(u, np.empty(0)) for u in users.ids])
+    rows = scorer.rank_rows(users, k, [seen.get(u, np.empty(0)) for u in users.ids])
     lists = list(ids_of(scorer, rows))
     return list_metrics(lists, [rel[u] for u in users.ids], k)
 
@@ -253,7 +253,7 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
         row = {"n": n, "users": len(users)}
         for w in BLEND_WEIGHTS:
             trial = replace(scorer, blend=Blend((1,), (w,)))
-            rows, _ = trial.rank_rows(users, k, exclude)
+            rows = trial.rank_rows(users, k, exclude)
             row[str(w)] = float(ndcg_per_user(ids_of(scorer, rows), relevant, k).mean())
         best = max(BLEND_WEIGHTS, key=lambda w: row[str(w)])
         row["chosen"] = best

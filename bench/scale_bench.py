@@ -4,14 +4,17 @@ Per size: MovieLens-format files (users and movies in ml-25m's proportions to ra
 popularity and activity, timestamps over years; `bench.synthetic`), then the unchanged CLI, each
 step its own process: train on the oldest 80 %, replay the newest 20 %, drain it with
 `stream --available-now`, retrain with the event log. Wall time and peak resident memory of each
-step (the command's whole process tree, sampled every 0.5 s: the Python driver, its Spark JVM and
-the Python workers).
-Local mode; `python -m bench.run_all scale` (sizes in STREAMREC_BENCH_SCALE, default 1M,5M).
+step, in total and per role (the Python driver, its Spark JVM, the Python workers, and on the
+cluster the executors), sampled every 0.5 s. Local mode at 1M, 5M and 25M ratings, then the same
+on `streamrec cluster up` (2 isolated workers, 3 brokers) at 1M and 5M:
+`python -m bench.run_all scale` (sizes in STREAMREC_BENCH_SCALE and STREAMREC_BENCH_SCALE_CLUSTER).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,41 +49,67 @@ def write_dataset(n: int, root: Path) -> Path:
     return data
 
 
-def _tree_rss_kb(root: int) -> int:
-    """Resident memory of a process and all its descendants (the CLI, its Spark JVM, Python workers)."""
-    parent: dict[int, int] = {}
+ROLES = ("driver", "jvm", "workers", "executors")  # see _roles_kb
+
+
+def _processes() -> dict[int, tuple[int, bytes, int]]:
+    """pid -> (parent pid, command line, resident kB) of every process."""
+    out = {}
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root}, {root}
-    while frontier:
-        frontier = {c for c, pp in parent.items() if pp in frontier and c not in tree}
-        tree |= frontier
-    total = 0
-    for pid in tree:
+        if not p.name.isdigit():
+            continue
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+            parent = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            status = (p / "status").read_text()
+            rss = int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+            out[int(p.name)] = (parent, (p / "cmdline").read_bytes(), rss)
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return out
+
+
+def _descendants(procs: dict, roots: set[int]) -> set[int]:
+    tree, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {c for c, (pp, _, _) in procs.items() if pp in frontier and c not in tree}
+        tree |= frontier
+    return tree
+
+
+def _roles_kb(root: int) -> dict[str, int]:
+    """Resident memory by role: the command's Python process (`driver`), its Spark JVM (`jvm`: in
+    local mode the driver and the executors in one), the Python workers that JVM forks
+    (`workers`), and a cluster's executor JVMs with their Python workers (`executors`: children of
+    the standalone workers, not of the command; the master, workers and brokers run all along and
+    are not counted)."""
+    procs = _processes()
+    mine = _descendants(procs, {root})
+    executors = _descendants(procs, {p for p, (_, cmd, _) in procs.items() if b"ExecutorBackend" in cmd})
+    kb = dict.fromkeys(ROLES, 0)
+    for pid in mine | executors:
+        _, cmd, rss = procs[pid]
+        role = ("executors" if pid in executors else "driver" if pid == root
+                else "jvm" if b"java" in cmd.split(b"\0", 1)[0] else "workers")  # fmt: skip
+        kb[role] += rss
+    return kb
 
 
 def _step(env: dict, *args: str) -> dict:
-    """Run one command; its wall time and the peak of its process tree's resident memory (sampled)."""
+    """Run one command: its wall time, and the peak resident memory of everything it runs (sampled
+    every 0.5 s), in total and per role."""
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    peak = 0
+    peak, peaks = 0, dict.fromkeys(ROLES, 0)
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _tree_rss_kb(proc.pid))
+            kb = _roles_kb(proc.pid)
+            peak = max(peak, sum(kb.values()))
+            for role, v in kb.items():
+                peaks[role] = max(peaks[role], v)
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -91,37 +120,66 @@ def _step(env: dict, *args: str) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"streamrec {args[0]} failed: {err[-1500:]}")
     return {"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak / 1024),
-            "out": out.strip()[-300:]}  # fmt: skip
+            "peak_mb": {r: round(v / 1024) for r, v in peaks.items()}, "out": out.strip()[-300:]}  # fmt: skip
 
 
-def run_size(n: int, tmp: Path) -> dict:
+def _cli(env: dict, *args: str) -> str:
+    res = subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=env, text=True,
+                         capture_output=True)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"streamrec {' '.join(args)} failed: {res.stderr[-1500:]}")
+    return res.stdout
+
+
+def run_size(n: int, tmp: Path, mode: str = "local") -> dict:
+    """All four steps at `n` ratings, in local mode or against `streamrec cluster up` (its own
+    home: a Spark master with 2 isolated workers, 3 brokers; stopped and purged at the end)."""
     t0 = time.monotonic()
-    data = write_dataset(n, tmp)
+    data = tmp / f"synthetic-{n}"
+    if not data.exists():  # one dataset per size, shared by both modes
+        write_dataset(n, tmp)
     generated = time.monotonic() - t0
-    home = tmp / f"home-{n}"
+    home = tmp / f"home-{mode}-{n}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    env |= {
-        "STREAMREC_HOME": str(home),
-        "STREAMREC_DATA": str(data),
-        "STREAMREC_KAFKA_PORT": str(free_port_pair()),
-    }
+    env |= {"STREAMREC_HOME": str(home), "STREAMREC_DATA": str(data)}
+    if mode == "cluster":
+        for line in _cli(env, "cluster", "up").splitlines():  # export NAME=value
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+        env |= {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_SPARK_EXECUTOR")}
+    else:
+        env["STREAMREC_KAFKA_PORT"] = str(free_port_pair())
     out = {"ratings": n, "generate_s": round(generated, 1)}
     try:
         for step, args in [("train", ["train", "--split-at", "0.8"]), ("replay", ["replay"]),
                            ("stream", ["stream", "--available-now", "--quiet"]),
                            ("retrain", ["retrain", "--once", "--force"])]:  # fmt: skip
             out[step] = _step(env, *args)
-            print(f"scale {n:,}: {step} {out[step]['seconds']:.0f} s, peak {out[step]['peak_rss_mb']:,} MB",
-                  flush=True)  # fmt: skip
+            roles = ", ".join(f"{r} {mb:,}" for r, mb in out[step]["peak_mb"].items() if mb)
+            print(f"scale {mode} {n:,}: {step} {out[step]['seconds']:.0f} s, "
+                  f"peak {out[step]['peak_rss_mb']:,} MB ({roles})", flush=True)  # fmt: skip
     finally:
-        subprocess.run([sys.executable, "-m", "streamrec.cli", "kafka", "stop"], env=env, capture_output=True)
+        stop = ["cluster", "down", "--purge"] if mode == "cluster" else ["kafka", "stop"]
+        subprocess.run([sys.executable, "-m", "streamrec.cli", *stop], env=env, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
     return out
 
 
-def run(sizes: list[int] | None = None) -> dict:
-    sizes = sizes or [int(float(s)) for s in os.environ.get("STREAMREC_BENCH_SCALE", "1e6,5e6").split(",")]
+def _sizes(name: str, default: str) -> list[int]:
+    return [int(float(s)) for s in os.environ.get(name, default).split(",") if s.strip()]
+
+
+def run(local: list[int] | None = None, cluster: list[int] | None = None) -> dict:
+    """Local mode at STREAMREC_BENCH_SCALE sizes (default 1M, 5M, 25M), then the 2-worker cluster
+    at STREAMREC_BENCH_SCALE_CLUSTER sizes (default 1M, 5M)."""
+    local = local if local is not None else _sizes("STREAMREC_BENCH_SCALE", "1e6,5e6,25e6")
+    cluster = cluster if cluster is not None else _sizes("STREAMREC_BENCH_SCALE_CLUSTER", "1e6,5e6")
+    out: dict = {}
     with tempfile.TemporaryDirectory(prefix="streamrec-scale-") as tmp:
-        return {"mode": "local", "runs": [run_size(n, Path(tmp)) for n in sizes]}
+        for mode, sizes in (("local", local), ("cluster", cluster)):
+            if sizes:
+                out[mode] = [run_size(n, Path(tmp), mode) for n in sorted(sizes)]
+    return out
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from .foldin import ItemFactors, fold_in_many
 from .ids import rows_of_known
 from .ranking import ImplicitFactors, implicit_fold_in_many
 
+SCORE_CELLS = 1 << 22  # users x movies scored at once: 32 MB of float64 per chunk
+
 
 @dataclass(frozen=True)
 class Blend:
@@ -156,30 +158,45 @@ class Scorer:
 
     def rank_rows(
         self, users: Users, k: int, exclude: list[np.ndarray] | None = None, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(m, k) item rows of each user's best k servable movies (-1 pads) and the score matrix.
+    ) -> np.ndarray:
+        """(m, k) item rows of each user's best k servable movies, best first (-1 pads).
 
         `exclude[j]` are movie ids user j must not get (their own); `allowed` a mask over items.
         """
-        s = self.scores(users)
-        if allowed is not None:
-            s[:, ~allowed] = -np.inf
-        for j, ids in enumerate(exclude or []):
-            if len(ids):
-                pos, known = self.items.rows(np.asarray(ids))
-                s[j, pos[known]] = -np.inf
-        return top_rows(s, k), s
+        return self._ranked(users, k, exclude, allowed)[0]
+
+    def _ranked(
+        self, users: Users, k: int, exclude: list[np.ndarray] | None, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their scores), scored a chunk of users at a time: a dense users x movies matrix
+        of a big catalogue would not fit (130k warm users x 59k movies is 61 GB of float64)."""
+        m = len(users)
+        rows, scores = np.full((m, k), -1), np.full((m, k), -np.inf)
+        step = max(1, SCORE_CELLS // max(1, len(self.items.ids)))
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            s = self.scores(users.subset(slice(a, b)))
+            if allowed is not None:
+                s[:, ~allowed] = -np.inf
+            for j, ids in enumerate((exclude or [])[a:b]):
+                if len(ids):
+                    pos, known = self.items.rows(np.asarray(ids))
+                    s[j, pos[known]] = -np.inf
+            rows[a:b] = top_rows(s, k)
+            scores[a:b] = np.take_along_axis(s, np.maximum(rows[a:b], 0), axis=1)
+        return rows, scores
 
     def top_k(
         self, users: Users, k: int, exclude: list[np.ndarray] | None = None, allowed: np.ndarray | None = None
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per user: (movie ids, ranking scores, predicted ratings) of the best k servable movies."""
-        rows, s = self.rank_rows(users, k, exclude, allowed)
+        rows, scores = self._ranked(users, k, exclude, allowed)
         out = []
         for j in range(len(users)):
-            r = rows[j][rows[j] >= 0]
+            keep = rows[j] >= 0
+            r = rows[j][keep]
             pred = self.predicted(users.subset(slice(j, j + 1)), r)[0] if len(r) else np.empty(0)
-            out.append((self.items.ids[r], s[j, r], pred))
+            out.append((self.items.ids[r], scores[j][keep], pred))
         return out
 
 

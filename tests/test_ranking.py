@@ -95,6 +95,34 @@ def test_a_user_with_no_known_movie_gets_the_popularity_order():
     assert s.top_k(empty, 2)[0][0].tolist() == [13, 12]
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 7))
+def test_ranking_in_chunks_of_users_equals_ranking_all_at_once(seed, cells):
+    rng = np.random.default_rng(seed)
+    n_items, n_users = 12, 9
+    items = ItemFactors(np.arange(100, 100 + n_items), rng.normal(size=(n_items, 2)).astype(np.float32),
+                        support=rng.integers(1, 50, n_items), min_support=1)  # fmt: skip
+    ranking = ImplicitFactors(rng.normal(size=(n_items, 3)).astype(np.float32), 0.1, 1.0, 0.0)
+    s = Scorer(items, ranking, 0.1, Blend((1, 3), (0.5, 0.1)))
+    users = s.fold_in(rng.integers(0, n_users, 40), rng.integers(100, 100 + n_items, 40),
+                      rng.integers(1, 11, 40) / 2)  # fmt: skip
+    exclude = [rng.choice(items.ids, rng.integers(0, 4), replace=False) for _ in range(len(users))]
+    whole = s.top_k(users, 5, exclude)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("streamrec.scorer.SCORE_CELLS", cells * n_items)  # `cells` users per chunk
+        rows, chunked = s.rank_rows(users, 5, exclude), s.top_k(users, 5, exclude)
+    assert rows.tolist() == top_rows(_masked(s, users, exclude), 5).tolist()
+    for (a, sa, pa), (b, sb, pb) in zip(whole, chunked, strict=True):
+        assert a.tolist() == b.tolist() and np.allclose(sa, sb) and np.allclose(pa, pb)
+
+
+def _masked(s: Scorer, users, exclude) -> np.ndarray:
+    m = s.scores(users)
+    for j, ids in enumerate(exclude):
+        m[j, s.items.rows(ids)[0]] = -np.inf
+    return m
+
+
 def test_top_rows_orders_and_pads():
     s = np.array([[0.1, 0.9, -np.inf, 0.5], [-np.inf, -np.inf, -np.inf, 1.0]])
     assert top_rows(s, 3).tolist() == [[1, 3, 0], [3, -1, -1]]
