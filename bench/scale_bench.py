@@ -49,7 +49,7 @@ def write_dataset(n: int, root: Path) -> Path:
     return data
 
 
-ROLES = ("driver", "jvm", "workers", "executors")  # see _roles_kb
+ROLES = ("driver", "jvm", "workers", "executors", "broker")  # see _roles_kb
 
 
 def _processes() -> dict[int, tuple[int, bytes, int]]:
@@ -81,15 +81,17 @@ def _roles_kb(root: int) -> dict[str, int]:
     local mode the driver and the executors in one), the Python workers that JVM forks
     (`workers`), and a cluster's executor JVMs with their Python workers (`executors`: children of
     the standalone workers, not of the command; the master, workers and brokers run all along and
-    are not counted)."""
+    are not counted); `broker` is a local Kafka broker the command started (`replay` does)."""
     procs = _processes()
     mine = _descendants(procs, {root})
     executors = _descendants(procs, {p for p, (_, cmd, _) in procs.items() if b"ExecutorBackend" in cmd})
     kb = dict.fromkeys(ROLES, 0)
     for pid in mine | executors:
         _, cmd, rss = procs[pid]
+        java = b"java" in cmd.split(b"\0", 1)[0]
+        broker = java and b"kafka.Kafka" in cmd
         role = ("executors" if pid in executors else "driver" if pid == root
-                else "jvm" if b"java" in cmd.split(b"\0", 1)[0] else "workers")  # fmt: skip
+                else "broker" if broker else "jvm" if java else "workers")  # fmt: skip
         kb[role] += rss
     return kb
 

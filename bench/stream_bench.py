@@ -78,20 +78,24 @@ def throughput(spark, bootstrap, tmp, models, topic: str, n_events: int, per_bat
 
 
 @contextmanager
-def _running_stream(spark, bootstrap, tmp, models, **kw) -> Iterator[tuple[str, StreamConfig]]:
+def _running_stream(spark, bootstrap, tmp, models, beside=None, **kw) -> Iterator[tuple[str, StreamConfig]]:
     """A stream (trigger 1 s unless `kw` says otherwise) on a fresh topic, warmed up; stopped at a
-    batch boundary on exit."""
+    batch boundary on exit. `beside(spark, cfg)`, when given, starts one more query that runs
+    alongside in the same session (a lever benchmark's extra load) and returns it."""
     topic = f"live-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     cfg = _cfg(tmp, bootstrap, topic, models, **({"trigger_s": 1.0} | kw))
     stop = threading.Event()
     thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
     thread.start()
+    extra = beside(spark, cfg) if beside else None
     time.sleep(25)  # warm-up: queries started, initial state loaded (an empty first batch)
     try:
         yield topic, cfg
     finally:
         stop.set()
+        if extra is not None:
+            extra.stop()
         thread.join(120)
 
 
@@ -108,9 +112,12 @@ def lever_setup(spark, events: int) -> Iterator[tuple[str, object, object, pd.Da
         yield bootstrap, tmp, store.root, live
 
 
-def latency(spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000, **kw) -> dict:
-    """Latency of a paced replay into a warmed-up stream (`kw`: StreamConfig settings, the lever)."""
-    with _running_stream(spark, bootstrap, tmp, models, **kw) as (topic, cfg):
+def latency(
+    spark, bootstrap, tmp, models, events: pd.DataFrame, rate: float = 1000, beside=None, **kw
+) -> dict:
+    """Latency of a paced replay into a warmed-up stream (`kw`: StreamConfig settings, the lever;
+    `beside`: an extra query, see `_running_stream`)."""
+    with _running_stream(spark, bootstrap, tmp, models, beside, **kw) as (topic, cfg):
         replay(events, bootstrap, topic, rate=rate, progress=False)
         _wait_until_consumed(cfg, len(events))
     return _latency_summary(cfg, len(events), rate)

@@ -19,6 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from streamrec import sink as db
 
+from .service import QUERIES
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -150,7 +152,7 @@ class _StreamCollector:
         )
         ends = self._end_offsets()
         if ends is not None:
-            for q in ("eventlog", "aggregates", "foldin"):
+            for q in QUERIES:
                 done = checkpoint_offsets(svc.cfg.checkpoint_dir / q)
                 if done is not None:
                     lag.add_metric([q], float(sum(max(0, e - done.get(p, 0)) for p, e in ends.items())))

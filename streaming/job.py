@@ -1,12 +1,14 @@
-"""The streaming job: three Structured Streaming queries over topic `ratings`.
+"""The streaming job: two Structured Streaming queries over topic `ratings`.
 
-  eventlog    valid events -> Parquet (Spark's exactly-once file sink, own checkpoint)
-  aggregates  every record -> dead letters + per-key aggregate deltas grouped by the executors,
-              one sink transaction per batch
+  aggregates  every record -> the event log (valid events, Parquet, one file per batch id),
+              dead letters + per-key aggregate deltas, one sink transaction per batch
   foldin      valid events -> transformWithStateInPandas per user -> user_vectors + recs
 
-Each query checkpoints its Kafka offsets; the two DB writers record (query, batch_id) in the
-same transaction as their data, so a replayed batch after a crash is skipped, never re-applied.
+Each query checkpoints its Kafka offsets and records (query, batch_id) in the same sink
+transaction as its data, so a replayed batch after a crash is skipped, never re-applied; the
+event log's file for a batch is written before that commit and found, not rewritten, on a replay.
+The event log once was a third query (Spark's file sink): reading and parsing Kafka once for it
+and the aggregates took a third of the CPU off each batch (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sqlalchemy as sa
 
 from streamrec import logs
 from streamrec.errors import StreamrecError, first_line
+from streamrec.event_log import write_batch, write_batch_spark
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
@@ -44,7 +47,7 @@ from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
 from .spark_aggregates import BatchResult, batch_deltas, genres_frame
 
-QUERIES = ("eventlog", "aggregates", "foldin")
+QUERIES = ("aggregates", "foldin")
 BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
 
 LOG = logs.get("stream")
@@ -128,14 +131,15 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
     return True
 
 
-def collect_rows(df, sink: Sink) -> pd.DataFrame:
+def collect_rows(df, sink: Sink, batch_id: int) -> pd.DataFrame:
     return df.toPandas()
 
 
 def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0, collect=collect_rows) -> object:
     """A foreachBatch function that applies each micro-batch exactly once.
 
-    `collect(df, sink)` brings what the batch writes to the driver (once, outside the write lock);
+    `collect(df, sink, batch_id)` brings what the batch writes to the driver (once, outside the
+    write lock; it may also write files that a replay of the batch finds and keeps);
     `apply(sink, collected, batch_id, now)` runs inside one transaction that also records
     (query, batch_id); a batch Spark replays after a crash is found in that ledger and skipped.
     When the sink itself fails (locked, disk full, connection lost) the transaction is rolled
@@ -151,7 +155,7 @@ def once_per_batch(sink_url: str, query: str, apply, retry_s: float = 300.0, col
                 if sink.batch_applied(query, batch_id):  # replayed: skip collecting it too
                     return
                 if pdf is None:
-                    pdf = collect(df, sink)
+                    pdf = collect(df, sink, batch_id)
                 with sink.transaction():
                     if sink.batch_applied(query, batch_id):  # re-check under the write lock
                         return
@@ -201,17 +205,25 @@ def aggregation_mode(spark, cfg: StreamConfig) -> str:
 
 
 def aggregate_in_spark(spark, cfg: StreamConfig, ctx_genres: pd.Series, mode: str):
-    """Collect one batch's deltas where `mode` says (streaming.spark_aggregates on the executors).
-    The watermark is read before the job: only this query's batches move it, one at a time."""
+    """Write one batch's event log file and collect its deltas where `mode` says
+    (streaming.spark_aggregates on the executors). The watermark is read before the job: only
+    this query's batches move it, one at a time."""
     # The executors' genre lookup is built (one Spark job, cached) only when they will use it.
     genres = genres_frame(spark, ctx_genres) if mode != "driver" else None
 
-    def collect(df, sink: Sink) -> BatchResult:
+    def collect(df, sink: Sink, batch_id: int) -> BatchResult:
         wm = sink.get_state("watermark")
         watermark = int(wm) if wm else None
-        if mode == "driver":
-            return _on_driver(df.toPandas(), ctx_genres, watermark, cfg)
-        return batch_deltas(df, genres, watermark, cfg.window, shuffle=mode == "shuffle")
+        if mode == "driver":  # the records are on the driver anyway: it writes the file too
+            pdf = df.toPandas()
+            write_batch(cfg.event_log_dir, batch_id, pdf[pdf["reason"].isna()])
+            return _on_driver(pdf, ctx_genres, watermark, cfg)
+        df.persist()  # read from Kafka and parsed once for both jobs
+        try:
+            write_batch_spark(valid(df), cfg.event_log_dir, batch_id)
+            return batch_deltas(df, genres, watermark, cfg.window, shuffle=mode == "shuffle")
+        finally:
+            df.unpersist()
 
     return collect
 
@@ -272,15 +284,6 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
             else w.trigger(processingTime=f"{cfg.trigger_s} seconds")
         )
 
-    eventlog = trig(
-        events.select(
-            "user_id", "movie_id", "rating", "timestamp", "topic", "partition", "offset", "kafka_ts"
-        )
-        .writeStream.queryName("eventlog")
-        .format("parquet")
-        .option("path", str(cfg.event_log_dir))
-        .option("checkpointLocation", cfg.checkpoint("eventlog"))
-    ).start()
     write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx), cfg.sink_retry_s,
                                       aggregate_in_spark(spark, cfg, ctx.genres_of,
                                                          aggregation_mode(spark, cfg)))  # fmt: skip
@@ -308,7 +311,7 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
         .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_user_outputs, cfg.sink_retry_s))
         .option("checkpointLocation", cfg.checkpoint("foldin"))
     ).start()
-    return [eventlog, aggregates, foldin]
+    return [aggregates, foldin]
 
 
 def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) -> dict:

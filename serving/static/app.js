@@ -3,7 +3,7 @@
 
 const POLL_MS = 2000;
 const WINDOW_S = 300;
-const QUERY_COLORS = { aggregates: "#3b6fd8", foldin: "#e07b39", eventlog: "#1f9d55" };
+const QUERY_COLORS = { aggregates: "#3b6fd8", foldin: "#e07b39" };
 const charts = {};
 const state = { ratings: new Map() }; // try-it panel: movie_id -> {title, rating}
 

@@ -1,0 +1,41 @@
+"""Reading Kafka once per trigger, side by side: latency at a paced 1,000 events/s with the event
+log written by the aggregates query (the job since 2026-11-30), and with the event log's former
+query running beside it (Kafka read and parsed a third time, valid events to Spark's Parquet file
+sink with its own checkpoint, as the job ran before), alternating twice after a warm-up run.
+One broker, one model, one Spark session.
+A one-off lever check: `.venv/bin/python -m bench.eventlog_bench` (about 7 minutes)."""
+
+from __future__ import annotations
+
+from bench import stream_bench as sb
+from streaming.parse import kafka_stream, parse, valid
+from streamrec.spark import get_spark
+
+QUERIES = ("aggregates", "foldin")
+
+
+def file_sink_query(spark, cfg):
+    """The former third query: its own Kafka read, parse and validation, Parquet file sink."""
+    events = valid(parse(kafka_stream(spark, cfg.bootstrap, cfg.topic, cfg.max_offsets)))
+    cols = ("user_id", "movie_id", "rating", "timestamp", "topic", "partition", "offset", "kafka_ts")
+    return (events.select(*cols).writeStream.queryName("eventlog-file-sink").format("parquet")
+            .option("path", str(cfg.state_dir / "file-sink-eventlog"))
+            .option("checkpointLocation", cfg.checkpoint("eventlog-file-sink"))
+            .trigger(processingTime=f"{cfg.trigger_s} seconds").start())  # fmt: skip
+
+
+def run(events: int = 12_000) -> list[dict]:
+    out = []
+    with sb.lever_setup(get_spark("streamrec-eventlog-bench"), events) as (bootstrap, tmp, models, live):
+        sb.latency(get_spark(), bootstrap, tmp, models, live.iloc[:3000], 1000)  # the JVM's warm-up, not kept
+        for layout in ("in the aggregates query", "its own query") * 2:
+            beside = file_sink_query if layout == "its own query" else None
+            s = sb.latency(get_spark(), bootstrap, tmp, models, live, 1000, beside=beside)
+            keys = ("p50_ms", "p95_ms", "batch_ms_median")
+            out.append({"event_log": layout, **{q: {k: round(s[q][k]) for k in keys} for q in QUERIES}})
+            print(out[-1], flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    run()
