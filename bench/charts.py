@@ -74,16 +74,31 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         axes[0].set_ylabel("seconds (Kafka record time -> sink commit)")
         fig.suptitle(f"Paced replay at {lat['rate']:,.0f} events/s, 2 cores, everything running", fontsize=9)
         save(fig, "stream_latency")
-    scale = results.get("scale", {}).get("runs")
-    if scale and len(scale) > 1:
-        x = [r["ratings"] for r in scale]
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        for step, marker in (("train", "o"), ("replay", "s"), ("stream", "^"), ("retrain", "D")):
-            ax.plot(x, [r[step]["seconds"] for r in scale], marker=marker, label=step)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set(title="Step time by data size (synthetic, ml-25m proportions, local mode)",
-               xlabel="ratings (log scale)", ylabel="seconds (log scale)")  # fmt: skip
-        ax.legend()
+    from bench.report import scale_modes
+
+    modes = scale_modes(results.get("scale", {}))
+    if any(len(runs) > 1 for runs in modes.values()):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        colors = {"train": "#3b75af", "replay": "#e07b39", "stream": "#1f9d55", "retrain": "#c44e52"}
+        for mode, style in (("local", "-"), ("cluster", "--")):
+            for step, color in colors.items():
+                done = [r for r in modes.get(mode, []) if "seconds" in r.get(step, {})]
+                if len(done) < 2:
+                    continue
+                x = [r["ratings"] for r in done]
+                left.plot(x, [r[step]["seconds"] for r in done], style, marker="o", color=color,
+                          label=f"{step} ({mode})")  # fmt: skip
+                right.plot(x, [r[step]["peak_rss_mb"] / 1024 for r in done], style, marker="o", color=color,
+                           label=f"{step} ({mode})")  # fmt: skip
+        for ax, what in ((left, "seconds"), (right, "peak memory, GB")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set(xlabel="ratings (log scale)", ylabel=f"{what} (log scale)")
+        left.set_title("Step time by data size")
+        right.set_title("Peak resident memory of the step (all its processes)")
+        right.axhline(24, color="#888", linestyle=":", linewidth=1, label="this machine's RAM")
+        right.legend(fontsize=7, ncol=2)
+        fig.suptitle("Synthetic data in ml-25m's proportions; solid: local mode, dashed: 2-worker cluster",
+                     fontsize=9)  # fmt: skip
         save(fig, "scale")
     return made

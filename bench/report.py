@@ -331,41 +331,91 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
     return [*lines, ""]
 
 
+def scale_modes(sc: dict) -> dict[str, list[dict]]:
+    """{mode: runs}; results from before the cluster run had one mode."""
+    return {sc["mode"]: sc["runs"]} if "runs" in sc else {m: sc[m] for m in ("local", "cluster") if m in sc}
+
+
+_ROLE_NAMES = {"driver": "driver (Python)", "jvm": "Spark JVM", "workers": "Python workers",
+               "executors": "executors (JVM + Python)", "broker": "Kafka broker"}  # fmt: skip
+
+
+def _step_cell(r: dict, step: str) -> str:
+    v = r.get(step)
+    if v is None:
+        return "-" if "error" not in r else "not run"
+    if "error" in v:
+        reason = (
+            "timed out" if "timed out" in v["error"] else (v["error"].strip().splitlines() or ["?"])[-1][:80]
+        )
+        return f"**failed** after {v['seconds']:,.0f} s ({reason})"
+    return f"{v['seconds']:,.0f} s, {v['peak_rss_mb']:,} MB"
+
+
 def _scale(sc: dict, img: dict[str, str]) -> list[str]:
+    modes = scale_modes(sc)
     lines = ["## Scale (`bench/scale_bench.py`)", "",
              "Synthetic MovieLens-format data with ml-25m's users and movies per rating (power-law "
              "popularity and activity, timestamps over years), through the unchanged CLI, each step its "
-             f"own process, {sc['mode']} mode on this machine: train both models on the oldest 80 %, "
-             "replay the newest 20 % (confluent-kafka, acks=all), drain it with `stream --available-now` "
-             "(one batch), retrain with the event log. Seconds and peak resident memory of the step's "
-             "whole process tree (Python driver, Spark JVM, Python workers; sampled every 0.5 s):", "",
-             "| ratings | train | replay | stream drain | retrain |", "|---|---|---|---|---|"]  # fmt: skip
-    for r in sc["runs"]:
-        cells = [
-            f"{r[s]['seconds']:,.0f} s, {r[s]['peak_rss_mb']:,} MB"
-            for s in ("train", "replay", "stream", "retrain")
-        ]
-        lines.append(f"| {r['ratings']:,} | " + " | ".join(cells) + " |")
+             "own process: train both models on the oldest 80 %, replay the newest 20 % "
+             "(confluent-kafka, acks=all), drain it with `stream --available-now` (one batch), retrain "
+             "with the event log. In local mode, and on `streamrec cluster up` (a standalone master, 2 "
+             "workers in their own mount namespaces, 3 KRaft brokers, all on this machine; each "
+             "application 2 one-core executors of 1 GB, the defaults). Seconds and the peak resident "
+             "memory of everything the step runs (sampled every 0.5 s; on the cluster the executors "
+             "too, not the master, workers and brokers that run all along). Regenerate with "
+             "`python -m bench.run_all scale` (sizes: `STREAMREC_BENCH_SCALE`, "
+             "`STREAMREC_BENCH_SCALE_CLUSTER`).", ""]  # fmt: skip
+    for mode, runs in modes.items():
+        title = "**Local mode**" if mode == "local" else "**On the 2-worker cluster**"
+        lines += [title, "", "| ratings | train | replay | stream drain | retrain |", "|---|---|---|---|---|"]
+        for r in runs:
+            if "error" in r:  # the cluster did not come up
+                lines.append(
+                    f"| {r['ratings']:,} | **not run**: {r['error'].strip().splitlines()[-1][:120]} |||| "
+                )
+                continue
+            cells = [_step_cell(r, s) for s in ("train", "replay", "stream", "retrain")]
+            lines.append(f"| {r['ratings']:,} | " + " | ".join(cells) + " |")
+        lines.append("")
     if "scale" in img:
-        lines += ["", f"![Step time by data size]({img['scale']})"]
-    runs = sc["runs"]
-    if len(runs) > 1:
-        lo, hi = runs[0], runs[-1]
-        k = hi["ratings"] / lo["ratings"]
+        lines += [f"![Step time and memory by data size]({img['scale']})", ""]
+    # Memory by role at each mode's largest completed size: where the memory is.
+    for mode, runs in modes.items():
+        done = [
+            r for r in runs if all("seconds" in r.get(s, {}) and "error" not in r[s] for s in STEPS_ORDER)
+        ]
+        if not done or "peak_mb" not in done[-1]["train"]:
+            continue
+        r = done[-1]
+        roles = [k for k in _ROLE_NAMES if any(r[s]["peak_mb"].get(k) for s in STEPS_ORDER)]
+        lines += [f"Peak memory by process at {r['ratings']:,} ratings, {mode} (MB, each its own peak):", "",
+                  "| step | " + " | ".join(_ROLE_NAMES[k] for k in roles) + " |",
+                  "|---|" + "---|" * len(roles)]  # fmt: skip
+        for s in STEPS_ORDER:
+            lines.append(f"| {s} | " + " | ".join(f"{r[s]['peak_mb'].get(k, 0):,}" for k in roles) + " |")
+        lines.append("")
+    local = [
+        r for r in modes.get("local", []) if all("error" not in r.get(s, {"error": 1}) for s in STEPS_ORDER)
+    ]
+    if len(local) > 1:
+        lo, hi = local[0], local[-1]
 
         def grow(step: str, what: str) -> str:
             return f"{hi[step][what] / lo[step][what]:.1f}x"
 
-        lines += ["", f"From {lo['ratings']:,} to {hi['ratings']:,} ratings ({k:.0f}x): training time grows "
+        lines += [f"From {lo['ratings']:,} to {hi['ratings']:,} ratings "
+                  f"({hi['ratings'] / lo['ratings']:.0f}x), local mode: training time grows "
                   f"{grow('train', 'seconds')} and its memory {grow('train', 'peak_rss_mb')}; the stream's "
-                  f"drain of the newest 20 % grows {grow('stream', 'seconds')} in time but only "
-                  f"{grow('stream', 'peak_rss_mb')} in memory (the fold-in state lives in RocksDB). Training "
-                  "is the limit: it loads the ratings into pandas on the driver and hands them to Spark "
-                  "(`createDataFrame`), so its memory grows with the data; extrapolated, the 25M run "
-                  "would not fit this machine's 24 GiB in local mode. Reading the files with Spark on the "
-                  "executors is the fix this points to."]  # fmt: skip
-    lines += ["", "Not measured yet: the 25M-rating run and the same steps on the 2-worker cluster.", ""]
+                  f"drain of the newest 20 % grows {grow('stream', 'seconds')} in time and "
+                  f"{grow('stream', 'peak_rss_mb')} in memory; the retrain {grow('retrain', 'seconds')} "
+                  f"and {grow('retrain', 'peak_rss_mb')}.", ""]  # fmt: skip
+    lines += [SCALE_NOTES, ""]
     return lines
+
+
+STEPS_ORDER = ("train", "replay", "stream", "retrain")
+SCALE_NOTES = ""  # the run's reading, written once the figures are in (see below)
 
 
 def write_markdown(results: dict, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (takes ~35 minutes);
+"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 2.5 hours on 2 cores, most
+of it the scale run's 25M ratings; without them ~1.5 hours: STREAMREC_BENCH_SCALE=1e6,5e6);
 `python -m bench.run_all quality` (or replay, train, blas, stream, api, scale) runs one part and keeps the
 others."""
 
@@ -25,22 +26,28 @@ def main() -> None:
         results["date"] = today
         results["dates"] = {}
     results.setdefault("dates", {}).update({part: today for part in which})
+
+    def save(part: str, value) -> None:  # after each part: a long run that dies keeps what it measured
+        results[part] = value
+        out.write_text(json.dumps(results, indent=2))
+
     if "replay" in which:
-        results["replay"] = replay_bench.run()
+        save("replay", replay_bench.run())
     spark = get_spark("streamrec-bench") if which & {"quality", "train", "stream", "api"} else None
     if "quality" in which:
-        results["quality"] = quality_bench.run(spark)
+        save("quality", quality_bench.run(spark))
     if "train" in which:
-        results["train"] = train_bench.run(spark)
+        save("train", train_bench.run(spark))
     if "stream" in which:
-        results["stream"] = stream_bench.run(spark)
-    if "scale" in which:  # its own processes, one per step, as a user runs them
-        results["scale"] = scale_bench.run()
+        save("stream", stream_bench.run(spark))
     if "blas" in which:
-        results["blas"] = blas_bench.run()
+        save("blas", blas_bench.run())
     if "api" in which:
-        results["api"] = {**api_bench.run(spark), "date": dt.date.today().isoformat(), "machine": machine()}
-    out.write_text(json.dumps(results, indent=2))
+        save("api", {**api_bench.run(spark), "date": dt.date.today().isoformat(), "machine": machine()})
+    if "scale" in which:  # last (the longest); its own processes, one per step, as a user runs them
+        if spark is not None:
+            spark.stop()  # its memory is not the scale steps'
+        save("scale", scale_bench.run())
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:
         write_readme_results(results, PROJECT_ROOT / "README.md")

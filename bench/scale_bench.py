@@ -12,9 +12,11 @@ on `streamrec cluster up` (2 isolated workers, 3 brokers) at 1M and 5M:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from streamrec.movielens import GENRES_100K
 # ml-25m: 25,000,095 ratings, 162,541 users, 59,047 movies
 USERS_PER_RATING, MOVIES_PER_RATING = 162_541 / 25_000_095, 59_047 / 25_000_095
 STEPS = ("train", "replay", "stream", "retrain")
+STEP_TIMEOUT_S = float(os.environ.get("STREAMREC_BENCH_SCALE_STEP_TIMEOUT", 2400))  # a step longer is a miss
 
 
 def write_dataset(n: int, root: Path) -> Path:
@@ -116,13 +119,21 @@ def _step(env: dict, *args: str) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate(timeout=STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        for pid in _descendants(_processes(), {proc.pid}):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\ntimed out after {STEP_TIMEOUT_S:,.0f} s"
     stop.set()
     sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"streamrec {args[0]} failed: {err[-1500:]}")
-    return {"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak / 1024),
-            "peak_mb": {r: round(v / 1024) for r, v in peaks.items()}, "out": out.strip()[-300:]}  # fmt: skip
+    res = {"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak / 1024),
+           "peak_mb": {r: round(v / 1024) for r, v in peaks.items()}, "out": out.strip()[-300:]}  # fmt: skip
+    if proc.returncode != 0:  # recorded, not raised: a size this machine cannot take is a result too
+        res["error"] = err.strip()[-600:]
+    return res
 
 
 def _cli(env: dict, *args: str) -> str:
@@ -157,6 +168,10 @@ def run_size(n: int, tmp: Path, mode: str = "local") -> dict:
                            ("stream", ["stream", "--available-now", "--quiet"]),
                            ("retrain", ["retrain", "--once", "--force"])]:  # fmt: skip
             out[step] = _step(env, *args)
+            if "error" in out[step]:
+                print(f"scale {mode} {n:,}: {step} failed after {out[step]['seconds']:.0f} s: "
+                      f"{out[step]['error'][-300:]}", flush=True)  # fmt: skip
+                break
             roles = ", ".join(f"{r} {mb:,}" for r, mb in out[step]["peak_mb"].items() if mb)
             print(f"scale {mode} {n:,}: {step} {out[step]['seconds']:.0f} s, "
                   f"peak {out[step]['peak_rss_mb']:,} MB ({roles})", flush=True)  # fmt: skip
@@ -179,8 +194,13 @@ def run(local: list[int] | None = None, cluster: list[int] | None = None) -> dic
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="streamrec-scale-") as tmp:
         for mode, sizes in (("local", local), ("cluster", cluster)):
-            if sizes:
-                out[mode] = [run_size(n, Path(tmp), mode) for n in sorted(sizes)]
+            out[mode] = []
+            for n in sorted(sizes):
+                try:
+                    out[mode].append(run_size(n, Path(tmp), mode))
+                except RuntimeError as exc:  # `cluster up` failed: said, and the next size tried
+                    out[mode].append({"ratings": n, "error": str(exc)[-600:]})
+                    print(f"scale {mode} {n:,}: {exc}", flush=True)
     return out
 
 

@@ -77,6 +77,24 @@ def throughput(spark, bootstrap, tmp, models, topic: str, n_events: int, per_bat
     }
 
 
+PHASES: dict[str, dict[str, float]] = {}  # the last running stream's profile, see _phases
+
+
+def _phases(spark) -> dict[str, dict[str, float]]:
+    """Where a batch's time goes: per query, the median of each phase of Spark's `durationMs`
+    (addBatch: the batch's own jobs and sink writes; queryPlanning; walCommit and commitOffsets:
+    the offset and commit logs; latestOffset: asking Kafka for the end offsets...) over the batches
+    that carried events, and how many those were."""
+    out = {}
+    for q in spark.streams.active:
+        rows = [p.durationMs for p in q.recentProgress if p.numInputRows > 0]
+        if rows:
+            keys = sorted({k for r in rows for k in r})
+            out[q.name] = {k: float(np.median([r.get(k, 0) for r in rows])) for k in keys}
+            out[q.name]["batches"] = len(rows)
+    return out
+
+
 @contextmanager
 def _running_stream(spark, bootstrap, tmp, models, beside=None, **kw) -> Iterator[tuple[str, StreamConfig]]:
     """A stream (trigger 1 s unless `kw` says otherwise) on a fresh topic, warmed up; stopped at a
@@ -93,6 +111,8 @@ def _running_stream(spark, bootstrap, tmp, models, beside=None, **kw) -> Iterato
     try:
         yield topic, cfg
     finally:
+        PHASES.clear()
+        PHASES.update(_phases(spark))
         stop.set()
         if extra is not None:
             extra.stop()
@@ -120,7 +140,7 @@ def latency(
     with _running_stream(spark, bootstrap, tmp, models, beside, **kw) as (topic, cfg):
         replay(events, bootstrap, topic, rate=rate, progress=False)
         _wait_until_consumed(cfg, len(events))
-    return _latency_summary(cfg, len(events), rate)
+    return _latency_summary(cfg, len(events), rate) | {"phases_ms": dict(PHASES)}
 
 
 def _wait_until_consumed(cfg: StreamConfig, n: int, timeout: float = 120) -> None:
