@@ -199,19 +199,17 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
     best = best_throughput(s)
     lines = ["## Streaming (`bench/stream_bench.py`)", "",
              f"Throughput: a backlog of {runs[0]['events']:,} events preloaded in Kafka, drained with "
-             "`--available-now` and all three queries running (base model from the oldest 80%), "
+             "`--available-now` and both queries running (base model from the oldest 80%), "
              "once per cap on records per micro-batch (`--max-offsets-per-trigger`). Events/s count "
              "the whole run, query start-up and the fold-in's initial state included.", "",
              f"**Whole job: {best['events_per_s_wall']:,.0f} events/s**, with "
              + (f"{best['per_batch']:,} records per batch." if best["per_batch"]
                 else "no cap on records per batch (the default)."), "",
-             "| records per batch | batches | events/s | median batch ms: aggregates / eventlog / foldin |",
+             "| records per batch | batches | events/s | median batch ms: aggregates / foldin |",
              "|---|---|---|---|"]  # fmt: skip
     for r in runs:
         q = r["per_query_steady"]
-        ms = " / ".join(
-            f"{q[n]['ms_per_batch']:,.0f}" if n in q else "-" for n in ("aggregates", "eventlog", "foldin")
-        )
+        ms = " / ".join(f"{q[n]['ms_per_batch']:,.0f}" if n in q else "-" for n in ("aggregates", "foldin"))
         lines.append(f"| {_cap(r['per_batch'])} | {r['batches']} | {r['events_per_s_wall']:,.0f} | {ms} |")
     if "stream_throughput" in img:
         lines += ["", f"![Stream throughput and batch time by records per batch]({img['stream_throughput']})"]
@@ -249,86 +247,132 @@ def _stream(s: dict, img: dict[str, str]) -> list[str]:
                  f"{met(nu['median_s'] <= 1)} |"] if nu and nu["found"] else []),
               f"| backlog drain >= 30,000 events/s | {best['events_per_s_wall']:,.0f} events/s "
               f"({_cap(best['per_batch']).replace(' (default)', '')} per batch) | "
-              f"{met(best['events_per_s_wall'] >= 30_000)} |", "",
-              "The latency targets are missed by the fixed cost of a micro-batch (below): with a 1 s "
-              f"trigger a batch's median time is {a['batch_ms_median']:,.0f} ms (aggregates) and "
-              f"{f['batch_ms_median']:,.0f} ms (fold-in), so an event waits for its trigger and then "
-              "for the batch. The chart above shows it per batch: no upward drift over the run, the "
-              "same fixed cost every batch. " + (
-                  "The drain target is met only when one batch takes the whole backlog; capped batches "
-                  "pay the fixed cost per batch." if best["events_per_s_wall"] >= 30_000 else
-                  "The drain target is missed even with one batch for the whole backlog (31,028 events/s "
-                  "in an earlier run of the same code path on 2026-11-30: about 10 % between runs); "
-                  "capped batches pay the fixed cost per batch."), "",
-              "Compared with the previous run of this benchmark (2026-11-27: drain 10,615 events/s, "
-              "aggregates p95 4.5 s, fold-in p95 7.7 s), several things changed at once and were not "
-              "measured apart: the records are now produced by confluent-kafka without compression "
-              "(kafka-python with gzip before, so every batch decompressed them), validation runs the "
-              "strict fast path plus a pandas UDF for the rest, the sink is on SQLAlchemy, and "
-              "OpenBLAS is installed. The likeliest large share is the uncompressed records.", "",
-              "The trigger interval is not a lever here (`bench/trigger_bench.py`, one run on "
-              "2026-11-30, 15,000 events at 1,000 events/s, p95 aggregates / fold-in): 1 s "
-              "5.5 / 7.1 s, 0.5 s 2.7 / 4.5 s, 0 (back to back) 2.3 / 3.8 s, then 1 s again "
-              "2.3 / 3.4 s; a second run: 5.4 / 7.5, 2.4 / 3.9, 2.8 / 4.5, 2.5 / 3.4 s. The first "
-              "stream of a process pays the JVM's warm-up (which is also why "
-              "`stream_bench` warms up for 25 s first); after it, the "
-              "trigger makes no difference beyond noise, so the default stays at 1 s (a 0 trigger "
-              "polls Kafka without pause when idle).", "",
-              "Where a batch's aggregates are grouped is a lever, against scale-out "
-              "(`bench/aggregation_bench.py`, one run on 2026-11-30, 12,000 events at 1,000 events/s, "
-              "aggregates p95 / median batch): the raw records collected to the driver 2.9 s / "
-              "1,386 ms (its first run, with the JVM's warm-up, 4.7 s / 1,366 ms); each partition "
-              "grouped in the executors' Python workers and merged on the driver 4.7 s / 2,438 ms; a "
-              "Spark `groupBy` (a shuffle) 5.4 s / 2,577 ms. On 2 cores in local mode the executors' "
-              "grouping is one more Python pass and Arrow round trip per batch (and the shuffle two "
-              "more stages) with nothing to spread over, so `--aggregate-on auto` (the default) "
-              "collects to the driver in local mode and groups in the executors on a cluster, where "
-              "the driver's memory must not grow with the events (`tests/test_cluster.py` runs that "
-              "path; a test checks every path against the pandas reference). The figures above are "
-              "local mode's.", "",
-              "### Where the time goes, and the limit", "",
-              "A micro-batch costs mostly a fixed amount, not a per-record one: with the three queries "
-              "sharing 2 cores, a query's batch takes about as long whether it carries 20,000 or "
-              "100,000 records (table above), so throughput grows with the batch size: "
-              f"{small['events_per_s_wall']:,.0f} events/s at {small['per_batch']:,} records per "
-              f"batch, {best['events_per_s_wall']:,.0f} with {_cap(best['per_batch'])}.", "",
-              "What the fixed cost is made of (Spark's per-batch `durationMs`, and one query at a "
-              "time alone on the machine with `bench/stream_profile.py`): planning the incremental "
-              "plan (0.2-0.5 s; most for the fold-in), writing the offset log and the commit log "
-              "(~0.1-0.2 s each), a Kafka read of ~0.6 s, and the Spark jobs themselves. The fold-in "
-              "adds a shuffle by user and the Python state round trips: a cProfile inside the "
-              "processor shows ~20 ms per active user, mostly the `ValueState` get and update over "
-              "the state-server socket, not the fold-in solve (~0.2 ms). All three queries read and "
-              "parse Kafka on their own.", "",
-              "What would lift the limit, in order of payoff: more cores (the job is CPU-bound), "
-              "reading and parsing Kafka once (one `foreachBatch` fanning out to the event log, the "
-              "aggregates and the fold-in state, at the cost of the event log's own file-sink "
-              "checkpoint), and larger batches where latency matters less (`--max-offsets-per-trigger`, "
-              "`--trigger`). Matching shuffle partitions to the cores (2 here, now the default) "
-              "helped in an earlier run (1,775 -> 2,088 events/s at 20,000 records per batch); "
-              "compare with `STREAMREC_SPARK_SHUFFLE_PARTITIONS=4 .venv/bin/python -m bench.run_all "
-              "stream`.", "",
-              "Two per-batch costs were cut where they occur, measured in one-off runs of a single "
-              "query with and without the setting (Spark's `durationMs` and the state operator's "
-              "`commitTimeMs`): the Kafka source asks the broker to hold a fetch at the end of the "
-              "log for 50 ms instead of 500 ms (the last batch of a catch-up fell from ~600 to "
-              "~100 ms in a bare read), and RocksDB commits a changelog instead of a snapshot (the "
-              "fold-in's state commit fell from ~450 to ~270 ms per batch). With all three queries "
-              "contending for 2 cores, the whole-job figures moved within run-to-run noise (fold-in "
-              "p95 between 7.5 and 10.5 s over five runs): CPU, not waiting, is the limit. Spark's FAIR "
-              "scheduler with one pool per query was tried too and made no difference beyond noise "
-              "(two runs each), so it is not enabled. Latency is taken after a batch's sink writes, "
-              "just before its commit.", "",
-              "Spark's Real-Time Mode (`trigger(realTime=...)`, new in 4.1) cannot run any of the three "
-              "queries on Spark 4.2: it supports stateless queries only (projections, filters, map-like "
-              "operations, unions, stream-static joins), and the event log writes with the file sink, the "
-              "aggregates through `foreachBatch`, and the fold-in with `transformWithStateInPandas`, "
-              "none of which it takes. Its stateless part here, parsing and validation, would only "
-              "add a Kafka hop in front of the same three micro-batch queries. Spark 4.3 adds "
-              "streaming aggregations and the JVM (not the Python) `transformWithState`: the "
-              "aggregates could move there once they are grouped in Spark instead of pandas.",
+              f"{met(best['events_per_s_wall'] >= 30_000)} |", ""]  # fmt: skip
+    lines += _profile(lat)
+    lines += ["A micro-batch costs mostly a fixed amount, not a per-record one: a query's batch takes "
+              "about as long whether it carries 20,000 or 100,000 records (throughput table above), so "
+              f"throughput grows with the batch size: {small['events_per_s_wall']:,.0f} events/s at "
+              f"{small['per_batch']:,} records per batch, {best['events_per_s_wall']:,.0f} with "
+              f"{_cap(best['per_batch'])}. At a paced 1,000 events/s with a 1 s trigger an event waits "
+              f"for its trigger (0.5 s on average) and then for the batch: {a['batch_ms_median']:,.0f} ms "
+              f"(aggregates) and {f['batch_ms_median']:,.0f} ms (fold-in) at the median. The latency "
+              "chart shows it per batch: no upward drift over the run, the same fixed cost every batch.",
               ""]  # fmt: skip
+    lines += STREAM_LEVERS
     return [*lines, ""]
+
+
+_PHASES = (
+    "triggerExecution",
+    "addBatch",
+    "queryPlanning",
+    "walCommit",
+    "commitOffsets",
+    "latestOffset",
+    "getBatch",
+)
+
+
+def _profile(lat: dict) -> list[str]:
+    """Where a batch's time goes during the paced run: Spark's own per-batch phases."""
+    ph = lat.get("phases_ms") or {}
+    if not all(q in ph for q in ("aggregates", "foldin")):
+        return []
+    keys = [k for k in _PHASES if any(k in ph[q] for q in ("aggregates", "foldin"))]
+    lines = ["### Where the time goes", "",
+             "Median milliseconds per batch of each phase Spark reports (`durationMs`), over the "
+             "batches of the paced run above that carried events. `triggerExecution` is the whole "
+             "batch; `addBatch` runs the batch's jobs (the Kafka read, parsing and validation, the "
+             "grouping or the fold-in, the sink transaction); `queryPlanning` plans the incremental "
+             "query; `walCommit` and `commitOffsets` write the offset and commit logs; `latestOffset` "
+             "asks Kafka where each partition ends.", "",
+             "| query | batches | " + " | ".join(f"`{k}`" for k in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]  # fmt: skip
+    for q in ("aggregates", "foldin"):
+        cells = " | ".join(f"{ph[q][k]:,.0f}" if k in ph[q] else "-" for k in keys)
+        lines.append(f"| {q} | {ph[q].get('batches', 0):.0f} | {cells} |")
+    agg, fold = ph["aggregates"], ph["foldin"]
+    overhead = {q: v.get("triggerExecution", 0) - v.get("addBatch", 0) for q, v in ph.items()}
+    lines += ["", f"Outside the batch's own jobs (planning, the two logs, asking Kafka) each batch spends "
+              f"{overhead['aggregates']:,.0f} ms (aggregates) and {overhead['foldin']:,.0f} ms (fold-in); "
+              f"inside them, {agg.get('addBatch', 0):,.0f} and {fold.get('addBatch', 0):,.0f} ms, for "
+              f"a median {_median_rows(lat, 'aggregates'):,.0f} and {_median_rows(lat, 'foldin'):,.0f} "
+              "events per batch. The two queries run at the same time on 2 cores, so each phase "
+              "also waits for the other query's work: the machine is CPU-bound (below).", ""]  # fmt: skip
+    return lines
+
+
+def _median_rows(lat: dict, q: str) -> float:
+    series = lat[q].get("series") or [[0, 0, 0, 0]]
+    return float(sorted(x[3] for x in series)[len(series) // 2])
+
+
+STREAM_LEVERS = [
+    "### Levers measured, kept or not",
+    "",
+    "**Reading Kafka once for the event log and the aggregates (kept).** The event log was a third "
+    "query (Spark's Parquet file sink, its own checkpoint) that read and parsed Kafka again; now "
+    "the aggregates query writes each batch's valid events (`batch-<id>.parquet`, before its sink "
+    "commit, found and kept on a replay). `bench/eventlog_bench.py`, one run on 2026-11-30 "
+    "(12,000 events at 1,000 events/s, one Spark session, alternating after a warm-up; p95 "
+    "aggregates / fold-in): in the aggregates query 2.80 / 3.99 s and 1.81 / 2.61 s; the former "
+    "third query running beside it 2.81 / 5.29 s and 2.83 / 4.21 s. Median fold-in batch "
+    "1,628 and 1,186 ms against 2,087 and 2,021 ms. An earlier one-off run with the third query "
+    "simply removed gave 2.18 / 2.86 s and 1.84 / 2.72 s against 6.19 / 8.41 s (the first, cold "
+    "run) and 3.32 / 4.84 s with it. The fold-in gains most: the third query's CPU went to it.",
+    "",
+    "**Trigger interval (not a lever here).** `bench/trigger_bench.py`, one run on 2026-11-30, "
+    "15,000 events at 1,000 events/s, p95 aggregates / fold-in: 1 s 5.5 / 7.1 s, 0.5 s 2.7 / 4.5 s, "
+    "0 (back to back) 2.3 / 3.8 s, then 1 s again 2.3 / 3.4 s; a second run: 5.4 / 7.5, 2.4 / 3.9, "
+    "2.8 / 4.5, 2.5 / 3.4 s. The first stream of a process pays the JVM's warm-up (which is also "
+    "why `stream_bench` warms up for 25 s first); after it, the trigger makes no difference beyond "
+    "noise, so the default stays at 1 s (a 0 trigger polls Kafka without pause when idle).",
+    "",
+    "**Where a batch's aggregates are grouped (local mode keeps the driver).** "
+    "`bench/aggregation_bench.py`, one run on 2026-11-30, 12,000 events at 1,000 events/s, "
+    "aggregates p95 / median batch: the raw records collected to the driver 2.9 s / 1,386 ms (its "
+    "first run, with the JVM's warm-up, 4.7 s / 1,366 ms); each partition grouped in the "
+    "executors' Python workers and merged on the driver 4.7 s / 2,438 ms; a Spark `groupBy` (a "
+    "shuffle) 5.4 s / 2,577 ms. On 2 cores in local mode the executors' grouping is one more "
+    "Python pass and Arrow round trip per batch (and the shuffle two more stages) with nothing to "
+    "spread over, so `--aggregate-on auto` (the default) collects to the driver in local mode and "
+    "groups in the executors on a cluster, where the driver's memory must not grow with the events "
+    "(`tests/test_cluster.py` runs that path; a test checks every path against the pandas "
+    "reference). (Measured before the event log moved into the aggregates query.)",
+    "",
+    "**Per-batch settings (kept, within noise for the whole job).** The Kafka source asks the "
+    "broker to hold a fetch at the end of the log for 50 ms instead of 500 ms (the last batch of "
+    "a catch-up fell from ~600 to ~100 ms in a bare read), and RocksDB commits a changelog instead "
+    "of a snapshot (the fold-in's state commit fell from ~450 to ~270 ms per batch): each measured "
+    "on a single query with and without the setting (Spark's `durationMs` and the state operator's "
+    "`commitTimeMs`). Shuffle partitions matched to the cores (2) helped in an earlier run (1,775 "
+    "-> 2,088 events/s at 20,000 records per batch); compare with "
+    "`STREAMREC_SPARK_SHUFFLE_PARTITIONS=4 .venv/bin/python -m bench.run_all stream`. Spark's FAIR "
+    "scheduler with one pool per query made no difference beyond noise (two runs each), so it is "
+    "not enabled.",
+    "",
+    "**The fold-in's state (not changed).** A cProfile inside the processor shows ~20 ms per "
+    "active user, mostly waiting on the `ValueState` get and update over the state server's "
+    "socket, not the fold-in solve (~0.2 ms). The value's serialization is not it: PySpark's own "
+    "serializer takes 0.15 ms for a user with 200 ratings and 1.4 ms for 2,000 (a packed binary "
+    "value would take 5-8 µs), measured outside Spark. What remains is the round trip to the "
+    "JVM's state server and RocksDB, which on 2 busy cores waits for CPU like everything else.",
+    "",
+    "**What would lift the limit.** More cores: the job is CPU-bound (two queries and their Python "
+    "workers, the broker and the producer share 2 cores), which is also why Spark's own Kafka "
+    "benchmarks reach a p95 of ~0.45 s at 1,000 records/s on 15 cores. Then larger batches where "
+    "latency matters less (`--max-offsets-per-trigger`, `--trigger`).",
+    "",
+    "**Spark's Real-Time Mode** (`trigger(realTime=...)`, new in 4.1) cannot run either query on "
+    "Spark 4.2: it supports stateless queries only (projections, filters, map-like operations, "
+    "unions, stream-static joins), and the aggregates write through `foreachBatch` and the fold-in "
+    "with `transformWithStateInPandas`, neither of which it takes. Its stateless part here, parsing "
+    "and validation, would only add a Kafka hop in front of the same micro-batch queries. Spark "
+    "4.3 adds streaming aggregations and the JVM (not the Python) `transformWithState`: the "
+    "aggregates could move there, grouped in Spark instead of pandas.",
+    "",
+    "Latency is taken after a batch's sink writes, just before its commit.",
+]
 
 
 def scale_modes(sc: dict) -> dict[str, list[dict]]:
@@ -550,7 +594,7 @@ def write_readme_results(results: dict, readme: Path) -> None:
         extra = ["", f"Measured {results['date']} on {results['machine']}: replay "
                  f"{results['replay']['median_events_per_s']:,.0f} events/s (median"
                  f"{_dated(results, 'replay')}); stream "
-                 f"{tp['events_per_s_wall']:,.0f} events/s through all three queries draining a backlog "
+                 f"{tp['events_per_s_wall']:,.0f} events/s through both queries draining a backlog "
                  f"({_cap(tp['per_batch']).replace(' (default)', '')} per batch); latency at "
                  f"{lat['rate']:,.0f} events/s p50 {lat['aggregates']['p50_ms'] / 1000:.1f} s / p95 "
                  f"{lat['aggregates']['p95_ms'] / 1000:.1f} s (aggregates), p95 "
