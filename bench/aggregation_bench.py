@@ -7,20 +7,10 @@ A one-off lever check: `.venv/bin/python -m bench.aggregation_bench` (about 4 mi
 from __future__ import annotations
 
 from bench import stream_bench as sb
-from streamrec.spark import get_spark
-
-QUERIES = ("aggregates", "foldin")
 
 
 def run(modes: tuple[str, ...] = ("driver", "executors", "shuffle", "driver"), events: int = 12_000) -> list:
-    out = []
-    with sb.lever_setup(get_spark("streamrec-aggregation-bench"), events) as (bootstrap, tmp, models, live):
-        for mode in modes:
-            s = sb.latency(get_spark(), bootstrap, tmp, models, live, 1000, aggregation=mode)
-            keys = ("p50_ms", "p95_ms", "batch_ms_median")
-            out.append({"aggregation": mode, **{q: {k: round(s[q][k]) for k in keys} for q in QUERIES}})
-            print(out[-1], flush=True)
-    return out
+    return sb.compare("aggregation", [(m, {"aggregation": m}) for m in modes], events)
 
 
 if __name__ == "__main__":

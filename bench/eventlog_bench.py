@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from bench import stream_bench as sb
 from streaming.parse import kafka_stream, parse, valid
-from streamrec.spark import get_spark
-
-QUERIES = ("aggregates", "foldin")
 
 
 def file_sink_query(spark, cfg):
@@ -25,16 +22,8 @@ def file_sink_query(spark, cfg):
 
 
 def run(events: int = 12_000) -> list[dict]:
-    out = []
-    with sb.lever_setup(get_spark("streamrec-eventlog-bench"), events) as (bootstrap, tmp, models, live):
-        sb.latency(get_spark(), bootstrap, tmp, models, live.iloc[:3000], 1000)  # the JVM's warm-up, not kept
-        for layout in ("in the aggregates query", "its own query") * 2:
-            beside = file_sink_query if layout == "its own query" else None
-            s = sb.latency(get_spark(), bootstrap, tmp, models, live, 1000, beside=beside)
-            keys = ("p50_ms", "p95_ms", "batch_ms_median")
-            out.append({"event_log": layout, **{q: {k: round(s[q][k]) for k in keys} for q in QUERIES}})
-            print(out[-1], flush=True)
-    return out
+    layouts = [("in the aggregates query", {}), ("its own query", {"beside": file_sink_query})] * 2
+    return sb.compare("event_log", layouts, events, warm_up=3000)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,26 @@ def latency(
     return _latency_summary(cfg, len(events), rate) | {"phases_ms": dict(PHASES)}
 
 
+def compare(name: str, variants: list[tuple[str, dict]], events: int, warm_up: int = 0) -> list[dict]:
+    """A one-off lever benchmark: latency at a paced 1,000 events/s of each (label, `latency`
+    keyword arguments) in turn, on one broker, one model and one Spark session; `warm_up` events
+    through the first variant first, not kept (the JVM's warm-up). Prints each as it finishes."""
+    from streamrec.spark import get_spark
+
+    out = []
+    with lever_setup(get_spark(f"streamrec-{name}-bench"), events) as (bootstrap, tmp, models, live):
+        if warm_up:
+            latency(get_spark(), bootstrap, tmp, models, live.iloc[:warm_up], 1000, **variants[0][1])
+        for label, kw in variants:
+            s = latency(get_spark(), bootstrap, tmp, models, live, 1000, **kw)
+            keys = ("p50_ms", "p95_ms", "batch_ms_median")
+            out.append(
+                {name: label, **{q: {k: round(s[q][k]) for k in keys} for q in ("aggregates", "foldin")}}
+            )
+            print(out[-1], flush=True)
+    return out
+
+
 def _wait_until_consumed(cfg: StreamConfig, n: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
