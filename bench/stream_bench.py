@@ -143,10 +143,13 @@ def latency(
     return _latency_summary(cfg, len(events), rate) | {"phases_ms": dict(PHASES)}
 
 
-def compare(name: str, variants: list[tuple[str, dict]], events: int, warm_up: int = 0) -> list[dict]:
+def compare(
+    name: str, variants: list[tuple[str, dict]], events: int, warm_up: int = 0, new_users: bool = False
+) -> list[dict]:
     """A one-off lever benchmark: latency at a paced 1,000 events/s of each (label, `latency`
     keyword arguments) in turn, on one broker, one model and one Spark session; `warm_up` events
-    through the first variant first, not kept (the JVM's warm-up). Prints each as it finishes."""
+    through the first variant first, not kept (the JVM's warm-up); with `new_users`, also each
+    variant's new-user time (median of 5; `kw` without `beside`). Prints each as it finishes."""
     from streamrec.spark import get_spark
 
     out = []
@@ -159,6 +162,8 @@ def compare(name: str, variants: list[tuple[str, dict]], events: int, warm_up: i
             out.append(
                 {name: label, **{q: {k: round(s[q][k]) for k in keys} for q in ("aggregates", "foldin")}}
             )
+            if new_users:
+                out[-1]["new_user_s"] = new_user(get_spark(), bootstrap, tmp, models, **kw)["median_s"]
             print(out[-1], flush=True)
     return out
 
@@ -195,10 +200,11 @@ def _latency_summary(cfg: StreamConfig, n: int, rate: float) -> dict:
     return out
 
 
-def new_user(spark, bootstrap, tmp, models, trials: int = 5) -> dict:
-    """Seconds from producing a new user's three ratings to their recommendations in the sink."""
+def new_user(spark, bootstrap, tmp, models, trials: int = 5, **kw) -> dict:
+    """Seconds from producing a new user's three ratings to their recommendations in the sink
+    (`kw`: StreamConfig settings)."""
     seconds = []
-    with _running_stream(spark, bootstrap, tmp, models) as (topic, cfg):
+    with _running_stream(spark, bootstrap, tmp, models, **kw) as (topic, cfg):
         for n in range(trials):
             user = 9_000_000 + n
             rated = pd.DataFrame({"user_id": user, "movie_id": [260, 1196, 2571],
