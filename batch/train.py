@@ -17,11 +17,11 @@ import pandas as pd
 
 from streamrec import logs
 from streamrec.errors import InvalidRequest
-from streamrec.foldin import ItemFactors, top_k
+from streamrec.foldin import ItemFactors
 from streamrec.ids import rows as row_index
 from streamrec.ids import rows_of_known
 from streamrec.ranking import ImplicitFactors
-from streamrec.scorer import Blend, Scorer, Users, top_rows
+from streamrec.scorer import Blend, Scorer, Users, rank_in_chunks
 
 from .metrics import first_n, holdout_users, list_metrics, ndcg_per_user, relevant_sets
 
@@ -220,14 +220,9 @@ def popularity_metrics(items: ItemFactors, users: np.ndarray, train: pd.DataFram
     users = users[np.isin(users, rel.index.to_numpy())]
     counts = train["movie_id"].value_counts().reindex(items.ids, fill_value=0).to_numpy(np.float64)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
-    lists = []
-    for u in users:
-        s = counts.copy()
-        pos, known = items.rows(seen.get(u, np.empty(0)))
-        s[pos[known]] = -np.inf
-        rows = top_rows(s[None, :], k)[0]
-        lists.append(items.ids[rows[rows >= 0]])
-    return list_metrics(lists, [rel[u] for u in users], k)
+    rows, _ = rank_in_chunks(items, len(users), k, lambda a, b: np.tile(counts, (b - a, 1)),
+                             [seen.get(u, np.empty(0)) for u in users])  # fmt: skip
+    return list_metrics([items.ids[r[r >= 0]] for r in rows], [rel[u] for u in users], k)
 
 
 def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple[Blend, list[dict]]:
@@ -325,16 +320,18 @@ def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) 
     """
     rel = relevant_sets(test)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
-    lists, relevant = [], []
-    for user, relevant_items in rel.items():
-        pos, known = row_index(m.user_ids, [user])
-        if not known[0]:
-            continue
-        i = int(pos[0])
-        top, _ = top_k(m.items, m.user_factors[i], k, exclude=seen.get(user), bias=m.user_bias[i])
-        lists.append(top)
-        relevant.append(relevant_items)
-    res = list_metrics(lists, relevant, k)
+    pos, known = row_index(m.user_ids, rel.index.to_numpy())
+    users, pos = rel.index.to_numpy()[known], pos[known]
+
+    def predicted(a: int, b: int) -> np.ndarray:  # what streamrec.foldin.predict gives each user
+        s = (m.user_factors[pos[a:b]].astype(np.float32) @ m.items.factors.T).astype(np.float64)
+        if m.items.bias is not None:
+            s += m.items.bias
+        return s + m.items.mean + m.user_bias[pos[a:b], None]
+
+    rows, _ = rank_in_chunks(m.items, len(users), k, predicted, [seen.get(u, np.empty(0)) for u in users],
+                             m.items.servable)  # fmt: skip
+    res = list_metrics([m.items.ids[r[r >= 0]] for r in rows], [rel[u] for u in users], k)
     res["ranking_users"] = res.pop("users")
     return res
 

@@ -12,6 +12,7 @@ measured is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -168,23 +169,8 @@ class Scorer:
     def _ranked(
         self, users: Users, k: int, exclude: list[np.ndarray] | None, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, their scores), scored a chunk of users at a time: a dense users x movies matrix
-        of a big catalogue would not fit (130k warm users x 59k movies is 61 GB of float64)."""
-        m = len(users)
-        rows, scores = np.full((m, k), -1), np.full((m, k), -np.inf)
-        step = max(1, SCORE_CELLS // max(1, len(self.items.ids)))
-        for a in range(0, m, step):
-            b = min(m, a + step)
-            s = self.scores(users.subset(slice(a, b)))
-            if allowed is not None:
-                s[:, ~allowed] = -np.inf
-            for j, ids in enumerate((exclude or [])[a:b]):
-                if len(ids):
-                    pos, known = self.items.rows(np.asarray(ids))
-                    s[j, pos[known]] = -np.inf
-            rows[a:b] = top_rows(s, k)
-            scores[a:b] = np.take_along_axis(s, np.maximum(rows[a:b], 0), axis=1)
-        return rows, scores
+        return rank_in_chunks(self.items, len(users), k, lambda a, b: self.scores(users.subset(slice(a, b))),
+                              exclude, allowed)  # fmt: skip
 
     def top_k(
         self, users: Users, k: int, exclude: list[np.ndarray] | None = None, allowed: np.ndarray | None = None
@@ -198,6 +184,37 @@ class Scorer:
             pred = self.predicted(users.subset(slice(j, j + 1)), r)[0] if len(r) else np.empty(0)
             out.append((self.items.ids[r], scores[j][keep], pred))
         return out
+
+
+def rank_in_chunks(
+    items: ItemFactors,
+    m: int,
+    k: int,
+    score: Callable[[int, int], np.ndarray],
+    exclude: list[np.ndarray] | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) best item rows of m users, best first (-1 pads), and their scores.
+
+    `score(a, b)` gives users a..b-1's (b - a, items) score matrix (a fresh array: it is masked in
+    place); `exclude[j]` are movie ids user j must not get; `allowed` a mask over items. Users are
+    scored a chunk at a time: a dense users x movies matrix of a big catalogue would not fit
+    (130k warm users x 59k movies is 61 GB of float64), and one matrix product per chunk is what
+    keeps list metrics over every user fast (a loop per user took minutes at that size)."""
+    rows, scores = np.full((m, k), -1), np.full((m, k), -np.inf)
+    step = max(1, SCORE_CELLS // max(1, len(items.ids)))
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        s = score(a, b)
+        if allowed is not None:
+            s[:, ~allowed] = -np.inf
+        for j, ids in enumerate((exclude or [])[a:b]):
+            if len(ids):
+                pos, known = items.rows(np.asarray(ids))
+                s[j, pos[known]] = -np.inf
+        rows[a:b] = top_rows(s, k)
+        scores[a:b] = np.take_along_axis(s, np.maximum(rows[a:b], 0), axis=1)
+    return rows, scores
 
 
 def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
