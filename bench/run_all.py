@@ -47,7 +47,7 @@ def main() -> None:
     if "scale" in which:  # last (the longest); its own processes, one per step, as a user runs them
         if spark is not None:
             spark.stop()  # its memory is not the scale steps'
-        save("scale", scale_bench.run())
+        save("scale", scale_bench.merge(results.get("scale"), scale_bench.run()))
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:
         write_readme_results(results, PROJECT_ROOT / "README.md")

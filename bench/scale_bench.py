@@ -162,7 +162,7 @@ def run_size(n: int, tmp: Path, mode: str = "local") -> dict:
         env |= {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_SPARK_EXECUTOR")}
     else:
         env["STREAMREC_KAFKA_PORT"] = str(free_port_pair())
-    out = {"ratings": n, "generate_s": round(generated, 1)}
+    out = {"ratings": n, "generate_s": round(generated, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
     try:
         for step, args in [("train", ["train", "--split-at", "0.8"]), ("replay", ["replay"]),
                            ("stream", ["stream", "--available-now", "--quiet"]),
@@ -201,6 +201,20 @@ def run(local: list[int] | None = None, cluster: list[int] | None = None) -> dic
                 except RuntimeError as exc:  # `cluster up` failed: said, and the next size tried
                     out[mode].append({"ratings": n, "error": str(exc)[-600:]})
                     print(f"scale {mode} {n:,}: {exc}", flush=True)
+    return out
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """The new runs replace the old ones of the same mode and size; the other sizes stay (so one
+    size can be re-measured alone: STREAMREC_BENCH_SCALE=25e6 STREAMREC_BENCH_SCALE_CLUSTER=)."""
+    if not old or "runs" in old:  # nothing yet, or the one-mode layout of an older run: replaced
+        return new
+    out = {m: list(old.get(m, [])) for m in ("local", "cluster") if m in old or m in new}
+    for mode, runs in new.items():
+        fresh = {r["ratings"] for r in runs}
+        out[mode] = sorted(
+            [r for r in out[mode] if r["ratings"] not in fresh] + runs, key=lambda r: r["ratings"]
+        )
     return out
 
 
