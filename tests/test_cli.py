@@ -9,6 +9,7 @@ import click
 import pytest
 
 from streamrec.cli import build_cli, main
+from streamrec.errors import StreamrecError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +99,19 @@ def test_durations_parse_with_units():
     with pytest.raises(Exception, match="not a duration"):
         parse_duration("soon")
     assert parse("stream", "--trigger", "500ms")["trigger"] == 0.5
+    assert parse("stream", "--trigger", "0")["trigger"] == 0  # back to back
+
+
+def test_a_zero_trigger_runs_batches_back_to_back(tmp_path, monkeypatch):
+    import argparse
+
+    from streaming.commands import config_from_args
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    args = argparse.Namespace(**parse("stream", "--trigger", "0"))
+    assert config_from_args(args, "localhost:9092").trigger_s == 0
+    with pytest.raises(StreamrecError, match="--window must be positive"):
+        config_from_args(argparse.Namespace(**parse("stream", "--window", "0s")), "localhost:9092")
 
 
 @pytest.mark.parametrize(
