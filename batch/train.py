@@ -17,7 +17,7 @@ import pandas as pd
 
 from streamrec import logs
 from streamrec.errors import InvalidRequest
-from streamrec.foldin import ItemFactors
+from streamrec.foldin import ItemFactors, predict
 from streamrec.ids import rows as row_index
 from streamrec.ids import rows_of_known
 from streamrec.ranking import ImplicitFactors
@@ -331,11 +331,8 @@ def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) 
     pos, known = row_index(m.user_ids, rel.index.to_numpy())
     users, pos = rel.index.to_numpy()[known], pos[known]
 
-    def predicted(a: int, b: int) -> np.ndarray:  # what streamrec.foldin.predict gives each user
-        s = (m.user_factors[pos[a:b]].astype(np.float32) @ m.items.factors.T).astype(np.float64)
-        if m.items.bias is not None:
-            s += m.items.bias
-        return s + m.items.mean + m.user_bias[pos[a:b], None]
+    def predicted(a: int, b: int) -> np.ndarray:
+        return predict(m.items, m.user_factors[pos[a:b]], m.user_bias[pos[a:b], None])
 
     rows, _ = rank_in_chunks(m.items, len(users), k, predicted, [seen.get(u, np.empty(0)) for u in users],
                              m.items.servable)  # fmt: skip

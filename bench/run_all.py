@@ -1,5 +1,5 @@
-"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 2.5 hours on 2 cores, most
-of it the scale run's 25M ratings; without them ~1.5 hours: STREAMREC_BENCH_SCALE=1e6,5e6);
+"""Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 1.5 hours on 2 cores, 45
+minutes of it the scale run's 25M ratings; without them STREAMREC_BENCH_SCALE=1e6,5e6);
 `python -m bench.run_all quality` (or replay, train, blas, stream, api, scale) runs one part and keeps the
 others."""
 

@@ -31,7 +31,7 @@ from .lsh import RandomProjectionLSH
 from .ratings_index import RatingsIndex
 from .recommend import Recommendations, recommend, similar_candidates, similar_exact
 
-QUERIES = ("aggregates", "foldin")  # streaming.job's queries
+QUERIES = db.STREAM_QUERIES
 
 # The hot path's read, built once: SQLAlchemy then reuses its compiled form (bench/sink_bench.py:
 # 22.9 us a read, against 68.6 us for a select built per read and 9.8 us for raw sqlite3).

@@ -47,7 +47,6 @@ from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
 from .spark_aggregates import BatchResult, batch_deltas, genres_frame
 
-QUERIES = ("aggregates", "foldin")
 BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
 
 LOG = logs.get("stream")

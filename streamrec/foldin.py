@@ -123,9 +123,10 @@ def fold_in_many(
     return users, vectors, biases, counts
 
 
-def predict(items: ItemFactors, vector: np.ndarray, bias: float = 0.0) -> np.ndarray:
-    """Predicted ratings of every item for one user: mu + b_u + b_i + u.v_i."""
-    scores = (items.factors @ vector.astype(np.float32)).astype(np.float64)
+def predict(items: ItemFactors, vector: np.ndarray, bias: float | np.ndarray = 0.0) -> np.ndarray:
+    """Predicted ratings of every item: mu + b_u + b_i + u.v_i, for one user (a vector and a bias)
+    or several (an (m, rank) matrix and an (m, 1) column of biases: an (m, items) matrix)."""
+    scores = (vector.astype(np.float32) @ items.factors.T).astype(np.float64)
     if items.bias is not None:
         scores += items.bias
     return scores + items.mean + bias

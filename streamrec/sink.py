@@ -48,6 +48,7 @@ def _sums() -> list[sa.Column]:
 
 
 BIG, TEXT = sa.BigInteger, sa.Text
+STREAM_QUERIES = ("aggregates", "foldin")  # the stream's queries: stream_batches/stream_metrics keys
 stream_batches = _table("stream_batches", _key("query", TEXT), _key("batch_id"), _col("committed_at"))
 stream_state = _table("stream_state", _key("key", TEXT), _col("value", TEXT))
 movie_stats = _table(
