@@ -22,6 +22,7 @@ FORMAT = 2
 class BaselineParams:
     mean: float = 0.0
     user_reg: float | None = None
+    item_reg: float | None = None  # lambda_i of b_i = sum(r - mu)/(lambda_i + n) (item fold-in)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class ModelMetadata:
                 history=HistorySpec.from_dict(d["history"]) if d.get("history") else None,
                 reg=float(params["reg"]) if "reg" in params else None,
                 min_support=int(params.get("min_support", 1)),
-                baseline=BaselineParams(float(baseline.get("mean", 0.0)), baseline.get("user_reg"))
+                baseline=BaselineParams(float(baseline.get("mean", 0.0)), baseline.get("user_reg"),
+                                        baseline.get("item_reg"))
                 if baseline
                 else None,
                 ranking=RankingMeta(

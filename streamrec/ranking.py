@@ -39,6 +39,9 @@ class ImplicitFactors:
     reg: float  # Spark's regParam (lambda)
     alpha: float  # Spark's alpha
     threshold: float = 0.0  # preference = rating - threshold; < 0 is a confident "no"
+    # Y'Y of the trained items when `factors` also holds items streamed in since (item fold-in):
+    # those stay out of the user objective, so a user folds in exactly as the version trained.
+    fixed_gram: np.ndarray | None = None
 
     @property
     def rank(self) -> int:
@@ -51,7 +54,9 @@ class ImplicitFactors:
 
     @cached_property
     def gram(self) -> np.ndarray:
-        """Y'Y over every item, in float64: computed once per model version."""
+        """Y'Y over every trained item, in float64: computed once per model version."""
+        if self.fixed_gram is not None:
+            return self.fixed_gram
         return self.factors64.T @ self.factors64
 
     def preference(self, ratings: np.ndarray) -> np.ndarray:

@@ -48,10 +48,10 @@ class Blend:
         return cls() if not d else cls(tuple(int(x) for x in d["n"]), tuple(float(w) for w in d["weights"]))
 
 
-def popularity_prior(support: np.ndarray) -> np.ndarray:
-    """Training ratings per item scaled to [0, 1] (the top chart as a score)."""
+def popularity_prior(support: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Training ratings per item scaled to [0, 1] by the most rated (or `scale`): the top chart."""
     support = np.asarray(support, dtype=np.float64)
-    return support / max(float(support.max(initial=0.0)), 1.0)
+    return support / max(scale if scale is not None else float(support.max(initial=0.0)), 1.0)
 
 
 @dataclass
@@ -80,12 +80,26 @@ class Scorer:
     ranking: ImplicitFactors
     explicit_reg: float
     blend: Blend = field(default_factory=Blend)
+    # The prior's scale when items were added to a version (streamrec.item_overlay): its own
+    # most-rated movie's count, so the old movies' prior does not move.
+    prior_scale: float | None = None
+    # Set when movies were laid over a version (streamrec.item_overlay): users are still solved
+    # against the version's trained movies only, so a user's vector is exact and never depends
+    # on what the stream has learned of other movies so far; lists rank every movie.
+    fold_base: Scorer | None = None
 
     @cached_property
     def prior(self) -> np.ndarray:
         if self.items.support is None:
             return np.zeros(len(self.items.ids))
-        return popularity_prior(self.items.support)
+        return popularity_prior(self.items.support, self.prior_scale)
+
+    @property
+    def prior_max(self) -> float:
+        """The count that scales the prior to [0, 1]."""
+        if self.prior_scale is not None or self.items.support is None:
+            return self.prior_scale or 1.0
+        return float(np.max(self.items.support, initial=0.0))
 
     # -- fold-in ------------------------------------------------------------------------------
 
@@ -95,6 +109,8 @@ class Scorer:
         Ratings of movies the model does not know are ignored and counted in `n_unknown`.
         `explicit=False` skips the explicit model (zero vectors): for ranking-only evaluation.
         """
+        if self.fold_base is not None:
+            return self.fold_base.fold_in(user_ids, movie_ids, ratings, explicit)
         user_ids = np.asarray(user_ids, dtype=np.int64)
         pos, known = self.items.rows(np.asarray(movie_ids))
         ratings = np.asarray(ratings, dtype=np.float64)
