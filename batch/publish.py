@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from streamrec.content import ContentMap, fit_content_map, load_tags
 from streamrec.errors import DataError, ModelStoreError, QualityGateFailed
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.ids import rows_of_known
-from streamrec.model_store import ModelStore, write_npz
+from streamrec.model_store import CONTENT_NPZ, ModelStore, write_npz
+from streamrec.movielens import load_movies
 from streamrec.scorer import Scorer, Users
 
 from .train import (
@@ -132,7 +134,10 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     if not np.array_equal(ranking.user_ids, model.user_ids):
         raise RuntimeError("the two models saw different users; this is a bug")
     user_support = ratings.groupby("user_id").size().reindex(model.user_ids, fill_value=0).to_numpy()
+    content = _content_map(opts, model.items, ranking.factors.factors, params.seed)
     with store.staging() as staged:  # removed again if anything below fails
+        if content is not None:
+            content.save(staged / CONTENT_NPZ)
         write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
                   ranking.factors.factors, ranking.user_factors, user_support)  # fmt: skip
         for name, factors in [("item_factors", model.als_model.itemFactors),
@@ -162,11 +167,28 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
             "gate": gate,
             "tuning": tuning,
             "ranking_tuning": rtuning,
+            "content": content.summary if content is not None else None,
             "seconds": round(time.monotonic() - t0, 1),
         }
         version = store.publish(staged, meta)
     pruned = store.prune(opts.keep)
     return {"version": version, "pruned": pruned, **meta}
+
+
+def _content_map(opts: TrainOptions, items, rank_factors: np.ndarray, seed: int) -> ContentMap | None:
+    """Content (genres, tags, year) -> the ranking model's item factors, for movies with no ratings
+    (streamrec.content). A data folder whose movies cannot be read gets no map, not a failed run."""
+    try:
+        movies, tags = load_movies(Path(opts.spec.data)), load_tags(Path(opts.spec.data))
+    except DataError as exc:
+        log(f"no content map: {exc}")
+        return None
+    content = fit_content_map(movies, tags, items.ids, rank_factors, items.support, seed=seed)
+    v = content.summary["validation"]
+    log(f"content map: {content.spec.n_features} features ({len(content.spec.tags)} tag words), "
+        f"lambda {content.lam:g}, on {content.summary['movies_fitted']:,} movies; validation movies "
+        + (f"R^2 {v['r2']:.3f}, cosine {v['cosine']:.3f}" if v["r2"] is not None else "too few"))  # fmt: skip
+    return content
 
 
 def _same_holdout(store: ModelStore, current: str | None, scorer: Scorer, users: Users, train: pd.DataFrame,

@@ -4,7 +4,8 @@ A version directory holds metadata.json (params, metrics, counts, the history it
 on, newest event time), item_factors/ and user_factors/ as Parquet with Spark's id/features
 columns, and factors.npz for fast loading (factors, biases, training ratings per item). It is
 written under a temporary name and renamed into place, and metadata.json lists every file with
-its size, so a partial or damaged version is detected and never selected.
+its size, so a partial or damaged version is detected and never selected. content.npz (when
+present) maps a movie's content to the ranking model's item factors (streamrec.content).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .content import ContentMap
 from .errors import ModelStoreError
 from .foldin import ItemFactors
 from .ids import rows as row_index
@@ -32,6 +35,7 @@ from .scorer import Blend, Scorer, Users
 from .settings import home
 
 NPZ = "factors.npz"
+CONTENT_NPZ = "content.npz"  # the content map; versions written before it have none
 META = "metadata.json"
 PUBLISH_ATTEMPTS = 100  # concurrent publishers racing for the next version name
 
@@ -50,6 +54,7 @@ class Model:
     ranking: ImplicitFactors
     rank_user_factors: np.ndarray  # ranking model's user vectors, rows aligned with user_ids
     user_support: np.ndarray  # training ratings per user (the blend's n for a stored vector)
+    content: ContentMap | None = None  # content -> ranking item factors; None in older versions
 
     @property
     def reg(self) -> float:
@@ -129,6 +134,14 @@ class ModelStore:
         baseline, ranking = meta.baseline, meta.ranking
         if problem := meta.serving_problem():
             raise ModelStoreError(f"model {version} cannot serve: {problem}")
+        content = None
+        if CONTENT_NPZ in meta.files:  # listed, so `check` above has verified its size
+            try:
+                content = ContentMap.load(self.root / version / CONTENT_NPZ)
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+                raise ModelStoreError(
+                    f"model {version} is unusable: {CONTENT_NPZ} is unreadable: {exc}"
+                ) from None
         with np.load(self.root / version / NPZ) as z:
             items = ItemFactors(
                 z["item_ids"],
@@ -143,7 +156,7 @@ class ModelStore:
                 version, self.root / version, meta, items,
                 z["user_ids"], z["user_factors"], z["user_bias"],
                 ImplicitFactors(z["rank_item_factors"], ranking.reg, ranking.alpha, ranking.threshold),
-                z["rank_user_factors"], z["user_support"],
+                z["rank_user_factors"], z["user_support"], content,
             )  # fmt: skip
 
     # -- writing --------------------------------------------------------------------------

@@ -358,3 +358,15 @@ def test_report_writes_csv_and_charts(spark, tmp_path):
     assert len(pngs) == 4
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_a_trained_version_maps_content_to_the_ranking_model_for_unrated_movies(trained, movies):
+    res, model = trained
+    content = model.content
+    assert content is not None and content.rank == model.ranking.rank
+    assert res["content"]["movies_fitted"] == len(model.items.ids) and res["content"]["validation"]["r2"] > 0
+    assert content.spec.genres and content.spec.tags  # the bundled layout has tags.csv
+    unrated = movies[~movies["movie_id"].isin(model.items.ids)]  # in movies.csv, never rated
+    ids, vectors = content.vectors(unrated, load_tags(BUNDLED_DATA))
+    assert len(ids) == len(unrated) > 0 and vectors.shape == (len(ids), model.ranking.rank)
+    assert np.isfinite(vectors).all() and (np.abs(vectors).sum(1) > 0).all()

@@ -121,3 +121,59 @@ def test_one_id_to_row_helper_for_every_table():
     assert rows_of_known(table, [42, 3]).tolist() == [3, 0]
     with pytest.raises(LookupError, match=r"\[5\]"):
         rows_of_known(table, [3, 5])
+
+
+def _loadable(store: ModelStore, content=None) -> str:
+    """A tiny version `load` accepts (3 movies, 2 users, rank 2), with a content map or without."""
+    from streamrec.foldin import ItemFactors
+    from streamrec.model_store import CONTENT_NPZ, write_npz
+
+    staged = store.staging_dir()
+    f = np.arange(6, dtype=np.float32).reshape(3, 2)
+    items = ItemFactors(np.array([1, 2, 3]), f, None, 0.0, None, np.array([5, 1, 0]), 1)
+    write_npz(
+        staged / "factors.npz", items, np.array([10, 11]), f[:2], np.zeros(2), f, f[:2], np.array([2, 1])
+    )
+    if content is not None:
+        content.save(staged / CONTENT_NPZ)
+    meta = {"params": {"reg": 0.1, "ranking": {"rank": 2, "reg": 0.1, "alpha": 1.0, "threshold": 2.5}},
+            "history": {"data": "/d", "until": None, "split_at": None, "event_log": None}}  # fmt: skip
+    return store.publish(staged, meta)
+
+
+def _content_map():
+    import pandas as pd
+
+    from streamrec.content import fit_content_map
+
+    movies = pd.DataFrame({"movie_id": [1, 2, 3], "title": ["A (1990)", "B (2000)", "C"],
+                           "genres": [["Drama"], ["Comedy"], ["Drama", "Comedy"]]})  # fmt: skip
+    f = np.arange(6, dtype=np.float32).reshape(3, 2)
+    return fit_content_map(movies, None, np.array([1, 2, 3]), f, np.array([5, 1, 1]))
+
+
+def test_a_version_without_a_content_map_loads_with_none(tmp_path):
+    store = ModelStore(tmp_path)
+    assert store.load(_loadable(store)).content is None
+
+
+def test_the_content_map_is_listed_checked_and_loaded(tmp_path):
+    import pandas as pd
+
+    from streamrec.model_store import CONTENT_NPZ
+
+    store = ModelStore(tmp_path)
+    cm = _content_map()
+    version = _loadable(store, cm)
+    assert CONTENT_NPZ in store.metadata(version).files
+    model = store.load(version)
+    assert model.content is not None and model.content.spec == cm.spec and model.content.rank == 2
+    new = pd.DataFrame({"movie_id": [9, 7], "title": ["New (2024)", "Old (1950)"], "genres": [["Drama"], []]})
+    ids, vectors = model.content.vectors(new, None)
+    assert ids.tolist() == [7, 9] and vectors.dtype == np.float32 and vectors.shape == (2, 2)
+    path = tmp_path / version / CONTENT_NPZ
+    path.write_bytes(b"x" * path.stat().st_size)  # same size, garbage: check passes, load refuses
+    with pytest.raises(ModelStoreError, match="content.npz is unreadable"):
+        store.load(version)
+    path.write_bytes(b"short")
+    assert "content.npz" in store.check(version)
