@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,28 @@ def genre_mean_vectors(movies: pd.DataFrame, item_ids, factors, support, targets
     return out
 
 
-def one_seed(spark, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, seed: int,
-             rp: RankingParams) -> pd.DataFrame:  # fmt: skip
-    """One row per held-out movie with a positive and a negative: its AUC under every method."""
+@dataclass(frozen=True)
+class HoldoutFit:
+    """One seed's held-out movies and the ranking model fitted without them (shared by
+    batch.new_movies_eval, which evaluates the same held-out movies with their first ratings)."""
+
+    seed: int
+    held: np.ndarray  # sorted held-out movie ids
+    train: pd.DataFrame  # the ratings the model was fitted on (no held-out movie)
+    item_ids: np.ndarray  # sorted trained movie ids
+    y: np.ndarray  # their item factors, float64 (movies, rank)
+    support: np.ndarray  # their training-rating counts
+    users: np.ndarray  # sorted user ids of the fit
+    x: np.ndarray  # their user factors, float64 (users, rank)
+    frame: pd.DataFrame  # movies.csv rows of the held-out movies (id-only rows for absent ones)
+    content: ContentMap  # the map as train fits it
+    v_content: np.ndarray  # each held-out movie's content vector, in the order of `held`
+
+
+def fit_holdout(spark, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, seed: int,
+                rp: RankingParams) -> HoldoutFit:  # fmt: skip
+    """Hold out a seeded, popularity-stratified 10% of the movies, fit the ranking model and the
+    content map without them, and give every held-out movie its content vector."""
     counts = ratings["movie_id"].value_counts().sort_index()
     held = held_out_movies(counts, seed)
     train = ratings[~ratings["movie_id"].isin(held)]
@@ -104,18 +124,28 @@ def one_seed(spark, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFr
     x, users = fitted.user_factors.astype(np.float64), fitted.user_ids
     held_movies = movies[movies["movie_id"].isin(held)]
     cm: ContentMap = fit_content_map(movies, tags, item_ids, y, support, seed=seed)
-    cm_plain = fit_content_map(movies, None, item_ids, y, support, seed=seed)
-    no_genres = movies.assign(genres=[[] for _ in range(len(movies))])
-    cm_year = fit_content_map(no_genres, None, item_ids, y, support, seed=seed)
     # every held-out movie gets a row, in the order of `held` (a movie absent from movies.csv too)
     frame = pd.concat([held_movies, pd.DataFrame({"movie_id": np.setdiff1d(held, held_movies["movie_id"])})])
     ids, v_content = cm.vectors(frame, tags)
+    assert np.array_equal(ids, held)
+    return HoldoutFit(seed, held, train, item_ids, y, support, users, x, frame, cm, v_content)
+
+
+def one_seed(spark, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, seed: int,
+             rp: RankingParams) -> pd.DataFrame:  # fmt: skip
+    """One row per held-out movie with a positive and a negative: its AUC under every method."""
+    counts = ratings["movie_id"].value_counts().sort_index()
+    fit = fit_holdout(spark, ratings, movies, tags, seed, rp)
+    held, item_ids, y, support, x, users = fit.held, fit.item_ids, fit.y, fit.support, fit.x, fit.users
+    cm, frame, v_content = fit.content, fit.frame, fit.v_content
+    cm_plain = fit_content_map(movies, None, item_ids, y, support, seed=seed)
+    no_genres = movies.assign(genres=[[] for _ in range(len(movies))])
+    cm_year = fit_content_map(no_genres, None, item_ids, y, support, seed=seed)
     _, v_plain = cm_plain.vectors(frame, None)
     _, v_year = cm_year.vectors(frame, None)
-    assert np.array_equal(ids, held)
     rows = ratings[ratings["movie_id"].isin(held) & ratings["user_id"].isin(users)]
     upos = rows_of_known(users, rows["user_id"].to_numpy(np.int64))
-    f_users = ImplicitFactors(fitted.user_factors, rp.reg, rp.alpha, rp.threshold)
+    f_users = ImplicitFactors(fit.x.astype(np.float32), rp.reg, rp.alpha, rp.threshold)
     folded_ids, folded, _ = implicit_fold_in_many(f_users, rows["movie_id"].to_numpy(np.int64), upos,
                                                   rows["rating"].to_numpy())  # fmt: skip
     trained = np.zeros((len(held), y.shape[1]))

@@ -195,3 +195,56 @@ def test_the_bundled_tags_load_as_movie_and_tag():
     tags = load_tags(BUNDLED_DATA)
     assert list(tags.columns) == ["movie_id", "tag"] and len(tags) > 3000
     assert tags["movie_id"].dtype == np.int64
+
+
+def test_the_first_m_ratings_are_each_movies_earliest_with_ties_by_user_id():
+    from batch.new_movies_eval import first_m
+
+    ratings = pd.DataFrame(
+        {
+            "user_id": [5, 9, 3, 1, 2, 7, 4],
+            "movie_id": [10, 10, 10, 10, 20, 20, 30],
+            "timestamp": [300, 100, 100, 400, 50, 40, 10],
+            "rating": [4.0] * 7,
+        },
+        index=[70, 60, 50, 40, 30, 20, 10],  # the mask is row-aligned, not index-aligned
+    )
+    # movie 10 by (time, user): users 9 and 3 at 100 (3 first, not file order), then 5, then 1
+    assert first_m(ratings, 0).tolist() == [False] * 7
+    assert first_m(ratings, 1).tolist() == [False, False, True, False, False, True, True]
+    assert first_m(ratings, 2).tolist() == [False, True, True, False, True, True, True]
+    assert first_m(ratings, 3).tolist() == [True, True, True, False, True, True, True]
+    assert first_m(ratings, 20).all()
+    assert first_m(ratings.iloc[:0], 5).tolist() == []
+
+
+def test_auc_and_ndcg_count_ties_fairly():
+    from batch.content_eval import auc
+    from batch.new_movies_eval import ndcg_at
+
+    n = 400
+    positive = np.zeros(n, bool)
+    positive[-4:] = True  # the positives are the last ids: an id-order tie break would bury them
+    negative = ~positive
+    negative[0] = False  # neither (an input rater): left out of both
+    assert auc(np.zeros(n), positive, negative) == 0.5
+    perfect = positive.astype(float)
+    assert auc(perfect, positive, negative) == 1.0
+    assert ndcg_at(perfect, positive, negative, 100, np.random.default_rng(0)) == pytest.approx(1.0)
+    assert ndcg_at(-perfect, positive, negative, 100, np.random.default_rng(0)) == 0.0
+    # the one user outside both sets is not ranked: a top score for it changes nothing
+    lifted = perfect.copy()
+    lifted[0] = 10.0
+    assert ndcg_at(lifted, positive, negative, 100, np.random.default_rng(0)) == pytest.approx(1.0)
+    # a constant score: chance level on average over tie orders (4 of 399 users, k = 100)
+    draws = [ndcg_at(np.zeros(n), positive, negative, 100, np.random.default_rng(s)) for s in range(300)]
+    discounts = 1 / np.log2(np.arange(2, 102))
+    chance = 4 / 399 * discounts.sum() / discounts[:4].sum()
+    assert np.mean(draws) == pytest.approx(chance, rel=0.15)
+    # one positive, ranked third of the candidates
+    one = np.zeros(n, bool)
+    one[5] = True
+    scores = np.zeros(n)
+    scores[[1, 2, 5]] = [3.0, 2.0, 1.0]
+    assert ndcg_at(scores, one, ~one, 100, np.random.default_rng(0)) == pytest.approx(1 / np.log2(4))
+    assert np.isnan(ndcg_at(scores, np.zeros(n, bool), ~one, 100, np.random.default_rng(0)))
