@@ -71,6 +71,7 @@ class Models:
     fit_seconds: float
     rank_user_factors: np.ndarray  # trained users' ranking vectors, rows of explicit.user_ids
     user_counts: np.ndarray  # trained users' rating counts (the blend's n for a stored vector)
+    blend_meta: dict = field(default_factory=dict)  # the blend's validation table and fitted curve
 
 
 def fit_models(spark, ratings: pd.DataFrame, opts: EvalOptions, with_ease: bool = True) -> Models:
@@ -79,7 +80,7 @@ def fit_models(spark, ratings: pd.DataFrame, opts: EvalOptions, with_ease: bool 
     t0 = time.monotonic()
     explicit = fit(spark, ratings, opts.params)
     ids = explicit.items.ids
-    blend, *_ = choose_blend(spark, explicit, ratings, opts.ranking, opts.seed + 1, opts.k)
+    blend, blend_meta, *_ = choose_blend(spark, explicit, ratings, opts.ranking, opts.seed + 1, opts.k)
     ranking = fit_ranking(spark, ratings, opts.ranking, ids)
     seconds = time.monotonic() - t0
     counts = ratings["movie_id"].value_counts().reindex(ids, fill_value=0).to_numpy()
@@ -90,7 +91,7 @@ def fit_models(spark, ratings: pd.DataFrame, opts: EvalOptions, with_ease: bool 
         raise RuntimeError("the two models saw different users; this is a bug")
     user_counts = ratings.groupby("user_id").size().reindex(explicit.user_ids).to_numpy()
     return Models(explicit, scorer_of(explicit, ranking, blend), counts, ease, seconds,
-                  ranking.user_factors, user_counts)  # fmt: skip
+                  ranking.user_factors, user_counts, blend_meta)  # fmt: skip
 
 
 def ease_weights(ratings: pd.DataFrame, item_ids: np.ndarray, lam: float) -> np.ndarray:

@@ -41,6 +41,7 @@ from .train import (
     tune_ranking,
 )
 
+LOG_N = (1, 2, 3, 5, 10, 20, 50, 100, 200)  # the blend's weight is logged at these n
 GATE_TOLERANCE = 0.02  # refuse a model whose holdout RMSE is > 2% worse than CURRENT's
 # ... or whose lists' NDCG@10 is > 10% worse (lists are noisier than RMSE across data growth)
 RANKING_GATE_TOLERANCE = 0.10
@@ -106,7 +107,15 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         log(f"best: rank={rparams.rank} reg={rparams.reg} alpha={rparams.alpha}")
     log(f"fitting the ranking model: implicit ALS rank={rparams.rank} reg={rparams.reg} "
         f"alpha={rparams.alpha}, {VALIDATION_USERS:.0%} of users held out for the blend")  # fmt: skip
-    blend, blend_table, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed)
+    # The blend is calibrated on the validation users' first n ratings by event time. After a random
+    # split their training rows are a random 80 %, not their first ratings, so it reads their
+    # complete histories: the ranking fit excludes these users, and every list metric reported
+    # (and gated) below scores the other users' holdout only; RMSE does not depend on the blend.
+    # After a time split their training rows already are their first ratings, and their newer rows
+    # belong to the period the gate measures: those are left out.
+    history = ratings if opts.split == "random" else train
+    blend, blend_meta, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed,
+                                                         history=history)  # fmt: skip
     warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
     scorer = scorer_of(model, ranking, blend)
     warm_users = stored_users(model, ranking, train, warm)
@@ -117,8 +126,9 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     metrics["popularity"] = popularity_metrics(model.items, warm, train, test)
     log(f"ranking model, warm users: P@10 {rmetrics['precision_at_10']:.4f}, "
         f"NDCG@10 {rmetrics['ndcg_at_10']:.4f} (popularity {metrics['popularity']['ndcg_at_10']:.4f}); "
-        "cold-start prior weight by n: "
-        + ", ".join(f"{n}:{w:g}" for n, w in zip(blend.n, blend.weights, strict=True)))  # fmt: skip
+        f"cold-start prior weight w(n) = {blend_meta['fit']['a']:.3g}/(n+{blend_meta['fit']['b']:.3g}): "
+        + ", ".join(f"{n}:{w:.3g}" for n, w in zip(LOG_N, blend.weight(np.array(LOG_N)), strict=True))
+    )  # fmt: skip
 
     current = store.current_version()
     gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train, test)
@@ -152,7 +162,7 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         meta = {
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "params": pdict,
-            "blend": {**blend.to_dict(), "validation": blend_table},
+            "blend": {**blend.to_dict(), **blend_meta},
             "metrics": metrics,
             "evaluation": {
                 "split": opts.split,

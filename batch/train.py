@@ -23,12 +23,16 @@ from streamrec.ids import rows_of_known
 from streamrec.ranking import ImplicitFactors
 from streamrec.scorer import Blend, Scorer, Users, rank_in_chunks
 
+from .blend_fit import Fit, fit_blend
+from .blend_fit import monotone as monotone  # the rule fit_blend replaced (tests, bench)
 from .metrics import first_n, holdout_users, list_metrics, ndcg_per_user, relevant_sets
 
 # The cold-start policy's buckets (a user's number of known ratings) and candidate weights of the
 # popularity prior; 1e3 is "popularity, personal scores only break ties".
 BLEND_N = (1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 200)
 BLEND_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1e3)
+# The served table: the fitted curve w(n) at these bucket starts, dense at small n where it moves most.
+BLEND_SERVED_N = (*range(1, 13), 15, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, 300, 500, 1000)
 VALIDATION_USERS = 0.2  # share of training users left out of a ranking fit to choose the blend
 # Validation users ranked per bucket of n, at most: 9 weights x 11 buckets ranked for each of the
 # 32k validation users of a 25M-rating history took many minutes, and a mean NDCG over 5,000
@@ -229,17 +233,19 @@ def popularity_metrics(items: ItemFactors, users: np.ndarray, train: pd.DataFram
     return list_metrics([items.ids[r[r >= 0]] for r in rows], [rel[u] for u in users], k)
 
 
-def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple[Blend, list[dict]]:
-    """Choose the prior's weight per bucket of n on users the ranking model never saw.
+def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple[Blend, list[dict], Fit]:
+    """Choose the prior's weight w(n) on users the ranking model never saw.
 
-    For each n in BLEND_N: fold in each user's first n ratings by event time, rank with every
-    candidate weight, score NDCG@k on the rest of their ratings; keep the best weight. Because the
-    largest weight is popularity itself, the chosen policy is at least popularity on these users.
-    The weights are then made non-increasing in n (`monotone`): more of a user's own ratings never
-    calls for more of the prior, and the large-n buckets rest on a handful of validation users.
+    For each n in BLEND_N: fold in each user's first n ratings by event time (pass each user's
+    complete history: what a new user gives first), rank with every candidate weight, score NDCG@k
+    on the rest of their ratings. One curve w(n) = a / (n + b) is then fitted to all the buckets'
+    rows together (`blend_fit.fit_blend`): smooth and non-increasing in n, so the noise of one
+    bucket cannot set the others. A large enough a puts every bucket at the popularity candidate,
+    so the curve's mean validation NDCG is at least popularity's. The served table holds the curve
+    at BLEND_SERVED_N.
     A bucket with more than BLEND_USERS_MAX users is scored on a seeded sample of them.
     """
-    weights, table = [], []
+    table = []
     for n in BLEND_N:
         inputs, rest = first_n(ratings, n)
         rel = relevant_sets(rest)
@@ -248,7 +254,6 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
             keep = np.random.default_rng(n).choice(keep, BLEND_USERS_MAX, replace=False)
         inputs = inputs[inputs["user_id"].isin(keep)]
         if inputs.empty:
-            weights.append(weights[-1] if weights else 0.0)
             continue
         users = scorer.fold_in(inputs["user_id"], inputs["movie_id"], inputs["rating"])
         exclude = [g.to_numpy() for _, g in inputs.groupby("user_id")["movie_id"]]  # sorted like users
@@ -258,33 +263,39 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
             trial = replace(scorer, blend=Blend((1,), (w,)))
             rows = trial.rank_rows(users, k, exclude)
             row[str(w)] = float(ndcg_per_user(ids_of(scorer, rows), relevant, k).mean())
-        best = max(BLEND_WEIGHTS, key=lambda w: row[str(w)])
-        row["chosen"] = best
-        weights.append(best)
+        row["chosen"] = max(BLEND_WEIGHTS, key=lambda w: row[str(w)])  # this bucket's own best
         table.append(row)
-    return Blend(BLEND_N, monotone(weights)), table
-
-
-def monotone(weights: list[float]) -> tuple[float, ...]:
-    """Each bucket's weight capped by every smaller n's: a non-increasing prior weight.
-
-    Why: one retrain's per-bucket choice gave 0.1 at n=1 but 5.0 at n>=200 (from a few heavy
-    validation users), so heavy users got near-popularity lists and the gate rightly refused it."""
-    return tuple(float(w) for w in np.minimum.accumulate(np.asarray(weights, dtype=np.float64)))
+    fit = fit_blend(table, BLEND_WEIGHTS)
+    for row in table:
+        row["fitted"] = min(float(fit.weight(row["n"])), max(BLEND_WEIGHTS))
+    return Blend(BLEND_SERVED_N, fit.table(BLEND_SERVED_N, max(BLEND_WEIGHTS))), table, fit
 
 
 def choose_blend(
-    spark, explicit: Fitted, ratings: pd.DataFrame, rp: RankingParams, seed: int, k: int = 10
-) -> tuple[Blend, list[dict], RankingFit, np.ndarray]:
+    spark,
+    explicit: Fitted,
+    ratings: pd.DataFrame,
+    rp: RankingParams,
+    seed: int,
+    k: int = 10,
+    history: pd.DataFrame | None = None,
+) -> tuple[Blend, dict, RankingFit, np.ndarray]:
     """The cold-start blend, as `train` and `evaluate` both choose it: fit the ranking model
     without a seeded fifth of the users of `ratings`, then `calibrate_blend` on those users.
 
-    Returns (blend, validation table, that ranking fit, the validation users)."""
+    `history` (default `ratings`) supplies the validation users' ratings, so a caller whose
+    `ratings` is a random training split can pass the users' complete histories: their first n
+    ratings by event time are then their real first n. Only rows of the validation users are read,
+    and they never enter the ranking fit. The caller must make sure no metric it reports scores
+    those rows (`train` reports warm metrics on the other users only).
+
+    Returns (blend, {"validation": table, "fit": curve}, that ranking fit, the validation users)."""
     val = holdout_users(ratings, VALIDATION_USERS, seed)
     held = ratings["user_id"].isin(val)
     partial = fit_ranking(spark, ratings[~held], rp, explicit.items.ids)
-    blend, table = calibrate_blend(scorer_of(explicit, partial), ratings[held], k)
-    return blend, table, partial, val
+    source = ratings if history is None else history
+    blend, table, fit = calibrate_blend(scorer_of(explicit, partial), source[source["user_id"].isin(val)], k)
+    return blend, {"validation": table, "fit": fit.to_dict()}, partial, val
 
 
 def split(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int):
