@@ -248,3 +248,22 @@ def test_auc_and_ndcg_count_ties_fairly():
     scores[[1, 2, 5]] = [3.0, 2.0, 1.0]
     assert ndcg_at(scores, one, ~one, 100, np.random.default_rng(0)) == pytest.approx(1 / np.log2(4))
     assert np.isnan(ndcg_at(scores, np.zeros(n, bool), ~one, 100, np.random.default_rng(0)))
+
+
+def test_the_content_prior_weight_is_a_multiple_of_the_mean_eigenvalue_of_the_users_gram():
+    from streamrec.item_foldin import CONTENT_PRIOR, prior_weight
+
+    gram = np.diag([1.0, 2.0, 3.0, 6.0])  # trace 12 over rank 4: mean eigenvalue 3
+    assert prior_weight(gram, 0.5) == pytest.approx(1.5)
+    assert prior_weight(gram) == pytest.approx(CONTENT_PRIOR * 3.0) and CONTENT_PRIOR > 0
+    assert prior_weight(gram, 0.0) == 0.0  # Spark's objective
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))
+    g = x.T @ x
+    # sum of squared user-vector norms over rank: off-diagonal entries do not count, a rotation of
+    # the factor space changes nothing, and doubling every user vector quadruples the weight
+    assert prior_weight(g, 1.0) == pytest.approx((x**2).sum() / 4)
+    assert prior_weight((x @ q).T @ (x @ q), 1.0) == pytest.approx(prior_weight(g, 1.0))
+    assert prior_weight((2 * x).T @ (2 * x), 0.3) == pytest.approx(4 * prior_weight(g, 0.3))
+    with pytest.raises(ValueError):
+        prior_weight(np.ones((2, 3)))
