@@ -39,33 +39,58 @@ def recommend_command(**kwargs) -> int:
 @click.option("--metric", type=click.Choice(["cosine", "euclidean", "lsh"]), default="cosine",
               help="exact cosine or Euclidean over all factors, or approximate LSH")  # fmt: skip
 @click.option("--min-count", type=POSITIVE, default=None,
-              help="only movies with >= N training ratings (default: the model's --min-support)")  # fmt: skip
+              help="only movies with >= N ratings, live ones counted (default: the model's "
+              "--min-support)")  # fmt: skip
 @click.option(
     "--lsh-bucket-length", type=click.FloatRange(0, min_open=True), default=2.0, help="LSH bucket length"
 )
 @click.option("--lsh-tables", type=POSITIVE, default=5, help="LSH hash tables")
 @click.option("--lsh-engine", type=click.Choice(["numpy", "spark"]), default="numpy",
               help="NumPy (in process, as the API) or Spark's BucketedRandomProjectionLSH")  # fmt: skip
+@sink_option("sink DB URL, for movies the stream has folded in since the model")
 @click.option("--json", is_flag=True, help="print JSON")
 def similar_command(**kwargs) -> int:
     return run_with_args(similar_cmd)(**kwargs)
 
 
-def _load_context():
-    """CURRENT model, every rating known now (its data window + the whole event log), movies."""
+def _serving_model(sink_url: str | None):
+    """CURRENT with the movies the stream folded in since and content vectors of the catalogue's
+    unrated movies laid over it (serving.items), and its movies."""
+    from streamrec.content import load_tags
+    from streamrec.model_store import ModelStore
+    from streamrec.movielens import load_movies
+    from streamrec.sink import Sink, default_url
+
+    from .items import laid_model
+
+    model = ModelStore().load()
+    data = Path(model.meta.history.data)
+    movies = load_movies(data)
+    url = sink_url or default_url()
+    sink = None
+    if not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists():
+        sink = Sink(url)  # a SQLite file that does not exist yet: nothing streamed, nothing to open
+    try:
+        return laid_model(model, sink, movies, load_tags(data)), movies
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _load_context(sink_url: str | None = None):
+    """CURRENT model (with streamed movies), every rating known now (its data window + the whole
+    event log), movies."""
     from dataclasses import replace
 
     from streamrec.event_log import committed_files, event_log_dir
     from streamrec.history import latest_per_pair, load_history
-    from streamrec.model_store import ModelStore
-    from streamrec.movielens import load_movies
 
-    model = ModelStore().load()
+    model, movies = _serving_model(sink_url)
     spec = model.meta.history
     log = event_log_dir()
     spec = replace(spec, event_log=str(log) if committed_files(log) else None)
     history = latest_per_pair(load_history(spec))
-    return model, history, load_movies(Path(spec.data))
+    return model, history, movies
 
 
 def recommend_cmd(args: argparse.Namespace) -> int:
@@ -84,7 +109,7 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     if args.user is not None and rated is None:
         recs = _known_user(args, genres)
     else:  # a new user, or a known one plus extra ratings: folded in now
-        model, history, movies = _load_context()
+        model, history, movies = _load_context(args.sink)
         mine = history[history["user_id"] == args.user] if args.user is not None else None
         recs = recommend(model, args.user, mine, movies, args.k, rated, genres)
     if args.json:
@@ -101,10 +126,8 @@ def recommend_cmd(args: argparse.Namespace) -> int:
 def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_many) -> int:
     import time
 
-    from streamrec.model_store import ModelStore
-
     t0 = time.monotonic()
-    model = ModelStore().load()
+    model, _ = _serving_model(args.sink)
     lists = recommend_many(model, ratings, args.k)
     for rec in lists:
         print(json.dumps(rec))
@@ -135,13 +158,10 @@ def _known_user(args: argparse.Namespace, genres: list[str] | None):
 
 
 def similar_cmd(args: argparse.Namespace) -> int:
-    from streamrec.model_store import ModelStore
-    from streamrec.movielens import load_movies
-
     from .recommend import recall, similar_candidates, similar_exact, similar_lsh
 
-    model = ModelStore().load()
-    movies = load_movies(Path(model.meta.history.data)).set_index("movie_id")
+    model, movies = _serving_model(args.sink)
+    movies = movies.set_index("movie_id")
     candidates = similar_candidates(model, args.min_count)
     if args.metric == "lsh":
         exact, _ = similar_exact(model, args.movie, args.k, "euclidean", candidates)  # unknown movie: 404
@@ -178,7 +198,7 @@ def similar_cmd(args: argparse.Namespace) -> int:
     print(markdown(table))
     tail = f"; LSH recall@{args.k} vs exact Euclidean: {extra['recall_vs_exact']:.2f}" if extra else ""
     print(f"{len(table)} movies similar to {title} by {args.metric} among movies with >= "
-          f"{min_count} training ratings (model {model.version}){tail}")  # fmt: skip
+          f"{min_count} ratings (model {model.version}){tail}")  # fmt: skip
     return 0
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.util import find_tables
 
 from streamrec import sink as db
+from streamrec.content import load_tags
 from streamrec.errors import InvalidRequest, KafkaUnavailable, ModelStoreError, NotFound
 from streamrec.events import check, encode, valid_rating
 from streamrec.model_store import Model, ModelStore
@@ -27,11 +28,14 @@ from streamrec.movielens import load_movies
 from streamrec.sink import Sink
 
 from .catalog import Catalog
+from .items import laid_model
+from .items import stamp as items_stamp
 from .lsh import RandomProjectionLSH
 from .ratings_index import RatingsIndex
 from .recommend import Recommendations, recommend, similar_candidates, similar_exact
 
 QUERIES = db.STREAM_QUERIES
+ITEMS_CHECK_S = 1.0  # how often a request looks for newly streamed movies
 
 # The hot path's read, built once: SQLAlchemy then reuses its compiled form (bench/sink_bench.py:
 # 22.9 us a read, against 68.6 us for a select built per read and 9.8 us for raw sqlite3).
@@ -75,9 +79,13 @@ class Loaded:
     model: Model
     movies: pd.DataFrame  # movie_id, title, genres (list)
     catalog: Catalog  # the same as dicts, for per-item lookups
-    support: dict[int, int]  # training ratings per movie the model knows
+    support: dict[int, int]  # ratings per movie the model serves (training; streamed: live too)
     ratings: RatingsIndex
     lsh: RandomProjectionLSH
+    base: Model  # CURRENT as published (`model` has the streamed and content movies laid over it)
+    tags: pd.DataFrame | None = None
+    items_stamp: tuple = ()
+    checked_at: float = 0.0
 
 
 class Service:
@@ -96,27 +104,56 @@ class Service:
     # -- model and sink ---------------------------------------------------------------------------
 
     def current(self) -> Loaded:
-        """CURRENT's model with titles and the ratings index; raises ModelStoreError before a publish."""
+        """CURRENT's model with titles and the ratings index; raises ModelStoreError before a publish.
+
+        The model includes the movies the stream has folded in since (and content vectors of
+        those with no rating): re-laid when `item_vectors` changes, checked at most once a second."""
         version = self.store.current_version()
         loaded = self._loaded
-        if loaded is not None and loaded.model.version == version:
+        if loaded is not None and loaded.base.version == version and not self._items_changed(loaded):
             return loaded
         with self._load_lock:
-            if self._loaded is None or self._loaded.model.version != version:
-                model = self.store.load(version)
-                spec = model.meta.history
+            loaded = self._loaded
+            if loaded is None or loaded.base.version != version:
+                base = self.store.load(version)
+                spec = base.meta.history
                 movies = load_movies(Path(spec.data))
-                self._loaded = Loaded(
-                    model,
-                    movies,
-                    Catalog.of(movies),
-                    {}
-                    if model.items.support is None
-                    else dict(zip(model.items.ids.tolist(), model.items.support.tolist(), strict=True)),
-                    RatingsIndex(spec, self.cfg.event_log_dir),
-                    RandomProjectionLSH(model.ranking.factors),
-                )
+                tags = load_tags(Path(spec.data))
+                ratings = RatingsIndex(spec, self.cfg.event_log_dir)
+            else:
+                base, movies, tags, ratings = loaded.base, loaded.movies, loaded.tags, loaded.ratings
+            stamp = items_stamp(self._sink_or_none(), base.version)
+            model = laid_model(base, self._sink_or_none(), movies, tags)
+            self._loaded = Loaded(
+                model,
+                movies,
+                Catalog.of(movies),
+                {}
+                if model.items.support is None
+                else dict(zip(model.items.ids.tolist(), model.items.support.tolist(), strict=True)),
+                ratings,
+                RandomProjectionLSH(model.ranking.factors),
+                base,
+                tags,
+                stamp,
+                time.monotonic(),
+            )
             return self._loaded
+
+    def _items_changed(self, loaded: Loaded) -> bool:
+        if time.monotonic() - loaded.checked_at < ITEMS_CHECK_S:
+            return False
+        stamp = items_stamp(self._sink_or_none(), loaded.base.version)
+        if stamp == loaded.items_stamp:
+            loaded.checked_at = time.monotonic()
+            return False
+        return True
+
+    def _sink_or_none(self) -> Sink | None:
+        try:
+            return self.sink()
+        except Exception:  # noqa: BLE001 - no sink yet (nothing streamed): the version alone
+            return None
 
     def movies(self) -> pd.DataFrame:
         """Titles and genres: CURRENT's dataset, or the configured one before any model."""

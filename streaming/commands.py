@@ -43,6 +43,8 @@ from streamrec.settings import (
 @click.option("--aggregate-on", type=click.Choice(["auto", "driver", "executors", "shuffle"]), default="auto",
               help="where a batch's aggregates are grouped: auto = the driver in local mode (faster "
                    "on one machine), else the executors' partitions (driver memory: by keys)")  # fmt: skip
+@click.option("--item-foldin/--no-item-foldin", default=True, show_default=True,
+              help="fold in movies the model does not serve yet (item_vectors); off: users only")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="no per-batch log lines")
 def stream(**kwargs) -> int:
     return run_with_args(run)(**kwargs)
@@ -73,6 +75,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
         max_offsets=args.max_offsets_per_trigger,
         quiet=args.quiet,
         aggregation=args.aggregate_on,
+        item_foldin=args.item_foldin,
     )
 
 
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"stream stopped after {res['seconds']}s: {res['batches']} batches, "
         f"{res['rating_events']:,} rating events in aggregates (history included), "
-        f"{res['dead_letters']} dead letters, {res['user_vectors']} user vectors"
+        f"{res['dead_letters']} dead letters, {res['user_vectors']} user vectors, "
+        f"{res['item_vectors']} movie vectors"
     )
     return 0
 
@@ -139,8 +143,9 @@ def status(args: argparse.Namespace) -> int:
         if not sink.has_table("stream_metrics"):
             print(f"sink:    {url} (no stream tables yet: run `streamrec stream`)")
             return 0
-        tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "stream_metrics"]
-        counts = {t: sink.count(t) for t in tables}
+        tables = [*AGGREGATE_TABLES, "dead_letters", "user_vectors", "user_recommendations", "item_vectors",
+                  "stream_metrics"]  # fmt: skip
+        counts = {t: sink.count(t) for t in tables if sink.has_table(t)}  # older sinks lack newer tables
         print(f"sink:    {url}")
         seeded = json.loads(sink.get_state("bootstrap") or "null")
         if seeded:
@@ -150,6 +155,8 @@ def status(args: argparse.Namespace) -> int:
             print("history: none (aggregates hold stream events only)")
         if shipped := sink.get_state("model_shipped"):
             print(f"fold-in: the stream last shipped model {shipped} to its executors")
+        if sink.has_table("item_vectors"):
+            print("movies:  " + _item_summary(sink, shipped))
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
         m = stream_metrics.c
         rows = sink.query(
@@ -162,6 +169,26 @@ def status(args: argparse.Namespace) -> int:
             extra += f", {dead or 0} dead letters, {late or 0} late" if q == "aggregates" else ""
             print(f"query:   {q}: last batch {batch}, {int(n or 0):,} rows{extra}")
     return 0
+
+
+def _item_summary(sink, version: str | None) -> str:
+    """Movies the model does not serve from training: streamed (servable or not yet) and content."""
+    import sqlalchemy as sa
+
+    from streamrec.model_store import ModelStore
+    from streamrec.sink import item_vectors
+
+    v = item_vectors.c
+    rows = sink.query(sa.select(v.source, v.n_ratings).where(v.model_version == version))
+    try:
+        min_support = ModelStore().metadata(version).min_support if version else 1
+    except StreamrecError:  # the version was pruned since: count every streamed movie
+        min_support = 1
+    streamed = [n or 0 for s, n in rows if s == "stream"]
+    servable = sum(n >= min_support for n in streamed)
+    content = sum(s == "content" for s, _ in rows)
+    return (f"{len(streamed):,} folded in by the stream ({servable:,} servable: >= {min_support} ratings), "
+            f"{content:,} from content only (model {version or '-'})")  # fmt: skip
 
 
 def _recent_latency(sink, query: str, batches: int = 20) -> str:

@@ -15,25 +15,35 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
 from streamrec.history import merge_ratings
 
 STATE_SCHEMA = "movie_ids array<int>, ratings array<float>, timestamps array<long>"
-OUTPUT_SCHEMA = (
+USER_COLUMNS = (
     "user_id int, model_version string, n_ratings int, n_used int, vector string, bias double, "
     "rec_movie_ids array<long>, rec_scores array<double>, rec_predicted array<double>, source string, "
     "min_kafka_ts double, max_kafka_ts double, new_events int"
 )
+# Routed to the item operator (streaming.item_processor): route = -user_id for the user's row,
+# the movie id for a rating of a movie CURRENT does not serve from training, with the rater's
+# vectors just folded in.
+RATING_COLUMNS = (
+    "route long, movie_id int, rating float, ts long, rvec array<float>, evec array<float>, ebias double"
+)
+OUTPUT_SCHEMA = f"{USER_COLUMNS}, {RATING_COLUMNS}"
 
 
 class FoldInProcessor(StatefulProcessor):
     """Keeps each user's ratings and emits their refreshed vector and top-k on every update."""
 
-    def __init__(self, scope: str, k: int = 10):
+    def __init__(self, scope: str, k: int = 10, overlay_dir: str | None = None, emit_ratings: bool = True):
         self.scope = scope  # the ModelShipper's: which shipped models are this stream's
         self.k = k
+        self.overlay_dir = overlay_dir  # where the driver leaves the streamed item vectors
+        self.emit_ratings = emit_ratings  # rating rows for the item operator (off: users only)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         from .model_shipping import shipped_store
@@ -43,6 +53,7 @@ class FoldInProcessor(StatefulProcessor):
         # only when the version changed since this worker last saw it.
         store = shipped_store(self.scope)
         self.model = _cached_model(store) if store is not None else None
+        self.scorer = _cached_scorer(self.model, self.overlay_dir) if self.model is not None else None
 
     def handleInitialState(self, key, initialState: pd.DataFrame, timerValues) -> None:
         m, r, t = merge_ratings(self._get(), initialState)
@@ -59,11 +70,15 @@ class FoldInProcessor(StatefulProcessor):
             "source": "none", "min_kafka_ts": float(batch["kafka_ts"].min()),
             "max_kafka_ts": float(batch["kafka_ts"].max()), "new_events": len(batch),
         }  # fmt: skip
-        model = self.model
+        model, scorer = self.model, self.scorer
+        ratings_out = None
         if model is not None:
             # The same scorer as `recommend`: ranking model + cold-start blend, explicit ratings.
-            users = model.scorer.fold_in_one(m, r, user)
-            ids, scores, predicted = model.scorer.top_k(users, self.k, [m])[0]
+            # The user is solved against the version's trained movies only (exact, and never
+            # dependent on what the stream learned of other movies so far); the list ranks those
+            # and the movies streamed in since (streamrec.item_overlay).
+            users = scorer.fold_in_one(m, r, user)
+            ids, scores, predicted = scorer.top_k(users, self.k, [m])[0]
             n_used = int(users.n_used[0])
             out.update(model_version=model.version, n_used=n_used, rec_movie_ids=ids.tolist(),
                        rec_scores=scores.tolist(), rec_predicted=predicted.tolist(),
@@ -72,7 +87,13 @@ class FoldInProcessor(StatefulProcessor):
                 vector = {"ranking": [round(float(x), 7) for x in users.rank_vectors[0]],
                           "explicit": [round(float(x), 7) for x in users.vectors[0]]}  # fmt: skip
                 out.update(vector=json.dumps(vector), bias=float(users.biases[0]))
-        yield pd.DataFrame([out])
+            if self.emit_ratings:
+                ratings_out = _streamed_ratings(model, batch, user, users if n_used else None)
+        elif self.emit_ratings:  # no model yet: the item operator keeps every rating until one exists
+            ratings_out = _streamed_ratings(None, batch, user, None)
+        rows = [{**_EMPTY_ROW, **out, "route": -user}]
+        rows += [{**_EMPTY_ROW, **r} for r in ratings_out or []]
+        yield pd.DataFrame(rows, columns=list(_EMPTY_ROW))
 
     def _get(self):
         return self.ratings.get()  # None when the user has no state: one state round trip, not two
@@ -81,7 +102,53 @@ class FoldInProcessor(StatefulProcessor):
         pass
 
 
+def _streamed_ratings(model, batch: pd.DataFrame, user: int, users) -> list[dict]:
+    """This batch's ratings of movies the version does not serve from training, latest per movie,
+    with the user's vectors (None: the user has no personal vector yet). NumPy only: this runs
+    for every active user in every batch."""
+    movies, ts = batch["movie_id"].to_numpy(np.int64), batch["timestamp"].to_numpy(np.int64)
+    order = np.lexsort((np.arange(len(movies)), ts, movies))
+    last = order[np.r_[movies[order][1:] != movies[order][:-1], True]]  # latest per movie
+    if model is not None:
+        pos, known = model.items.rows(movies[last])
+        servable = known.copy()
+        if model.items.servable is not None:
+            servable[known] = model.items.servable[pos[known]]
+        last = last[~servable]
+    if len(last) == 0:
+        return []
+    rvec = users.rank_vectors[0].tolist() if users is not None else None
+    evec = users.vectors[0].tolist() if users is not None else None
+    bias = float(users.biases[0]) if users is not None else float("nan")
+    version = model.version if model is not None else None
+    rating, kafka_ts = batch["rating"].to_numpy(np.float64), batch["kafka_ts"].to_numpy(np.float64)
+    return [{"user_id": user, "model_version": version, "min_kafka_ts": kafka_ts[j],
+             "max_kafka_ts": kafka_ts[j], "new_events": 1, "route": int(movies[j]),
+             "movie_id": int(movies[j]), "rating": float(rating[j]), "ts": int(ts[j]), "rvec": rvec,
+             "evec": evec, "ebias": bias} for j in last]  # fmt: skip
+
+
+_EMPTY_ROW = {c.split()[0]: None for c in OUTPUT_SCHEMA.split(", ")}
+_EMPTY_ROW.update(rec_movie_ids=[], rec_scores=[], rec_predicted=[], source="none", n_ratings=0, n_used=0)
 _CACHE: dict[str, object] = {}
+_SCORERS: dict[tuple, object] = {}
+
+
+def _cached_scorer(model, overlay_dir: str | None):
+    """CURRENT's scorer with the newest streamed item vectors laid over it (cached per file)."""
+    from streamrec.item_overlay import newest_overlay, overlay_scorer
+
+    path = newest_overlay(overlay_dir, model.version) if overlay_dir else None
+    key = (model.version, str(path))
+    if key not in _SCORERS:
+        from streamrec.item_overlay import ItemOverlay
+
+        _SCORERS.clear()
+        overlay = ItemOverlay.load(path) if path is not None else None
+        _SCORERS[key] = overlay_scorer(
+            model.scorer, overlay if overlay and overlay.version == model.version else None
+        )
+    return _SCORERS[key]
 
 
 def _cached_model(store):

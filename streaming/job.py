@@ -2,7 +2,8 @@
 
   aggregates  every record -> the event log (valid events, Parquet, one file per batch id),
               dead letters + per-key aggregate deltas, one sink transaction per batch
-  foldin      valid events -> transformWithStateInPandas per user -> user_vectors + recs
+  foldin      valid events -> transformWithStateInPandas per user -> user_vectors + recs, then
+              per movie (item fold-in of movies CURRENT does not serve yet) -> item_vectors
 
 Each query checkpoints its Kafka offsets and records (query, batch_id) in the same sink
 transaction as its data, so a replayed batch after a crash is skipped, never re-applied; the
@@ -25,6 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamrec import logs
+from streamrec.content import load_tags
 from streamrec.errors import StreamrecError, first_line
 from streamrec.event_log import write_batch, write_batch_spark
 from streamrec.history import HistorySpec, latest_per_pair, load_history
@@ -42,6 +44,9 @@ from streamrec.sink import (
 
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
+from .item_processor import OUTPUT_SCHEMA as ITEM_OUTPUT_SCHEMA
+from .item_processor import ItemFoldInProcessor
+from .item_vectors import ItemVectorWriter
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
 from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
@@ -73,6 +78,9 @@ class StreamConfig:
     # the driver in local mode, where it was measured faster (bench/aggregation_bench.py), else
     # the executors.
     aggregation: str = "auto"
+    # The fold-in query's second stateful operator, keyed by movie (streaming.item_processor).
+    # Off: the catalogue is frozen at training time (users only, as before item fold-in).
+    item_foldin: bool = True
 
     def checkpoint(self, query: str) -> str:
         return str(self.state_dir / "checkpoints" / query)
@@ -86,6 +94,8 @@ class Context:
     spec: HistorySpec | None
     titles: pd.Series
     genres_of: pd.Series
+    movies: pd.DataFrame | None = None  # the catalogue (content vectors of movies with no rating)
+    tags: pd.DataFrame | None = None
 
 
 def prepare(cfg: StreamConfig, with_history: bool = True) -> Context:
@@ -98,11 +108,12 @@ def prepare(cfg: StreamConfig, with_history: bool = True) -> Context:
         spec = HistorySpec(spec.data, spec.until, spec.split_at)
         raw = load_history(spec) if with_history else empty_ratings()
         movies = load_movies(Path(spec.data))
+        tags = load_tags(Path(spec.data))
     else:
         spec, raw = None, empty_ratings()
-        movies = load_movies(cfg.data)
+        movies, tags = load_movies(cfg.data), None
     m = movies.set_index("movie_id")
-    return Context(raw, spec, m["title"], m["genres"])
+    return Context(raw, spec, m["title"], m["genres"], movies, tags)
 
 
 def _foldin_started(cfg: StreamConfig) -> bool:
@@ -247,7 +258,18 @@ def apply_aggregates(ctx: Context):
     return apply
 
 
-def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
+def apply_foldin_outputs(items: ItemVectorWriter):
+    """The fold-in query's batch: users' vectors and lists, and the streamed movies' vectors."""
+
+    def apply(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
+        is_item = pdf["kind"] == "item" if "kind" in pdf else pd.Series(False, index=pdf.index)
+        items.apply(sink, pdf[is_item], now)
+        apply_user_outputs(sink, pdf[~is_item], batch_id, now, pdf["min_kafka_ts"].to_numpy())
+
+    return apply
+
+
+def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float, kafka_ts=None) -> None:
     """Upsert refreshed user vectors and replace those users' recommendation lists."""
     scored = pdf[pdf["model_version"].notna()]
     sink.upsert(user_vectors, [
@@ -267,11 +289,12 @@ def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float)
                                                  strict=True), 1)
         ])  # fmt: skip
     versions = sorted(set(scored["model_version"]))
+    kafka_ts = pdf["min_kafka_ts"].to_numpy() if kafka_ts is None else kafka_ts
     upsert_metrics(sink, "foldin", batch_id, model_version=",".join(versions) or None,
-                   **latency_ms(pdf["min_kafka_ts"].to_numpy(), time.time()))  # fmt: skip
+                   **latency_ms(kafka_ts, time.time()))  # fmt: skip
 
 
-def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
+def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: ItemVectorWriter) -> list:
     raw = kafka_stream(spark, cfg.bootstrap, cfg.topic, cfg.max_offsets)
     parsed = parse(raw)
     events = valid(parsed)
@@ -297,17 +320,31 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str) -> list:
         "user_id int, movie_id int, rating float, timestamp long",
     )
     users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")
-    foldin = trig(
-        users.transformWithStateInPandas(
-            statefulProcessor=FoldInProcessor(scope, cfg.k),
-            outputStructType=OUTPUT_SCHEMA,
-            outputMode="Update",
+    # Two stateful operators chained in one query: users (fold-in, lists), then movies (item
+    # fold-in from the raters' fresh vectors; users' rows pass through under a negative route).
+    folded = users.transformWithStateInPandas(
+        statefulProcessor=FoldInProcessor(scope, cfg.k, str(items.directory), emit_ratings=cfg.item_foldin),
+        outputStructType=OUTPUT_SCHEMA,
+        outputMode="Append",
+        timeMode="None",
+        initialState=initial.groupBy("user_id"),
+    )
+    item_initial = spark.createDataFrame(
+        items.initial_raters(history) if cfg.item_foldin else items.initial_raters(history.iloc[:0]),
+        "route long, user_id int, rating float, timestamp long",
+    )
+    if cfg.item_foldin:
+        folded = folded.groupBy("route").transformWithStateInPandas(
+            statefulProcessor=ItemFoldInProcessor(scope, str(items.directory)),
+            outputStructType=ITEM_OUTPUT_SCHEMA,
+            outputMode="Append",
             timeMode="None",
-            initialState=initial.groupBy("user_id"),
+            initialState=item_initial.groupBy("route"),
         )
-        .writeStream.queryName("foldin")
-        .outputMode("update")
-        .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_user_outputs, cfg.sink_retry_s))
+    foldin = trig(
+        folded.writeStream.queryName("foldin")
+        .outputMode("append")
+        .foreachBatch(once_per_batch(cfg.sink_url, "foldin", apply_foldin_outputs(items), cfg.sink_retry_s))
         .option("checkpointLocation", cfg.checkpoint("foldin"))
     ).start()
     return [aggregates, foldin]
@@ -330,14 +367,18 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     spark.streams.addListener(listener)
     started = time.monotonic()
     shipper = ModelShipper(spark.sparkContext, ModelStore(cfg.model_root))
+    items = ItemVectorWriter(
+        cfg.state_dir / "items" / shipper.scope, ModelStore(cfg.model_root), ctx.movies, ctx.tags
+    )
 
     def ship() -> None:  # a newly published model reaches the executors' next tasks
         if version := shipper.sync():
             with open_sink(cfg.sink_url) as s, s.transaction():  # for `streamrec status`
                 s.set_state("model_shipped", version)
+                items.swap(s, version, time.time())  # streamed movies the new version knows: dropped
 
     ship()
-    queries = start_queries(spark, cfg, ctx, shipper.scope)
+    queries = start_queries(spark, cfg, ctx, shipper.scope, items)
     try:
         if cfg.available_now:
             for q in queries:
@@ -383,7 +424,7 @@ def stop_gracefully(queries: list, timeout: float = 60.0) -> None:
 
 def summary(sink_url: str) -> dict:
     with open_sink(sink_url) as sink:
-        count = {t: sink.count(t) for t in ("dead_letters", "user_vectors", "movie_stats")}
+        count = {t: sink.count(t) for t in ("dead_letters", "user_vectors", "item_vectors", "movie_stats")}
         events = sink.query(sa.select(sa.func.coalesce(sa.func.sum(rating_histogram.c.n_ratings), 0)))[0][0]
         batches = sink.query(sa.select(sa.func.count()).where(stream_batches.c.batch_id >= 0))[0][0]
     return {"rating_events": int(events), "batches": int(batches), **count}

@@ -96,7 +96,7 @@ def fold_in_item(
     and biases), pulled towards `prior` when `side.prior_weight` > 0. The obviously-correct version
     of `fold_in_items`."""
     r = np.asarray(ratings, dtype=np.float64)
-    x = np.asarray(rank_vectors, dtype=np.float64).reshape(len(r), -1)
+    x = np.asarray(rank_vectors, dtype=np.float64).reshape(len(r), side.gram.shape[0])
     k_r = side.gram.shape[0]
     p = r - side.threshold
     n_pos = int((p > 0).sum())

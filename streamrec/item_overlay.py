@@ -19,7 +19,7 @@ import numpy as np
 
 from .foldin import ItemFactors
 from .ids import rows as row_index
-from .item_foldin import ItemSide
+from .item_foldin import ItemSide, prior_weight
 from .scorer import Scorer
 
 SOURCES = ("stream", "content")
@@ -138,13 +138,15 @@ def overlay_scorer(scorer: Scorer, overlay: ItemOverlay | None) -> Scorer:
 
 
 def item_side_of(model) -> ItemSide:
-    """The item solve's inputs for a loaded model version (X'X once per version)."""
+    """The item solve's inputs for a loaded model version (X'X once per version), with the pull
+    towards a movie's content vector scaled to this version's X'X (streamrec.item_foldin)."""
     baseline = model.meta.baseline
-    return ItemSide.of(
+    side = ItemSide.of(
         model.rank_user_factors, model.ranking.reg, model.ranking.alpha, model.ranking.threshold,
         model.reg, baseline.mean if baseline else 0.0,
         (baseline.item_reg if baseline else None),
     )  # fmt: skip
+    return replace(side, prior_weight=prior_weight(side.gram))
 
 
 def rater_vectors(model, user_ids: np.ndarray, rank_vectors: np.ndarray | None = None,
@@ -196,3 +198,62 @@ def newest_overlay(directory: str | Path, version: str) -> Path | None:
 def _stamp(path: Path) -> int:
     tail = path.stem.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
+
+
+def content_overlay(model, movies, tags=None) -> ItemOverlay | None:
+    """Content vectors (streamrec.content) of the catalogue's movies the version does not know:
+    no rating yet, so no support; None when the version has no content map."""
+    content = getattr(model, "content", None)
+    if content is None or movies is None or len(movies) == 0:
+        return None
+    _, known = model.items.rows(movies["movie_id"].to_numpy())
+    todo = movies[~known]
+    if todo.empty:
+        return None
+    ids, factors = content.vectors(todo, tags)
+    n = len(ids)
+    return ItemOverlay(model.version, np.asarray(ids, np.int64), np.asarray(factors, np.float32),
+                       np.zeros((n, model.items.rank), np.float32), np.zeros(n), np.zeros(n, np.int64),
+                       np.full(n, "content", dtype="<U7"))  # fmt: skip
+
+
+def laid_overlay(model, rows: list[dict], movies=None, tags=None) -> ItemOverlay:
+    """What serving lays over `model`: content vectors, replaced by the `item_vectors` rows of
+    its version (streamed vectors, or the stream's own content rows)."""
+    base = content_overlay(model, movies, tags)
+    stored = ItemOverlay.of_rows(model.version, rows, model.ranking.rank, model.items.rank)
+    return stored if base is None else base.merged(stored)
+
+
+def with_overlay(model, overlay: ItemOverlay | None):
+    """A `Model` whose items, ranking factors and scorer include the overlay's movies."""
+    if overlay is None or len(overlay) == 0:
+        return model
+    scorer = overlay_scorer(model.scorer, overlay)
+    laid = replace(model, items=scorer.items, ranking=scorer.ranking)
+    laid.__dict__["scorer"] = scorer  # the cached property: the merged scorer (prior scale, fold base)
+    return laid
+
+
+PRIORS_PREFIX = "priors-"
+
+
+def write_priors(directory: Path, version: str, ids: np.ndarray, vectors: np.ndarray) -> Path:
+    """The content vectors the item solve is pulled towards (one file per version, written aside)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{PRIORS_PREFIX}{version}.npz"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, ids=np.asarray(ids, np.int64), vectors=np.asarray(vectors, np.float32))
+    tmp.replace(path)
+    return path
+
+
+def load_priors(directory: str | Path, version: str) -> dict[int, np.ndarray]:
+    """movie id -> content vector for `version` (empty when the version has no content map)."""
+    path = Path(directory) / f"{PRIORS_PREFIX}{version}.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as z:
+        return dict(zip(z["ids"].tolist(), z["vectors"], strict=True))

@@ -71,6 +71,11 @@ user_vectors = _table(
     "user_vectors", _key("user_id"), _col("model_version", TEXT), _col("n_ratings", BIG), _col("n_used", BIG),
     _col("vector", TEXT), _col("bias"), _col("updated_at"),
 )  # fmt: skip
+# Movies CURRENT does not serve from training: streamed (item fold-in) or from content (no ratings).
+item_vectors = _table(
+    "item_vectors", _key("movie_id"), _col("model_version", TEXT), _col("n_ratings", BIG),
+    _col("source", TEXT), _col("vector", TEXT), _col("bias"), _col("updated_at"),
+)  # fmt: skip
 user_recommendations = _table(
     "user_recommendations", _key("user_id"), _key("rank", sa.Integer), _col("movie_id", BIG, nullable=False),
     _col("score"), _col("predicted_rating"), _col("model_version", TEXT), _col("source", TEXT),

@@ -82,6 +82,10 @@ def assert_vectors_match_fold_in(
     recs = table(sink_url, "SELECT user_id, rank, movie_id, model_version, predicted_rating "
                  "FROM user_recommendations ORDER BY user_id, rank",
                  ["user_id", "rank", "movie_id", "version", "predicted"])  # fmt: skip
+    servable = model.items.ids if model.items.servable is None else model.items.ids[model.items.servable]
+    items = table(sink_url, "SELECT movie_id FROM item_vectors WHERE model_version = :v AND n_ratings >= :n",
+                  ["movie_id"], {"v": model.version, "n": model.items.min_support})  # fmt: skip
+    streamed_servable = set(items["movie_id"])
     for row in vecs.itertuples():
         mine = ratings[ratings["user_id"] == row.user_id]
         assert row.n == len(mine)
@@ -94,11 +98,13 @@ def assert_vectors_match_fold_in(
         user_recs = recs[recs["user_id"] == row.user_id]
         assert len(user_recs) > 0 and (user_recs["version"] == model.version).all()
         ids, _, predicted = model.scorer.top_k(users, len(user_recs), [mine["movie_id"].to_numpy()])[0]
-        assert user_recs["movie_id"].tolist() == ids.tolist()
-        np.testing.assert_allclose(user_recs["predicted"], predicted, atol=1e-6)
+        # Movies streamed in since the model may rank among the version's own (item fold-in);
+        # the version's own servable movies keep their exact order and predicted ratings.
+        from_base = user_recs["movie_id"].isin(servable).to_numpy()
+        assert user_recs["movie_id"][from_base].tolist() == ids[: from_base.sum()].tolist()
+        np.testing.assert_allclose(user_recs["predicted"][from_base], predicted[: from_base.sum()], atol=1e-6)
+        assert set(user_recs["movie_id"][~from_base]) <= streamed_servable
         assert not set(user_recs["movie_id"]) & set(mine["movie_id"])
-        if model.items.servable is not None:
-            assert set(user_recs["movie_id"]) <= set(model.items.ids[model.items.servable])
     return vecs
 
 
@@ -112,3 +118,24 @@ def fresh_postgres_db(server_url: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def assert_item_vectors_counted(
+    sink_url: str, model, history: pd.DataFrame, live: pd.DataFrame
+) -> pd.DataFrame:
+    """Every movie the version does not serve from training and that a rater with a vector rated
+    has its row of streamed vectors, counting each rater once: the live ones, plus the training
+    ones of a known movie below --min-support (nothing lost or counted twice across restarts)."""
+    rows = table(sink_url, "SELECT movie_id, model_version, n_ratings, source FROM item_vectors "
+                 "WHERE source = 'stream'", ["movie_id", "version", "n", "source"])  # fmt: skip
+    assert (rows["version"] == model.version).all()
+    pos, known = model.items.rows(live["movie_id"].to_numpy())
+    servable = known.copy()
+    servable[known] = model.items.servable[pos[known]]
+    streamed = set(live["movie_id"][~servable])
+    raters = latest_per_pair(pd.concat([history, live], ignore_index=True))
+    raters = raters[raters["movie_id"].isin(streamed)].groupby("movie_id").size()
+    assert set(rows["movie_id"]) <= streamed
+    got = rows.set_index("movie_id")["n"]
+    assert (got == raters.reindex(got.index)).all(), (got - raters.reindex(got.index)).loc[lambda d: d != 0]
+    return rows

@@ -5,6 +5,7 @@ how close folding in a trained movie from its own ratings comes to Spark's item 
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,3 +168,48 @@ def test_trained_movies_folded_in_from_their_ratings_land_close_to_spark_and_lis
         )
     print(f"NDCG@10 spark {ndcg['spark']:.4f} vs every item folded in {ndcg['fold-in']:.4f}")
     assert abs(ndcg["fold-in"] - ndcg["spark"]) / ndcg["spark"] < 0.02
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 50.0))
+def test_a_content_prior_pulls_the_solve_and_the_vectorised_path_agrees(seed, weight):
+    rng = np.random.default_rng(seed)
+    side = ItemSide.of(rng.normal(size=(30, 3)), 0.1, 1.0, 2.5, 0.1, prior_weight=weight)
+    movies = np.repeat([4, 9], 5)
+    ratings = rng.integers(1, 11, 10) / 2
+    x, u, ub = rng.normal(size=(10, 3)), rng.normal(size=(10, 2)), np.zeros(10)
+    priors = {4: rng.normal(size=3)}  # movie 9 has none: pulled towards 0 as in Spark
+    ids, rank_vectors, _, _, _ = fold_in_items(side, movies, ratings, x, u, ub, priors)
+    for j, m in enumerate(ids):
+        sel = movies == m
+        ref = fold_in_item(side, ratings[sel], x[sel], u[sel], ub[sel], priors.get(int(m)))
+        np.testing.assert_allclose(rank_vectors[j], ref.rank_vector, atol=1e-5)
+    plain = fold_in_item(replace(side, prior_weight=0.0), ratings[:5], x[:5], u[:5], ub[:5], priors[4])
+    spark_objective = fold_in_item(side, ratings[:5], x[:5], u[:5], ub[:5])  # no prior: weight unused
+    np.testing.assert_allclose(plain.rank_vector, spark_objective.rank_vector, atol=1e-6)
+    strong = fold_in_item(replace(side, prior_weight=1e9), ratings[:5], x[:5], u[:5], ub[:5], priors[4])
+    np.testing.assert_allclose(strong.rank_vector, priors[4], atol=1e-4)  # an infinite pull: the prior
+
+
+def test_the_item_state_keeps_each_raters_latest_rating_and_forgets_other_versions_vectors():
+    from streaming.item_processor import Raters
+
+    nan = np.full(2, np.nan, np.float32)
+    none = np.empty((2, 0), np.float32)
+    old = Raters(np.array([1, 2]), np.array([4.0, 3.0]), np.array([10, 20]), none, none,
+                 np.array([np.nan, np.nan]), np.array(["", ""], object))  # fmt: skip
+    new = Raters(np.array([2, 3, 2]), np.array([5.0, 1.0, 2.0]), np.array([30, 5, 25]),
+                 np.array([[1, 1], [2, 2], [3, 3]], np.float32), np.ones((3, 1), np.float32),
+                 np.array([0.1, 0.2, 0.3]), np.array(["v2", "v1", "v2"], object))  # fmt: skip
+    both = old.merged(new)
+    assert both.users.tolist() == [1, 2, 3]
+    assert both.ratings.tolist() == [4.0, 5.0, 1.0]  # user 2: the rating of time 30 wins over 20 and 25
+    np.testing.assert_array_equal(both.rvec[0], nan)  # no stream vector: the trained one will count
+    np.testing.assert_array_equal(both.rvec[1], [1, 1])
+    again = Raters.of_state(both.state())
+    np.testing.assert_array_equal(again.rvec[1:], both.rvec[1:]) and np.testing.assert_array_equal(
+        again.users, both.users
+    )
+    again.forget_other_versions("v2")
+    assert again.versions.tolist() == ["", "v2", ""] and np.isnan(again.rvec[2]).all()
+    assert Raters.of_state(old.state()).rvec.shape == (2, 0)  # nobody had a vector: none stored

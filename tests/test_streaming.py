@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -26,13 +28,19 @@ from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
 from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode, validate
-from streamrec.history import load_history, window
+from streamrec.history import latest_per_pair, load_history, window
 from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
 from tests.bad_records import BAD_KINDS, corpus, reason_matches
-from tests.streamcheck import assert_aggregates_exact, assert_vectors_match_fold_in, fresh_postgres_db, table
+from tests.streamcheck import (
+    assert_aggregates_exact,
+    assert_item_vectors_counted,
+    assert_vectors_match_fold_in,
+    fresh_postgres_db,
+    table,
+)
 
 pytestmark = pytest.mark.integration
 SPLIT = 0.8
@@ -284,6 +292,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
     all_events = pd.concat([history, live], ignore_index=True)
     assert_aggregates_exact(sink_url, all_events, movies, cfg.window)
     assert_vectors_match_fold_in(sink_url, model, all_events, expect_users=set(live.user_id))
+    assert len(assert_item_vectors_counted(sink_url, model, history, live)) > 0
     files = committed_files(cfg.event_log_dir)
     log = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert len(log) == len(live)
@@ -397,3 +406,89 @@ def test_a_full_sink_disk_is_retried_and_nothing_is_half_written(spark, kafka, t
         assert count_events(cfg.event_log_dir) == len(events)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def send(kafka: str, topic: str, events: list[tuple[int, int, float, int]]) -> None:
+    """Produce rating events (user, movie, rating, timestamp), creating the topic when missing."""
+    ensure_topic(kafka, topic)
+    with producer(kafka) as p:
+        for event in events:
+            key, value = encode(*event)
+            p.send(topic, value=value, key=key)
+        p.flush()
+
+
+def test_a_new_movie_streams_in_reaches_a_list_and_has_similar_movies(
+    spark, kafka, topic, tmp_path, base_model, history
+):
+    """Item fold-in end to end: a movie the model has never seen gets its vectors from its first
+    raters (exactly the item solve against their vectors), then ranks in a later user's list
+    (the stream's list equals the scorer's over the model plus the streamed movies), and
+    `similar` works for it."""
+    from serving.recommend import similar_exact
+    from streamrec.item_foldin import fold_in_item
+    from streamrec.item_overlay import ItemOverlay, item_side_of, with_overlay
+
+    _, model = base_model
+    ratings = latest_per_pair(history)
+    new_movie = 2_100_000_000
+    # The anchor: the trained user with the most ratings; the movie's raters: the 12 trained
+    # users nearest to them in the ranking model's space, each a 5 (a strong "yes").
+    anchor = int(ratings["user_id"].value_counts().index[0])
+    x = model.rank_user_factors / np.maximum(
+        np.linalg.norm(model.rank_user_factors, axis=1, keepdims=True), 1e-12
+    )
+    a = int(np.searchsorted(model.user_ids, anchor))
+    raters = [int(model.user_ids[j]) for j in np.argsort(-(x @ x[a])) if j != a][:12]
+    ts = int(history["timestamp"].max()) + 100
+    events = [(u, new_movie, 5.0, ts + i) for i, u in enumerate(raters)]
+    # A movie rated once by a user with nothing the model knows: no usable rater, no vector yet.
+    events.append((2_000_000_001, new_movie + 1, 4.0, ts + 50))
+    send(kafka, topic, events)
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent)
+    run_stream(spark, cfg)
+    columns = ["movie_id", "model_version", "n_ratings", "source", "vector", "bias"]
+    select = f"SELECT {', '.join(columns)} FROM item_vectors"
+    rows = table(cfg.sink_url, f"{select} WHERE source = 'stream'", columns)
+    assert rows["movie_id"].tolist() == [new_movie]
+    row = rows.iloc[0]
+    assert row.model_version == model.version and row.n_ratings == 12
+    pos = np.searchsorted(model.user_ids, raters)
+    want = fold_in_item(item_side_of(model), np.full(12, 5.0), model.rank_user_factors[pos],
+                        model.user_factors[pos], model.user_bias[pos])  # fmt: skip
+    got = json.loads(row.vector)
+    np.testing.assert_allclose(got["ranking"], want.rank_vector, atol=1e-4)
+    np.testing.assert_allclose(got["explicit"], want.vector, atol=1e-4)
+    assert row.bias == pytest.approx(want.bias)
+
+    # A new user who rated what the anchor rated (so folds in to the anchor's vector).
+    probe = 2_000_000_002
+    mine = ratings[ratings["user_id"] == anchor]
+    pairs = zip(mine["movie_id"], mine["rating"], strict=True)
+    send(kafka, topic, [(probe, int(m), float(r), ts + 100 + i) for i, (m, r) in enumerate(pairs)])
+    run_stream(spark, cfg)
+    stored = table(cfg.sink_url, select, columns).to_dict("records")
+    laid = with_overlay(
+        model, ItemOverlay.of_rows(model.version, stored, model.ranking.rank, model.items.rank)
+    )
+    listed = table(cfg.sink_url, "SELECT movie_id FROM user_recommendations WHERE user_id = :u ORDER BY rank",
+                   ["movie_id"], {"u": probe})["movie_id"].tolist()  # fmt: skip
+    users = laid.scorer.fold_in_one(mine["movie_id"].to_numpy(), mine["rating"].to_numpy(), probe)
+    expected = laid.scorer.top_k(users, len(listed), [mine["movie_id"].to_numpy()])[0][0].tolist()
+    assert listed == expected
+    assert new_movie in listed, f"the streamed movie is not in the probe's list {listed}"
+
+    ids, score = similar_exact(laid, new_movie, 5, "cosine", None)
+    assert len(ids) == 5 and new_movie not in ids.tolist() and np.all(np.diff(score) <= 1e-12)
+
+    # The serving paths (API, `recommend`, `similar`) lay the same vectors over the model.
+    from serving.service import ServeConfig, Service
+
+    svc = Service(ServeConfig(model_root=model.path.parent, sink_url=cfg.sink_url,
+                              event_log_dir=cfg.event_log_dir, checkpoint_dir=tmp_path / "checkpoints",
+                              data=BUNDLED_DATA))  # fmt: skip
+    assert [i["movie_id"] for i in svc.similar(new_movie, "cosine", 5, None)["items"]] == ids.tolist()
+    served = svc.recommend_anonymous(
+        list(zip(mine["movie_id"], mine["rating"], strict=True)), len(listed), None
+    )
+    assert [i["movie_id"] for i in served["items"]] == listed
