@@ -220,7 +220,8 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from streamrec.movielens import load_ratings
+    from streamrec.content import load_tags
+    from streamrec.movielens import load_movies, load_ratings
     from streamrec.spark import get_spark
 
     from .evaluate import EvalOptions, chart, run_evaluation
@@ -243,7 +244,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         params=Params(rank=args.rank, seed=args.seed),
         ranking=RankingParams(rank=args.ranking_rank, reg=args.ranking_reg, alpha=args.ranking_alpha,
                               threshold=args.ranking_threshold, seed=args.seed),
-        protocols=tuple(args.protocols),
+        protocols=tuple(args.protocols), movies=load_movies(args.data), tags=load_tags(args.data),
     )  # fmt: skip
     res = run_evaluation(get_spark("streamrec-evaluate"), ratings, opts)
     if args.chart and "new_users" in res:

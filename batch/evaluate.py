@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamrec.history import latest_per_pair, merge_ratings, window
+from streamrec.history import latest_per_pair
 from streamrec.ids import rows_of_known
 from streamrec.scorer import Blend, Scorer, top_rows
 
@@ -58,6 +58,9 @@ class EvalOptions:
     params: Params = field(default_factory=Params)
     ranking: RankingParams = field(default_factory=RankingParams)
     protocols: tuple[str, ...] = ("warm", "strong", "new_users", "prequential")
+    # The catalogue, for the prequential replay's content vectors (None: no content variant).
+    movies: pd.DataFrame | None = None
+    tags: pd.DataFrame | None = None
 
 
 @dataclass
@@ -180,80 +183,10 @@ def new_users(models: Models, heldout: pd.DataFrame, opts: EvalOptions) -> dict:
 
 
 def prequential(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:
-    """Hit rate@k of each event's movie in the list served to its user just before it."""
-    events = ratings.sort_values("timestamp", kind="stable", ignore_index=True)
-    history = window(events, split_at=opts.split_at, part="before")
-    live = window(events, split_at=opts.split_at, part="after")
-    base = fit_models(spark, latest_per_pair(history), opts, with_ease=False)
-    half = len(live) // 2
-    scorer = base.scorer
-    retrained: Scorer | None = None
-    state = {u: (g["movie_id"].to_numpy(np.int32), g["rating"].to_numpy(np.float32),
-                 g["timestamp"].to_numpy(np.int64))
-             for u, g in latest_per_pair(history).groupby("user_id")}  # fmt: skip
-    stored = {int(u): i for i, u in enumerate(base.explicit.user_ids)}
-    counts = base.counts.astype(np.float64).copy()
-    hits = dict.fromkeys(("static model (no fold-in)", "stream fold-in", "popularity (running counts)",
-                          "fold-in + one retrain halfway"), 0)  # fmt: skip
-    n_events, t0 = 0, time.monotonic()
-    for j, ev in enumerate(live.itertuples(index=False)):
-        if j == half:  # the retrain a `retrain --every` would do mid-replay: history + live so far
-            log(f"  prequential: retraining on history + {half:,} live events")
-            retrained = fit_models(spark, latest_per_pair(pd.concat([history, live.iloc[:half]])), opts,
-                                   with_ease=False).scorer  # fmt: skip
-        mine = state.get(ev.user_id)
-        rated = mine[0] if mine is not None else np.empty(0, np.int32)
-        if ev.movie_id not in set(rated.tolist()):  # re-ratings are no prediction target
-            n_events += 1
-            folded = scorer.fold_in_one(rated, mine[1] if mine is not None else [], explicit=False)
-            lists = {"stream fold-in": _first_list(scorer, folded, opts.k, rated)}
-            if ev.user_id in stored:
-                lists["static model (no fold-in)"] = _static_list(base, stored[ev.user_id], opts.k, rated)
-            else:
-                lists["static model (no fold-in)"] = _first_list(
-                    scorer, scorer.fold_in_one([], []), opts.k, rated
-                )
-            pop = counts.copy()
-            pos, ok = scorer.items.rows(rated)
-            pop[pos[ok]] = -np.inf
-            lists["popularity (running counts)"] = ids_of(scorer, top_rows(pop[None, :], opts.k))[0]
-            if retrained is not None:
-                again = retrained.fold_in_one(rated, mine[1] if mine is not None else [], explicit=False)
-                lists["fold-in + one retrain halfway"] = _first_list(retrained, again, opts.k, rated)
-            else:
-                lists["fold-in + one retrain halfway"] = lists["stream fold-in"]
-            for name, ids in lists.items():
-                hits[name] += int(ev.movie_id in set(np.asarray(ids).tolist()))
-        new = {"movie_id": [ev.movie_id], "rating": [ev.rating], "timestamp": [ev.timestamp]}
-        state[ev.user_id] = merge_ratings(mine, new)
-        pos, ok = scorer.items.rows(np.array([ev.movie_id]))
-        if ok[0]:
-            counts[pos[0]] += 1
-        if (j + 1) % 5000 == 0:
-            log(f"  prequential: {j + 1:,}/{len(live):,} events ({(j + 1) / (time.monotonic() - t0):,.0f}/s)")
-    return {
-        "events": int(len(live)),
-        "scored_events": n_events,
-        "users": int(live["user_id"].nunique()),
-        "new_users": int((~live["user_id"].drop_duplicates().isin(list(stored))).sum()),
-        "hit_rate": {name: h / max(n_events, 1) for name, h in hits.items()},
-    }
+    """The prequential replay (batch.prequential), with this module's model recipe."""
+    from .prequential import prequential as replay
 
-
-def _first_list(scorer: Scorer, users, k: int, rated: np.ndarray) -> np.ndarray:
-    rows = scorer.rank_rows(users, k, [rated])
-    return scorer.items.ids[rows[0][rows[0] >= 0]]
-
-
-def _static_list(models: Models, i: int, k: int, rated: np.ndarray) -> np.ndarray:
-    """The base model's stored vectors for a user it trained on (what serving does without the
-    stream): the ranking vector and the user's training count for the blend."""
-    from streamrec.scorer import Users
-
-    m, s = models.explicit, slice(i, i + 1)
-    users = Users(m.user_ids[s], models.rank_user_factors[s], models.user_counts[s], m.user_factors[s],
-                  m.user_bias[s])  # fmt: skip
-    return _first_list(models.scorer, users, k, rated)
+    return replay(spark, ratings, opts, fit_models, opts.movies, opts.tags)
 
 
 def run_evaluation(spark, ratings: pd.DataFrame, opts: EvalOptions) -> dict:

@@ -47,8 +47,11 @@ def markdown_tables(res: dict) -> str:
         out += ["", f"### Prequential replay ({p['scored_events']:,} first-time ratings of "
                 f"{p['users']} users, "
                 f"{p['new_users']} of them new): hit rate@{k} of the list served just before each event", "",
-                f"| method | hit rate@{k} |", "|---|---|"]  # fmt: skip
-        out += [f"| {name} | {h:.4f} |" for name, h in p["hit_rate"].items()]
+                f"| method | hit rate@{k} | positive events on a servable movie |",
+                "|---|---|---|"]  # fmt: skip
+        share = p.get("servable_share", {})
+        out += [f"| {name} | {h:.4f} | {share[name]:.1%} |" if name in share else f"| {name} | {h:.4f} | - |"
+                for name, h in p["hit_rate"].items()]  # fmt: skip
     if res.get("ease", "computed") != "computed":
         out += ["", f"EASE {res['ease']}."]
     return "\n".join(out)
@@ -68,7 +71,8 @@ def summary(res: dict) -> str:
         parts.append(f"new users >= popularity at {wins}/{len(by_n)} n")
     if "prequential" in res:
         h = res["prequential"]["hit_rate"]
-        parts.append(
-            f"prequential hit rate {h['stream fold-in']:.3f} vs static {h['static model (no fold-in)']:.3f}"
-        )
+        items = h.get("users + items fold-in")
+        both = f", users + items {items:.3f}" if items is not None else ""
+        static = h["static model (no fold-in)"]
+        parts.append(f"prequential hit rate {h['stream fold-in']:.3f}{both} vs static {static:.3f}")
     return f"evaluated in {res['seconds']}s: " + "; ".join(parts)
