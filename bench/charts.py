@@ -74,8 +74,6 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         axes[0].set_ylabel("seconds (Kafka record time -> sink commit)")
         fig.suptitle(f"Paced replay at {lat['rate']:,.0f} events/s, 2 cores, everything running", fontsize=9)
         save(fig, "stream_latency")
-    from bench.report import scale_modes
-
     modes = scale_modes(results.get("scale", {}))
     if any(len(runs) > 1 for runs in modes.values()):
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -102,3 +100,8 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
                      fontsize=9)  # fmt: skip
         save(fig, "scale")
     return made
+
+
+def scale_modes(sc: dict) -> dict[str, list[dict]]:
+    """{mode: runs}; results from before the cluster run had one mode."""
+    return {sc["mode"]: sc["runs"]} if "runs" in sc else {m: sc[m] for m in ("local", "cluster") if m in sc}

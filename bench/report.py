@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.charts import scale_modes, write_charts
+
 
 def _dated(results: dict, part: str) -> str:
     """', measured DATE' when a section was re-run on another day than the rest."""
@@ -393,11 +395,6 @@ STREAM_LEVERS = [
 ]
 
 
-def scale_modes(sc: dict) -> dict[str, list[dict]]:
-    """{mode: runs}; results from before the cluster run had one mode."""
-    return {sc["mode"]: sc["runs"]} if "runs" in sc else {m: sc[m] for m in ("local", "cluster") if m in sc}
-
-
 _ROLE_NAMES = {"driver": "driver (Python)", "jvm": "Spark JVM", "workers": "Python workers",
                "executors": "executors (JVM + Python)", "broker": "Kafka broker"}  # fmt: skip
 
@@ -511,8 +508,6 @@ def write_markdown(results: dict, path: Path) -> None:
              f"Measured {results['date']} on {results['machine']}.{redone} Regenerate with `make bench` "
              "(raw figures in `docs/benchmark-results.json`). Tests never assert speed; these do "
              "not run in CI.", ""]  # fmt: skip
-    from bench.charts import write_charts
-
     img = {name: p.relative_to(path.parent).as_posix() for name, p in
            write_charts(results, path.parent / "img").items()}  # fmt: skip
     if "quality" in results:
@@ -525,11 +520,56 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += _train(results["train"], img)
     if "stream" in results:
         lines += _stream(results["stream"], img)
+    if "items" in results:
+        lines += _items(results["items"])
     if "scale" in results:
         lines += _scale(results["scale"], img)
     if "api" in results:
         lines += _api(results["api"])
     path.write_text("\n".join(lines))
+
+
+def _items(r: dict) -> list[str]:
+    """The item fold-in: the existing queries' latency with and without it, time to recommendable."""
+    lines = ["## Item fold-in: latency cost, time to recommendable (`bench/item_foldin_bench.py`)", "",
+             f"`python -m bench.run_all items`. One broker, one model (oldest 80 %), one Spark session; "
+             f"the first {r['events']:,} live events replayed at a paced {r['rate']:,} events/s into a "
+             "warmed-up stream (1 s trigger) with the item operator off (`--no-item-foldin`: users only, as "
+             "before) and on, alternated twice, after a warm-up run that is not kept. Latency is Kafka "
+             "record time to sink commit.", "",
+             "| variant | aggregates p50 ms | aggregates p95 ms | fold-in p50 ms | fold-in p95 ms | "
+             "fold-in p99 ms | fold-in median batch ms |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in r["latency"]:
+        a, f = row["aggregates"], row["foldin"]
+        lines.append(f"| {row['variant']} | {a['p50_ms']:,} | {a['p95_ms']:,} | {f['p50_ms']:,} | "
+                     f"{f['p95_ms']:,} | {f['p99_ms']:,} | {f['batch_ms_median']:,} |")  # fmt: skip
+
+    def med(label: str, q: str) -> float:
+        vals = sorted(x[q]["p95_ms"] for x in r["latency"] if x["variant"] == label)
+        return (
+            vals[len(vals) // 2] if len(vals) % 2 else sum(vals[len(vals) // 2 - 1 : len(vals) // 2 + 1]) / 2
+        )
+
+    off, on = med("users only", "foldin"), med("users + items", "foldin")
+    agg_off, agg_on = med("users only", "aggregates"), med("users + items", "aggregates")
+    lines += ["", f"Fold-in p95, median of the two runs each: {off:,.0f} ms without the item operator, "
+              f"{on:,.0f} ms with it ({on / off - 1:+.1%}); aggregates p95 {agg_off:,.0f} -> "
+              f"{agg_on:,.0f} ms ({agg_on / agg_off - 1:+.1%}).", ""]  # fmt: skip
+    t = r.get("recommendable")
+    if t:
+        lines += [f"**Time to recommendable** over the same paced live part: {t['new_movies_rated']} movies "
+                  f"the base model never saw were rated, {t['reached_min_support']} reached "
+                  f"--min-support ({t['min_support']}) ratings. From the Kafka time of the event that gave "
+                  f"a movie its {t['min_support']}th rating to its `item_vectors` row reaching "
+                  f"{t['min_support']} (what the API serves; it re-reads the table at most once a "
+                  f"second): median {_s(t['servable_median_s'])}; to the first stream list that "
+                  f"contained it ({t['listed']} of them reached a list during the run): median "
+                  f"{_s(t['listed_median_s'])}.", ""]  # fmt: skip
+    return lines
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f} s"
 
 
 def _api(a: dict) -> list[str]:
@@ -605,18 +645,36 @@ def write_readme_quality(results: dict, readme: Path) -> None:
     for n, methods in ev["new_users"]["by_n"].items():
         row(f"new user, first {n} rating{'s' if int(n) > 1 else ''}", "NDCG@10", methods, "ndcg_at_10")
     h = ev["prequential"]["hit_rate"]
-    rows.append(f"| prequential replay (live 20 %) | hit rate@10 | **{h['stream fold-in']:.4f}** | "
-                f"{h['popularity (running counts)']:.4f} | - | - |")  # fmt: skip
+    variants = [("stream fold-in", "users folded in")]
+    if "users + items fold-in" in h:
+        variants += [
+            ("users + items fold-in", "users and movies folded in"),
+            ("users + items + content", "users and movies folded in, content prior"),
+        ]
+    for name, label in variants:
+        rows.append(f"| prequential replay (live 20 %), {label} | hit rate@10 | **{h[name]:.4f}** | "
+                    f"{h['popularity (running counts)']:.4f} | - | - |")  # fmt: skip
     met = targets(results["quality"])
     lines = [*rows, "", f"Targets met: {sum(m for *_, m in met)} of {len(met)} ("
              + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, _, ok in met) + ").",
              "In the prequential replay the base model without fold-in scores "
              f"{h['static model (no fold-in)']:.4f} "
-             f"and fold-in plus one retrain halfway {h['fold-in + one retrain halfway']:.4f}."]  # fmt: skip
+             f"and fold-in plus one retrain halfway {h['fold-in + one retrain halfway']:.4f}."
+             + _servable_note(ev["prequential"])]  # fmt: skip
     begin, end = "<!-- quality:begin -->", "<!-- quality:end -->"
     text = readme.read_text()
     start, stop = text.index(begin) + len(begin), text.index(end)
     readme.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[stop:])
+
+
+def _servable_note(p: dict) -> str:
+    """How many positive live events were on a movie the lists could contain, per variant."""
+    share = p.get("servable_share")
+    if not share:
+        return ""
+    return (f" Positive live events (rating >= 4) on a movie the lists could contain when it was rated: "
+            f"{share['stream fold-in']:.1%} with the catalogue frozen at training, "
+            f"{share['users + items fold-in']:.1%} with movies folded in by the stream.")  # fmt: skip
 
 
 def write_readme_results(results: dict, readme: Path) -> None:

@@ -1,7 +1,7 @@
 """Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 1.5 hours on 2 cores, 45
 minutes of it the scale run's 25M ratings; without them STREAMREC_BENCH_SCALE=1e6,5e6);
-`python -m bench.run_all quality` (or replay, train, blas, stream, api, scale) runs one part and keeps the
-others."""
+`python -m bench.run_all quality` (or replay, train, blas, stream, items, api, scale) runs one part and
+keeps the others."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import datetime as dt
 import json
 import sys
 
-from bench import api_bench, blas_bench, quality_bench, replay_bench, scale_bench, stream_bench, train_bench
+from bench import (
+    api_bench,
+    blas_bench,
+    item_foldin_bench,
+    quality_bench,
+    replay_bench,
+    scale_bench,
+    stream_bench,
+    train_bench,
+)
 from bench.common import machine
 from bench.report import write_markdown, write_readme_api, write_readme_quality, write_readme_results
 from streamrec.settings import PROJECT_ROOT
@@ -17,7 +26,7 @@ from streamrec.spark import get_spark
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"quality", "replay", "train", "blas", "stream", "api", "scale"}
+    which = set(sys.argv[1:]) or {"quality", "replay", "train", "blas", "stream", "items", "api", "scale"}
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     today = dt.date.today().isoformat()
@@ -40,6 +49,8 @@ def main() -> None:
         save("train", train_bench.run(spark))
     if "stream" in which:
         save("stream", stream_bench.run(spark))
+    if "items" in which:  # the item fold-in's latency cost and time to recommendable (own session)
+        save("items", item_foldin_bench.run())
     if "blas" in which:
         save("blas", blas_bench.run())
     if "api" in which:
