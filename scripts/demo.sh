@@ -47,6 +47,37 @@ step "replay the live part up to $MID (speedup x$SPEEDUP)"
 $S replay --split-at 0.8 --until "$MID" --speedup "$SPEEDUP"
 sleep 8
 
+step "the catalogue streams too: movies v1 never saw, folded in from their first ratings"
+$S status | grep '^movies:'
+read -r NEW_MOVIE NEW_TITLE < <(.venv/bin/python - <<'PY'
+import os, sqlite3
+from streamrec.model_store import ModelStore
+from streamrec.movielens import load_movies
+from streamrec.settings import BUNDLED_DATA
+model = ModelStore().load()
+db = sqlite3.connect(os.path.join(os.environ["STREAMREC_HOME"], "streamrec.db"))
+rows = db.execute("SELECT movie_id, n_ratings FROM item_vectors WHERE source = 'stream' "
+                  "ORDER BY n_ratings DESC").fetchall()
+new = [(m, n) for m, n in rows if not model.items.rows([m])[1][0]]  # unknown to v1
+titles = load_movies(BUNDLED_DATA).set_index("movie_id")["title"]
+print(new[0][0], titles.get(new[0][0], "?")) if new else print(0, "-")
+PY
+)
+if [ "$NEW_MOVIE" != 0 ]; then
+  echo "-- $NEW_TITLE (movie $NEW_MOVIE) is not in v1; the stream solved its vectors from its raters:"
+  .venv/bin/python - "$NEW_MOVIE" <<'PY'
+import os, sqlite3, sys
+db = sqlite3.connect(os.path.join(os.environ["STREAMREC_HOME"], "streamrec.db"))
+m = int(sys.argv[1])
+n, = db.execute("SELECT n_ratings FROM item_vectors WHERE movie_id = ?", (m,)).fetchone()
+users = db.execute("SELECT COUNT(DISTINCT user_id), MIN(rank) FROM user_recommendations WHERE movie_id = ?",
+                   (m,)).fetchone()
+print(f"   {n} live ratings; now in the stream's lists of {users[0]} users (best rank {users[1]})")
+PY
+  echo "-- movies similar to it (its streamed vector against v1's):"
+  $S similar --movie "$NEW_MOVIE" -k 5
+fi
+
 step "retrain on history + the stream's event log: v2 is published and hot-swapped"
 $S retrain --once --split-at 0.8
 
