@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from serving.service import STREAM_LIST
+from serving.lists import STREAM_LIST
 from streamrec.sink import Sink, user_recommendations
 
 

@@ -194,7 +194,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     ):
         """A user's top-k: the stream's list when fresh for CURRENT, else their ratings folded in
         now; a user never seen gets the cold-start list. `genres`: comma-separated filter."""
-        return service.recommend_user(user_id, k, service.genre_filter(parse_genres(genres)))
+        return service.lists.recommend_user(user_id, k, service.lists.genre_filter(parse_genres(genres)))
 
     @app.post(
         "/recommendations", response_model=RecommendationList, responses=ERRORS, tags=["recommendations"]
@@ -202,7 +202,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def anonymous_recommendations(req: AnonymousRequest):
         """An anonymous user folded in from the given ratings on the spot (nothing is stored)."""
         ratings = [(r.movie_id, r.rating) for r in req.ratings]
-        return service.recommend_anonymous(ratings, req.k, service.genre_filter(req.genres))
+        return service.lists.recommend_anonymous(ratings, req.k, service.lists.genre_filter(req.genres))
 
     # -- movies ------------------------------------------------------------------------------
 
@@ -211,12 +211,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         q: str = Query(..., min_length=1, max_length=200), limit: Limit = 10
     ) -> list[dict]:
         """Movies whose title contains `q` (case-insensitive), most rated first."""
-        return service.search_movies(q, limit)
+        return service.lists.search_movies(q, limit)
 
     @app.get("/movies/{movie_id}", tags=["movies"], responses=ERRORS)
     async def movie(movie_id: MovieId) -> dict:
         """Title, genres, training ratings and the stream's live statistics of one movie."""
-        return service.movie(movie_id)
+        return service.details.movie(movie_id)
 
     @app.get(
         "/movies/{movie_id}/similar",
@@ -233,12 +233,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     ):
         """Movies similar to a movie by the ranking model's item factors (exact cosine or
         Euclidean, or approximate LSH), among movies with >= min_count training ratings."""
-        return service.similar(movie_id, metric, k, min_count)
+        return service.lists.similar(movie_id, metric, k, min_count)
 
     @app.get("/users/{user_id}", tags=["users"], responses=ERRORS)
     def user(user_id: UserId) -> dict:
         """A user's activity in the stream, their stream vector's model version and rated count."""
-        return service.user(user_id)
+        return service.details.user(user_id)
 
     # -- live statistics ---------------------------------------------------------------------
 
@@ -249,47 +249,47 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         limit: Limit = 20,
     ) -> list[dict]:
         """Movies by rating count or average (with at least min_count ratings), live."""
-        return service.stats_movies(order, min_count, limit)
+        return service.stats.movies(order, min_count, limit)
 
     @app.get("/stats/genres", tags=["stats"])
     async def stats_genres() -> list[dict]:
         """Rating count and average per genre, live."""
-        return service.stats_genres()
+        return service.stats.genres()
 
     @app.get("/stats/trending", tags=["stats"], responses=ERRORS)
     async def stats_trending(
         window: str = Query("latest", pattern=r"^(latest|[0-9]{1,12})$"), limit: Limit = 10
     ) -> dict:
         """The most rated movies of an event-time window: `latest` or a window start (epoch s)."""
-        return service.stats_trending(window, limit)
+        return service.stats.trending(window, limit)
 
     @app.get("/stats/histogram", tags=["stats"])
     async def stats_histogram() -> list[dict]:
         """How many ratings of each value, live."""
-        return service.stats_histogram()
+        return service.stats.histogram()
 
     @app.get("/stats/stream", tags=["stats"], responses=ERRORS)
     async def stats_stream(batches: int = Query(60, ge=1, le=1000)) -> dict:
         """Per query: last batch, throughput, latency p50/p95 over the recent batches; dead letters;
         and the recent batches themselves (for charts)."""
-        return service.stats_stream(batches)
+        return service.stats.stream(batches)
 
     @app.get("/stats/dead-letters", tags=["stats"], responses=ERRORS)
     async def stats_dead_letters(limit: Limit = 20) -> list[dict]:
         """The newest bad records and why each was refused."""
-        return service.dead_letters(limit)
+        return service.stats.dead_letters(limit)
 
     # -- models ------------------------------------------------------------------------------
 
     @app.get("/models", tags=["models"])
     def models() -> list[dict]:
         """Every model version, newest first, with its list and rating metrics; one is CURRENT."""
-        return service.models()
+        return service.models.versions()
 
     @app.get("/models/{version}", tags=["models"], responses=ERRORS)
     def model(version: str = PathParam(..., max_length=40)) -> dict:
         """One version's metadata: params, metrics, data counts, the cold-start blend."""
-        return service.model_info(version)
+        return service.models.info(version)
 
     # -- ingestion ---------------------------------------------------------------------------
 
@@ -307,8 +307,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise InvalidRequest("the body is not JSON" + ("" if reason == "not JSON" else f" ({reason})"))
         if isinstance(body, list) and len(body) > 10_000:
             raise InvalidRequest(f"at most 10,000 events per request, got {len(body)}")
-        valid = service.validate_events(body)
-        return {"accepted": await run_in_threadpool(service.publish, valid), "topic": cfg.topic}
+        valid = service.ingest.validate_events(body)
+        return {"accepted": await run_in_threadpool(service.ingest.publish, valid), "topic": cfg.topic}
 
     # -- operations --------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/readyz", tags=["operations"], response_model=Readiness, responses={503: {"model": Readiness}})
     def readyz():
         """Ready when the model is loaded and the sink and the broker are reachable (503 otherwise)."""
-        r = service.readiness()
+        r = service.ready.check()
         return JSONResponse(r, status_code=200 if r["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from streamrec import sink as db
 
-from .service import QUERIES
+from .stats import QUERIES
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
