@@ -33,6 +33,7 @@ from streamrec.errors import (
 )
 from streamrec.events import MAX_ID, MAX_TS, MIN_TS, loads_strict
 
+from .limits import BodyLimit, RateLimit, TokenBucket
 from .metrics import Metrics
 from .service import ServeConfig, Service, parse_genres
 
@@ -148,6 +149,7 @@ ERRORS = {
     422: {"model": Error},
     503: {"model": Error},
 }
+BODY_ERRORS = {**ERRORS, 413: {"model": Error}}
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
@@ -168,6 +170,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         responses={422: {"model": Error}},
     )
     app.state.service = service
+    # Outermost last: metrics see every answer, the rate limit runs before a body is looked at.
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    if cfg.rate_limit:
+        app.add_middleware(RateLimit, bucket=TokenBucket(cfg.rate_limit))
     app.add_middleware(metrics.middleware)
 
     @app.exception_handler(StreamrecError)
@@ -197,7 +203,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return service.lists.recommend_user(user_id, k, service.lists.genre_filter(parse_genres(genres)))
 
     @app.post(
-        "/recommendations", response_model=RecommendationList, responses=ERRORS, tags=["recommendations"]
+        "/recommendations", response_model=RecommendationList, responses=BODY_ERRORS, tags=["recommendations"]
     )
     async def anonymous_recommendations(req: AnonymousRequest):
         """An anonymous user folded in from the given ratings on the spot (nothing is stored)."""
@@ -293,11 +299,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     # -- ingestion ---------------------------------------------------------------------------
 
-    @app.post("/events", status_code=202, response_model=Accepted, responses=ERRORS, tags=["events"],
+    @app.post("/events", status_code=202, response_model=Accepted, responses=BODY_ERRORS, tags=["events"],
               openapi_extra=EVENTS_BODY)  # fmt: skip
     async def events(request: Request):
         """One rating or a list (at most 10,000) into the `ratings` topic, key = user id, checked by
-        the stream's own rules; 422 names the first broken rule."""
+        the stream's own rules; 422 names the first broken rule, 413 refuses a body over the
+        server's limit unread, 503 answers within --kafka-timeout when Kafka does not."""
         try:
             text = (await request.body()).decode("utf-8")
         except UnicodeDecodeError:

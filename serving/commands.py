@@ -14,8 +14,20 @@ from streamrec import logs
 from streamrec.errors import StreamrecError
 from streamrec.events import MAX_ID, TOPIC
 from streamrec.model_store import json_default
-from streamrec.settings import PATH, PORT, POSITIVE, data_option, kafka_options, run_with_args, sink_option
+from streamrec.settings import (
+    PATH,
+    PORT,
+    POSITIVE,
+    Converted,
+    data_option,
+    kafka_options,
+    run_with_args,
+    sink_option,
+)
 from streamrec.tables import markdown
+
+from .ingest import DEFAULT_TIMEOUT_S
+from .limits import DEFAULT_MAX_BODY, parse_rate
 
 
 @click.command("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
@@ -211,6 +223,13 @@ def similar_cmd(args: argparse.Namespace) -> int:
 @click.option("--topic", default=TOPIC, help="topic POST /events publishes to")
 @data_option("MovieLens folder for titles and genres while no model is published")
 @click.option("--access-log", is_flag=True, help="log every request")
+@click.option("--max-body-bytes", type=click.IntRange(1024), default=DEFAULT_MAX_BODY,
+              help="larger request bodies get 413 before they are read")  # fmt: skip
+@click.option("--kafka-timeout", type=click.FloatRange(0.1, 60), default=DEFAULT_TIMEOUT_S,
+              help="seconds POST /events waits on Kafka (topic creation included) before a 503")  # fmt: skip
+@click.option("--rate-limit", type=Converted(parse_rate, "rate"), default=None,
+              help="requests per client address, e.g. 20/s or 600/min; 429 with "
+              "Retry-After beyond it [default: off]")  # fmt: skip
 def serve_command(**kwargs) -> int:
     return run_with_args(serve_cmd)(**kwargs)
 
@@ -223,7 +242,9 @@ def serve_config(args: argparse.Namespace):
     from .service import ServeConfig
 
     bootstrap = args.bootstrap_servers or LocalKafka(args.kafka_port).address  # never starts a broker
-    return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic)
+    return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic,
+                               kafka_timeout=args.kafka_timeout, max_body_bytes=args.max_body_bytes,
+                               rate_limit=args.rate_limit)  # fmt: skip
 
 
 def serve_cmd(args: argparse.Namespace) -> int:

@@ -6,14 +6,25 @@ import threading
 import time
 from typing import Any
 
+from streamrec import logs
 from streamrec.errors import InvalidRequest, KafkaUnavailable
 from streamrec.events import check, encode
 
+DEFAULT_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 5.0  # after a failed connection, answer 503 at once for this long
+LINGER_MS = 2
+
+
+def _left(deadline: float) -> float:
+    return max(0.05, deadline - time.monotonic())
+
 
 class Ingest:
-    def __init__(self, bootstrap: str | None, topic: str):
+    def __init__(self, bootstrap: str | None, topic: str, timeout: float = DEFAULT_TIMEOUT_S):
         self.bootstrap = bootstrap  # None: every publish answers 503
         self.topic = topic
+        self.timeout = timeout  # the most a publish waits on Kafka, topic creation included
+        self._topic_ready = False
         self._producer = None
         self._producer_lock = threading.Lock()
         self._producer_failed_at = -1e9
@@ -36,35 +47,67 @@ class Ingest:
             out.append(event)
         return out
 
-    def publish(self, events: list[dict], timeout: float = 10.0) -> int:
+    def publish(self, events: list[dict]) -> int:
         """Send the events to the ratings topic (key = user id, acks=all, idempotent); returns how
-        many the broker acknowledged."""
-        producer = self._kafka_producer()
+        many the broker acknowledged. Bounded by `timeout` whatever the broker does: a missing
+        topic is created first (as `stream` and `replay` create it), an unreachable or silent
+        broker is KafkaUnavailable (503) once the time is up."""
+        deadline = time.monotonic() + self.timeout
+        producer = self._kafka_producer(deadline)
+        self._ensure_topic(deadline)
         try:
             futures = [
                 producer.send(self.topic, key=k, value=v)
                 for k, v in (encode(e["user_id"], e["movie_id"], e["rating"], e["timestamp"]) for e in events)
             ]
-            producer.flush(timeout=timeout)
+            producer.flush(timeout=_left(deadline))
             for f in futures:
-                f.get(timeout=timeout)
+                f.get(timeout=_left(deadline))
         except Exception as exc:  # noqa: BLE001 - any client failure is "broker unavailable" to a caller
+            self._topic_ready = False  # deleted since? look again next time
             raise KafkaUnavailable(
-                f"Kafka at {self.bootstrap} did not acknowledge: {type(exc).__name__}"
+                f"Kafka at {self.bootstrap} did not acknowledge within {self.timeout:g} s "
+                f"({type(exc).__name__})"
             ) from None
         return len(futures)
 
-    def _kafka_producer(self):
+    def _ensure_topic(self, deadline: float) -> None:
+        """Create the topic when missing, once per process: the local broker does not auto-create
+        topics, and a producer would wait for its metadata until `max_block_ms`."""
+        if self._topic_ready:
+            return
+        from streamrec.kafka_admin import ensure_topic
+
+        try:
+            created = ensure_topic(self.bootstrap, self.topic, timeout=_left(deadline))
+        except Exception as exc:  # noqa: BLE001 - unreachable, or refused (ACLs, no auto-create rights)
+            raise KafkaUnavailable(
+                f"topic {self.topic!r} could not be checked or created on Kafka at {self.bootstrap} "
+                f"within {self.timeout:g} s: {type(exc).__name__}"
+            ) from None
+        if created:
+            logs.get("serving").info(f"created topic {self.topic!r} on {self.bootstrap} (POST /events)")
+        self._topic_ready = True
+
+    def _kafka_producer(self, deadline: float):
         if self.bootstrap is None:
             raise KafkaUnavailable("no Kafka configured: start the server with --bootstrap-servers")
         with self._producer_lock:
             if self._producer is None:
-                if time.monotonic() - self._producer_failed_at < 5.0:  # fail fast while it is down
+                if time.monotonic() - self._producer_failed_at < RETRY_AFTER_S:  # fail fast while down
                     raise KafkaUnavailable(f"Kafka not reachable at {self.bootstrap} (retrying in a few s)")
                 from streamrec.kafka_admin import new_producer  # kafka-python: only when ingesting
 
+                ms = int(self.timeout * 1000)
                 try:
-                    self._producer = new_producer(self.bootstrap, timeout=5.0, linger_ms=2)
+                    self._producer = new_producer(
+                        self.bootstrap,
+                        timeout=_left(deadline),
+                        linger_ms=LINGER_MS,
+                        max_block_ms=ms,  # metadata waits (default 60 s: the hang of issue 21)
+                        request_timeout_ms=ms,
+                        delivery_timeout_ms=ms + LINGER_MS,  # no retry outlives the 503
+                    )
                 except KafkaUnavailable:
                     self._producer_failed_at = time.monotonic()
                     raise

@@ -21,7 +21,8 @@ from pathlib import Path
 from streamrec.model_store import ModelStore
 
 from .details import Details
-from .ingest import Ingest
+from .ingest import DEFAULT_TIMEOUT_S, Ingest
+from .limits import DEFAULT_MAX_BODY
 from .lists import Lists
 from .models_view import ModelsView
 from .readiness import Readiness
@@ -38,6 +39,9 @@ class ServeConfig:
     data: Path  # titles and genres while no model is published
     bootstrap: str | None = None  # None: POST /events answers 503
     topic: str = "ratings"
+    kafka_timeout: float = DEFAULT_TIMEOUT_S  # the most POST /events waits on Kafka
+    max_body_bytes: int = DEFAULT_MAX_BODY  # larger bodies: 413 before they are read
+    rate_limit: float | None = None  # requests/s per key (API key, else client address); None: off
 
     @classmethod
     def at_home(cls, home: Path, sink_url: str | None = None, **kw) -> ServeConfig:
@@ -65,7 +69,7 @@ class Service:
         self.details = Details(self.lists, self.reads)
         self.stats = Stats(self.reads, self.lists.catalog)
         self.models = ModelsView(self.store)
-        self.ingest = Ingest(cfg.bootstrap, cfg.topic)
+        self.ingest = Ingest(cfg.bootstrap, cfg.topic, cfg.kafka_timeout)
         self.ready = Readiness(self.lists, self.reads, cfg.bootstrap)
 
     def current(self):
