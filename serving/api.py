@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -33,7 +34,8 @@ from streamrec.errors import (
 )
 from streamrec.events import MAX_ID, MAX_TS, MIN_TS, loads_strict
 
-from .limits import BodyLimit, RateLimit, TokenBucket
+from .apikeys import Authenticator, KeyStore
+from .limits import BodyLimit, RateLimit, TokenBucket, client_address
 from .metrics import Metrics
 from .service import ServeConfig, Service, parse_genres
 
@@ -150,11 +152,58 @@ ERRORS = {
     503: {"model": Error},
 }
 BODY_ERRORS = {**ERRORS, 413: {"model": Error}}
+AUTH_ERRORS = {401: {"model": Error}, 403: {"model": Error}}
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key: `streamrec apikey create NAME --scopes read,write`, sent as "
+    "`Authorization: Bearer <secret>`. Needed when the server has keys; public routes need none.",
+)
+
+
+def _needs(auth: Authenticator, scope: str):
+    """A dependency: 401 without a known key, 403 when the key lacks `scope` (no-op with auth off)."""
+
+    async def check(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]):
+        if not auth.enabled:
+            return
+        if cred is None:
+            raise HTTPException(
+                401,
+                f"this needs an API key with the {scope!r} scope, sent as Authorization: Bearer <secret> "
+                "(streamrec apikey create NAME --scopes ...)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        key = auth.identify(cred.credentials)
+        if key is None:
+            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in key.scopes:
+            raise HTTPException(403, f"API key {key.name!r} does not have the {scope!r} scope")
+        request.state.api_key = key.name
+
+    return [Depends(check)] if auth.enabled else []  # auth off: no check, none in the OpenAPI document
+
+
+def _rate_key(auth: Authenticator):
+    """Rate-limit key: the API key's name when it is a known key, else the client address."""
+
+    def key_of(scope) -> str:
+        if auth.enabled:
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    kind, _, token = value.decode("latin-1").partition(" ")
+                    key = auth.identify(token.strip()) if kind.lower() == "bearer" else None
+                    if key is not None:
+                        return f"key:{key.name}"
+        return client_address(scope)
+
+    return key_of
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
     service = Service(cfg)
     metrics = Metrics(service)
+    auth = Authenticator(KeyStore(cfg.api_keys) if cfg.api_keys is not None else None)
+    read, write = _needs(auth, "read"), _needs(auth, "write")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -170,10 +219,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         responses={422: {"model": Error}},
     )
     app.state.service = service
+    app.state.auth = auth
     # Outermost last: metrics see every answer, the rate limit runs before a body is looked at.
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     if cfg.rate_limit:
-        app.add_middleware(RateLimit, bucket=TokenBucket(cfg.rate_limit))
+        app.add_middleware(RateLimit, bucket=TokenBucket(cfg.rate_limit), key_of=_rate_key(auth))
     app.add_middleware(metrics.middleware)
 
     @app.exception_handler(StreamrecError)
@@ -192,8 +242,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get(
         "/recommendations/{user_id}",
         response_model=RecommendationList,
-        responses=ERRORS,
+        responses={**ERRORS, **AUTH_ERRORS},
         tags=["recommendations"],
+        dependencies=read,
     )
     async def user_recommendations(
         user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500)
@@ -203,7 +254,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return service.lists.recommend_user(user_id, k, service.lists.genre_filter(parse_genres(genres)))
 
     @app.post(
-        "/recommendations", response_model=RecommendationList, responses=BODY_ERRORS, tags=["recommendations"]
+        "/recommendations",
+        response_model=RecommendationList,
+        responses={**BODY_ERRORS, **AUTH_ERRORS},
+        tags=["recommendations"],
+        dependencies=read,
     )
     async def anonymous_recommendations(req: AnonymousRequest):
         """An anonymous user folded in from the given ratings on the spot (nothing is stored)."""
@@ -241,7 +296,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         Euclidean, or approximate LSH), among movies with >= min_count training ratings."""
         return service.lists.similar(movie_id, metric, k, min_count)
 
-    @app.get("/users/{user_id}", tags=["users"], responses=ERRORS)
+    @app.get("/users/{user_id}", tags=["users"], responses={**ERRORS, **AUTH_ERRORS}, dependencies=read)
     def user(user_id: UserId) -> dict:
         """A user's activity in the stream, their stream vector's model version and rated count."""
         return service.details.user(user_id)
@@ -280,7 +335,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         and the recent batches themselves (for charts)."""
         return service.stats.stream(batches)
 
-    @app.get("/stats/dead-letters", tags=["stats"], responses=ERRORS)
+    @app.get("/stats/dead-letters", tags=["stats"], responses={**ERRORS, **AUTH_ERRORS}, dependencies=read)
     async def stats_dead_letters(limit: Limit = 20) -> list[dict]:
         """The newest bad records and why each was refused."""
         return service.stats.dead_letters(limit)
@@ -299,8 +354,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     # -- ingestion ---------------------------------------------------------------------------
 
-    @app.post("/events", status_code=202, response_model=Accepted, responses=BODY_ERRORS, tags=["events"],
-              openapi_extra=EVENTS_BODY)  # fmt: skip
+    @app.post("/events", status_code=202, response_model=Accepted, responses={**BODY_ERRORS, **AUTH_ERRORS},
+              tags=["events"], openapi_extra=EVENTS_BODY, dependencies=write)  # fmt: skip
     async def events(request: Request):
         """One rating or a list (at most 10,000) into the `ratings` topic, key = user id, checked by
         the stream's own rules; 422 names the first broken rule, 413 refuses a body over the

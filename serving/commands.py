@@ -26,6 +26,7 @@ from streamrec.settings import (
 )
 from streamrec.tables import markdown
 
+from .apikeys import parse_scopes
 from .ingest import DEFAULT_TIMEOUT_S
 from .limits import DEFAULT_MAX_BODY, parse_rate
 
@@ -214,6 +215,10 @@ def similar_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_keys_option(help: str = "key file [default: $STREAMREC_HOME/api_keys.json]"):
+    return click.option("--api-keys", type=PATH, default=None, envvar="STREAMREC_API_KEYS", help=help)
+
+
 @click.command("serve", help="HTTP API and live dashboard (FastAPI + uvicorn): recommendations, similar "
                "movies, live stats, models, rating ingestion; dashboard at /, API docs at /docs")  # fmt: skip
 @click.option("--host", default="127.0.0.1", help="address to bind")
@@ -228,10 +233,44 @@ def similar_cmd(args: argparse.Namespace) -> int:
 @click.option("--kafka-timeout", type=click.FloatRange(0.1, 60), default=DEFAULT_TIMEOUT_S,
               help="seconds POST /events waits on Kafka (topic creation included) before a 503")  # fmt: skip
 @click.option("--rate-limit", type=Converted(parse_rate, "rate"), default=None,
-              help="requests per client address, e.g. 20/s or 600/min; 429 with "
+              help="requests per API key (else per client address), e.g. 20/s or 600/min; 429 with "
               "Retry-After beyond it [default: off]")  # fmt: skip
+@api_keys_option("key file; given: auth on even when empty [default: $STREAMREC_HOME/api_keys.json, "
+                 "auth on when it has keys]")  # fmt: skip
+@click.option("--no-auth", is_flag=True, help="serve without keys even on a non-loopback address")
 def serve_command(**kwargs) -> int:
     return run_with_args(serve_cmd)(**kwargs)
+
+
+def auth_store(args: argparse.Namespace):
+    """The key store `serve` enforces, or None (auth off): on when --api-keys is given or the
+    default file has keys; a non-loopback bind without it refuses to start unless --no-auth."""
+    from .apikeys import KeyStore
+
+    if args.no_auth:
+        if args.api_keys is not None:
+            raise StreamrecError("--no-auth and --api-keys contradict each other: give one")
+        return None
+    store = KeyStore(args.api_keys)
+    if args.api_keys is not None or store.keys():
+        return store
+    if not _loopback(args.host):
+        raise StreamrecError(
+            f"refusing to serve on {args.host} without authentication: create a key with "
+            "`streamrec apikey create NAME --scopes read,write`, or pass --no-auth to serve it open"
+        )
+    return None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def serve_config(args: argparse.Namespace):
@@ -244,7 +283,8 @@ def serve_config(args: argparse.Namespace):
     bootstrap = args.bootstrap_servers or LocalKafka(args.kafka_port).address  # never starts a broker
     return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic,
                                kafka_timeout=args.kafka_timeout, max_body_bytes=args.max_body_bytes,
-                               rate_limit=args.rate_limit)  # fmt: skip
+                               rate_limit=args.rate_limit,
+                               api_keys=store.path if (store := auth_store(args)) else None)  # fmt: skip
 
 
 def serve_cmd(args: argparse.Namespace) -> int:
@@ -254,8 +294,68 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
     cfg = serve_config(args)
     app = create_app(cfg)
+    auth = f"API keys from {cfg.api_keys}" if cfg.api_keys else "no auth"
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs; model store {cfg.model_root}, "
-          f"sink {cfg.sink_url}, Kafka {cfg.bootstrap}); Ctrl-C to stop", flush=True)  # fmt: skip
+          f"sink {cfg.sink_url}, Kafka {cfg.bootstrap}; {auth}); Ctrl-C to stop", flush=True)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=args.access_log)
     print("server stopped")
+    return 0
+
+
+# -- API keys ---------------------------------------------------------------------------------
+
+
+@click.group("apikey", help="API keys for `serve`: create (the secret is printed once), list, revoke")
+def apikey() -> None:
+    pass
+
+
+@apikey.command("create", help="a new key; prints its secret once, alone on the last line of stdout")
+@click.argument("name")
+@click.option("--scopes", type=Converted(parse_scopes, "scopes"),
+              default="read", help="comma-separated: read (per-user data, lists, dead letters), write "
+              "(POST /events), admin (model operations)")  # fmt: skip
+@api_keys_option()
+def apikey_create(name: str, scopes: tuple[str, ...], api_keys: Path | None) -> int:
+    from .apikeys import KeyStore
+
+    store = KeyStore(api_keys)
+    secret = store.create(name, scopes)
+    print(f"created API key {name!r} with scopes {','.join(scopes)} in {store.path} (only its hash is "
+          "stored); the secret, shown this once:")  # fmt: skip
+    print(secret)
+    return 0
+
+
+@apikey.command("list", help="the keys: name, scopes, creation time (never a secret)")
+@api_keys_option()
+@click.option("--json", "as_json", is_flag=True, envvar="STREAMREC_APIKEY_LIST_JSON", help="print JSON")
+def apikey_list(api_keys: Path | None, as_json: bool) -> int:
+    import datetime as dt
+
+    from .apikeys import KeyStore
+
+    store = KeyStore(api_keys)
+    keys = store.keys()
+    rows = [{"name": k.name, "scopes": ",".join(k.scopes),
+             "created": dt.datetime.fromtimestamp(k.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
+            for k in keys]  # fmt: skip
+    if as_json:
+        print(json.dumps(rows))
+        return 0
+    if rows:
+        print(markdown(pd.DataFrame(rows)))
+    print(f"{len(rows)} API key(s) in {store.path}")
+    return 0
+
+
+@apikey.command("revoke", help="delete a key; a running server refuses it within a second")
+@click.argument("name")
+@api_keys_option()
+def apikey_revoke(name: str, api_keys: Path | None) -> int:
+    from .apikeys import KeyStore
+
+    store = KeyStore(api_keys)
+    store.revoke(name)
+    print(f"revoked API key {name!r} in {store.path}")
     return 0

@@ -42,6 +42,7 @@ class ServeConfig:
     kafka_timeout: float = DEFAULT_TIMEOUT_S  # the most POST /events waits on Kafka
     max_body_bytes: int = DEFAULT_MAX_BODY  # larger bodies: 413 before they are read
     rate_limit: float | None = None  # requests/s per key (API key, else client address); None: off
+    api_keys: Path | None = None  # the key file (serving.apikeys); None: auth off
 
     @classmethod
     def at_home(cls, home: Path, sink_url: str | None = None, **kw) -> ServeConfig:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from serving.api import create_app
+from serving.apikeys import KeyStore
 from serving.service import ServeConfig
 from streaming.job import StreamConfig, run_stream
 from streamrec.kafka_admin import ensure_topic
@@ -47,9 +48,12 @@ def live(spark, kafka, trained, tmp_path_factory):
 
     stream = threading.Thread(target=run, daemon=True)
     stream.start()
-    app = create_app(ServeConfig.at_home(home, sink_url, bootstrap=kafka, topic=topic))
+    keys = KeyStore(home / "api_keys.json")  # auth on: the client and the dashboard use keys
+    secret = keys.create("live-test", ("read", "write"))
+    app = create_app(ServeConfig.at_home(home, sink_url, bootstrap=kafka, topic=topic, api_keys=keys.path))
     with ServerThread(app) as server:
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {secret}"})
+        client.secret = secret
         _wait(lambda: client.get("/stats/stream").json()["queries"].get("foldin"), 120, failure)
         yield client, failure, model
         client.close()
@@ -71,6 +75,8 @@ def _wait(condition, timeout: float, failure: list):
 def test_posted_events_of_a_new_user_come_back_as_the_streams_personal_list(live):
     client, failure, model = live
     assert client.get(f"/recommendations/{NEW_USER}").json()["source"] == "popularity"
+    no_key = httpx.post(f"{client.base_url}/events", json={"user_id": NEW_USER, "movie_id": 1, "rating": 4})
+    assert no_key.status_code == 401  # no key: not even a good event goes in
     events = [{"user_id": NEW_USER, "movie_id": m, "rating": r, "timestamp": 1_537_000_000 + i}
               for i, (m, r) in enumerate(STAR_WARS)]  # fmt: skip
     r = client.post("/events", json=events)
@@ -133,6 +139,15 @@ def test_dashboard_renders_live_data_and_the_try_it_panel_answers(live, tmp_path
             assert page.locator("#trending tbody tr").count() >= 1
             assert f"{model.version} ★ CURRENT" in page.locator("#models tbody").inner_text()
             assert page.locator("#ready").inner_text() == "ready"
+            # without a key the try-it panel and the dead letters say what they need
+            page.wait_for_function("document.querySelector('#my-source').textContent.includes('API key')")
+            assert "API key" in page.locator("#dead tbody").inner_text()
+            page.fill("#api-key", client.secret)
+            page.click("#key-use")
+            assert page.evaluate("sessionStorage.getItem('streamrec.apiKey')") == client.secret
+            assert page.locator("#api-key").input_value() == ""  # not left in the field
+            page.wait_for_function("document.querySelector('#my-source').textContent.includes('popularity')")
+            page.wait_for_function("!document.querySelector('#dead tbody').textContent.includes('API key')")
             # try it: rate Star Wars 5 stars, get a personal list without it
             page.fill("#search", "star wars")
             page.locator("#search-results li[data-id='260'] button[data-rate='5']").click()

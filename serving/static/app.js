@@ -11,12 +11,43 @@ const $ = (id) => document.getElementById(id);
 const fmt = (x, d = 0) => (x === null || x === undefined ? "—" : Number(x).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d }));
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
-async function api(path, options) {
-  const res = await fetch(path, options);
+// An API key, typed into the page and kept in this tab's sessionStorage (gone when the tab closes);
+// sent as a bearer token on every request. Public routes ignore it; per-user ones need it.
+const KEY_ITEM = "streamrec.apiKey";
+const apiKey = () => sessionStorage.getItem(KEY_ITEM) || "";
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  const res = await fetch(path, Object.assign({}, options, { headers }));
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(typeof body.detail === "string" ? body.detail : `${res.status} ${path}`);
+  if (!res.ok) {
+    const err = new Error(typeof body.detail === "string" ? body.detail : `${res.status} ${path}`);
+    err.status = res.status;
+    throw err;
+  }
   return body;
 }
+
+function needsKey(err) {
+  return err.status === 401 ? "needs an API key with the read scope (enter it above)"
+    : err.status === 403 ? "this API key lacks the read scope" : err.message;
+}
+
+function renderKeyState() {
+  $("key-state").textContent = apiKey() ? "key set for this tab" : "no key";
+}
+
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const value = $("api-key").value.trim();
+  if (value) sessionStorage.setItem(KEY_ITEM, value);
+  $("api-key").value = "";
+  renderKeyState(); recommendMe(); refreshDeadLetters();
+});
+$("key-forget").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY_ITEM); renderKeyState(); recommendMe(); refreshDeadLetters();
+});
 
 function chart(id, config) {
   if (!charts[id]) {
@@ -52,8 +83,8 @@ async function refreshStream() {
 }
 
 async function refreshAggregates() {
-  const [hist, genres, trending, dead] = await Promise.all([
-    api("/stats/histogram"), api("/stats/genres"), api("/stats/trending?limit=10"), api("/stats/dead-letters?limit=8"),
+  const [hist, genres, trending] = await Promise.all([
+    api("/stats/histogram"), api("/stats/genres"), api("/stats/trending?limit=10"),
   ]);
   $("kpi-events").textContent = fmt(hist.reduce((a, r) => a + r.n_ratings, 0));
   const h = chart("chart-histogram", { type: "bar", data: { labels: [], datasets: [{ label: "ratings", data: [], backgroundColor: "#3b6fd8" }] }, options: { plugins: { legend: { display: false } } } });
@@ -66,9 +97,18 @@ async function refreshAggregates() {
   $("trending").querySelector("tbody").innerHTML = trending.items.map((m, i) =>
     `<tr><td>${i + 1}</td><td>${esc(m.title)}</td><td class="num">${fmt(m.n_ratings)}</td><td class="num">${fmt(m.avg_rating, 2)}</td></tr>`).join("")
     || `<tr><td colspan="4" class="muted">no events in a window yet</td></tr>`;
-  $("dead").querySelector("tbody").innerHTML = dead.map((d) =>
-    `<tr><td>${d.partition}@${d.offset}</td><td>${esc(d.reason)}</td><td class="value">${esc(d.raw_value)}</td></tr>`).join("")
-    || `<tr><td colspan="3" class="muted">none: every record so far was a valid rating</td></tr>`;
+}
+
+async function refreshDeadLetters() {  // raw values of bad records: needs a key with read
+  const body = $("dead").querySelector("tbody");
+  try {
+    const dead = await api("/stats/dead-letters?limit=8");
+    body.innerHTML = dead.map((d) =>
+      `<tr><td>${d.partition}@${d.offset}</td><td>${esc(d.reason)}</td><td class="value">${esc(d.raw_value)}</td></tr>`).join("")
+      || `<tr><td colspan="3" class="muted">none: every record so far was a valid rating</td></tr>`;
+  } catch (err) {
+    body.innerHTML = `<tr><td colspan="3" class="muted">${esc(needsKey(err))}</td></tr>`;
+  }
 }
 
 async function refreshModels() {
@@ -128,20 +168,22 @@ async function recommendMe() {
     $("my-source").textContent = `(${res.source}, model ${res.model_version})`;
     $("my-list").innerHTML = res.items.map((m) => `<li data-id="${m.movie_id}">${esc(m.title)} <span class="pred">predicted ${m.predicted_rating.toFixed(1)}★</span><br><span class="genres">${esc(m.genres.join(" · "))}</span></li>`).join("");
   } catch (err) {
-    $("my-source").textContent = `(${err.message})`;
+    $("my-source").textContent = `(${needsKey(err)})`;
+    $("my-list").innerHTML = "";
   }
 }
 
 // -- polling -----------------------------------------------------------------------------------
 
 async function tick() {
-  const jobs = [refreshStream(), refreshAggregates(), refreshReady()];
+  const jobs = [refreshStream(), refreshAggregates(), refreshReady(), refreshDeadLetters()];
   const results = await Promise.allSettled(jobs);
   const failed = results.filter((r) => r.status === "rejected");
   $("updated").textContent = failed.length ? `update failed: ${failed[0].reason.message}` : `updated ${new Date().toLocaleTimeString()}`;
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
 }
 
+renderKeyState();
 refreshModels().catch(() => {});
 setInterval(() => refreshModels().catch(() => {}), 10000);
 recommendMe();
