@@ -20,6 +20,7 @@ from streamrec.settings import (
     WORDS,
     data_option,
     run_with_args,
+    sink_option,
 )
 
 NON_NEGATIVE = click.FloatRange(min=0)
@@ -94,6 +95,12 @@ def training_options_decorator(f: Callable) -> Callable:
         click.option("--seed", type=int, default=42, help="random seed (split and ALS)"),
         click.option("--force", is_flag=True, help="publish even if the quality gate refuses"),
         click.option("--keep", type=POSITIVE, default=5, help="model versions to keep"),
+        click.option(
+            "--candidate",
+            is_flag=True,
+            help="publish without making it CURRENT: the stream shadow-scores it on live events "
+            "until `model promote` or `model reject`",
+        ),  # fmt: skip
         click.option("--json", is_flag=True, help="print one JSON object"),
     ]
     for opt in reversed(opts):
@@ -113,12 +120,18 @@ def train(**kwargs) -> int:
 @click.option("--once", is_flag=True, help="one run, then exit")
 @click.option("--min-new-events", type=click.IntRange(min=0), default=0,
               help="skip a run unless the event log grew by at least N events")  # fmt: skip
+@click.option("--promote-when-live-better", is_flag=True,
+              help="with --candidate: promote after --shadow-events live events if its hit rate is at "
+              "least CURRENT's (paired, 95 %; batch/promotion.py), reject if worse")  # fmt: skip
+@click.option("--shadow-events", type=POSITIVE, default=2000, help="live events to shadow before deciding")
+@click.option("--shadow-timeout", type=DURATION, default="1h", help="undecided after this long: reject")
+@sink_option("sink DB URL the stream writes live_eval to")
 def retrain(**kwargs) -> int:
     return run_with_args(retrain_cmd)(**kwargs)
 
 
-@click.command("model", help="list, show or roll back model versions")
-@click.argument("action", type=click.Choice(["list", "show", "rollback"]))
+@click.command("model", help="list, show, roll back, promote or reject model versions")
+@click.argument("action", type=click.Choice(["list", "show", "rollback", "promote", "reject"]))
 @click.argument("version", required=False)
 @click.option("--json", is_flag=True, help="print JSON")
 def model(**kwargs) -> int:
@@ -191,14 +204,15 @@ def training_options(args: argparse.Namespace, inherit_cut: bool = False):
         else None
     )
     return TrainOptions(spec, params, ranking, rgrid, args.split, args.test_fraction, grid, args.folds,
-                        args.force, args.keep)  # fmt: skip
+                        args.force, args.keep, candidate=args.candidate)  # fmt: skip
 
 
 def summary_line(res: dict) -> str:
     m, p = res["metrics"], res["params"]
     r = p["ranking"]
     return (
-        f"published {res['version']}: lists P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
+        f"published {res['version']}{' as the candidate' if res.get('candidate') else ''}: "
+        f"lists P@10 {m['precision_at_10']:.4f}, NDCG@10 {m['ndcg_at_10']:.4f} "
         f"(popularity {m['popularity']['precision_at_10']:.4f}, {m['popularity']['ndcg_at_10']:.4f}; "
         f"ranking model rank {r['rank']}, alpha {r['alpha']}); ratings RMSE {m['rmse']:.4f}, "
         f"MAE {m['mae']:.4f} "
@@ -265,13 +279,14 @@ def model_cmd(args: argparse.Namespace) -> int:
     from streamrec.model_store import ModelStore
 
     store = ModelStore()
-    current = store.current_version()
+    current, candidate = store.current_version(), store.candidate_version()
     if args.action == "list":
         rows = []
         for v in store.versions():
             problem = store.check(v)
             meta = None if problem else store.metadata(v)
-            rows.append({"version": v, "current": v == current, "problem": problem,
+            rows.append({"version": v, "current": v == current, "candidate": v == candidate,
+                         "problem": problem,
                          "created_at": meta and meta.created_at, "rmse": meta and meta.metric("rmse"),
                          "ndcg_at_10": meta and meta.metric("ndcg_at_10"),
                          "ratings": meta and meta.counts.get("ratings")})  # fmt: skip
@@ -280,7 +295,7 @@ def model_cmd(args: argparse.Namespace) -> int:
         elif not rows:
             print(f"no model versions in {store.root}")
         for r in [] if args.json else rows:
-            mark = "*" if r["current"] else " "
+            mark = "*" if r["current"] else "c" if r["candidate"] else " "
             if r["problem"]:
                 print(f"{mark} {r['version']}  UNUSABLE: {r['problem']}")
             else:
@@ -296,8 +311,17 @@ def model_cmd(args: argparse.Namespace) -> int:
         meta = store.metadata(version)
         print(json.dumps(meta.to_dict(), indent=None if args.json else 2))
         return 0
+    if args.action == "reject":
+        dropped = store.clear_candidate()
+        print(f"candidate {dropped} rejected: the stream stops shadow-scoring it" if dropped
+              else "no candidate to reject")  # fmt: skip
+        return 0
     if not args.version:
-        raise StreamrecError("rollback needs a VERSION (see `streamrec model list`)")
+        raise StreamrecError(f"{args.action} needs a VERSION (see `streamrec model list`)")
+    if args.action == "promote":
+        store.promote(args.version)
+        print(f"CURRENT is now {args.version} (was {current}); the stream hot-swaps to it")
+        return 0
     store.rollback(args.version)
     print(f"CURRENT is now {args.version} (was {current})")
     return 0

@@ -65,6 +65,7 @@ class TrainOptions:
     force: bool = False
     keep: int = 5
     refit_full: bool = True
+    candidate: bool = False  # publish without making it CURRENT (shadow-scored by the stream)
 
 
 def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> dict:
@@ -180,9 +181,11 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
             "content": content.summary if content is not None else None,
             "seconds": round(time.monotonic() - t0, 1),
         }
-        version = store.publish(staged, meta)
+        version = store.publish(staged, meta, make_current=not opts.candidate)
+    if opts.candidate:
+        store.set_candidate(version)
     pruned = store.prune(opts.keep)
-    return {"version": version, "pruned": pruned, **meta}
+    return {"version": version, "pruned": pruned, "candidate": opts.candidate, **meta}
 
 
 def _content_map(opts: TrainOptions, items, rank_factors: np.ndarray, seed: int) -> ContentMap | None:

@@ -1,7 +1,7 @@
 """Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 1.5 hours on 2 cores, 45
 minutes of it the scale run's 25M ratings; without them STREAMREC_BENCH_SCALE=1e6,5e6);
-`python -m bench.run_all quality` (or replay, train, blas, stream, items, api, scale) runs one part and
-keeps the others."""
+`python -m bench.run_all quality` (or replay, train, blas, stream, items, live, api, scale) runs one part
+and keeps the others."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bench import (
     api_bench,
     blas_bench,
     item_foldin_bench,
+    live_eval_bench,
     quality_bench,
     replay_bench,
     scale_bench,
@@ -26,7 +27,17 @@ from streamrec.spark import get_spark
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"quality", "replay", "train", "blas", "stream", "items", "api", "scale"}
+    which = set(sys.argv[1:]) or {
+        "quality",
+        "replay",
+        "train",
+        "blas",
+        "stream",
+        "items",
+        "live",
+        "api",
+        "scale",
+    }
     out = PROJECT_ROOT / "docs" / "benchmark-results.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     today = dt.date.today().isoformat()
@@ -51,6 +62,8 @@ def main() -> None:
         save("stream", stream_bench.run(spark))
     if "items" in which:  # the item fold-in's latency cost and time to recommendable (own session)
         save("items", item_foldin_bench.run())
+    if "live" in which:  # live hit rate against popularity and the prequential replay; shadow cost
+        save("live", live_eval_bench.run())
     if "blas" in which:
         save("blas", blas_bench.run())
     if "api" in which:

@@ -157,6 +157,9 @@ def status(args: argparse.Namespace) -> int:
             print(f"fold-in: the stream last shipped model {shipped} to its executors")
         if sink.has_table("item_vectors"):
             print("movies:  " + _item_summary(sink, shipped))
+        if sink.has_table("live_eval"):
+            for line in _live_eval_summary(sink):
+                print("live:    " + line)
         print("tables:  " + ", ".join(f"{t}={n:,}" for t, n in counts.items()))
         m = stream_metrics.c
         rows = sink.query(
@@ -169,6 +172,21 @@ def status(args: argparse.Namespace) -> int:
             extra += f", {dead or 0} dead letters, {late or 0} late" if q == "aggregates" else ""
             print(f"query:   {q}: last batch {batch}, {int(n or 0):,} rows{extra}")
     return 0
+
+
+def _live_eval_summary(sink) -> list[str]:
+    """Hit rate@k of the served lists on live events, per model version and list source, with
+    popularity's on the same events (streaming.live_eval)."""
+    import sqlalchemy as sa
+
+    from streamrec.sink import live_eval
+
+    e = live_eval.c
+    sums = [sa.func.sum(e.events), sa.func.sum(e.hits), sa.func.sum(e.pop_hits)]
+    rows = sink.query(sa.select(e.model_version, e.source, *sums).group_by(e.model_version, e.source)
+                      .order_by(e.model_version, e.source))  # fmt: skip
+    return [f"{v} {s}: {int(n):,} events, hit rate {h / n:.4f} (popularity {p / n:.4f} on the same events)"
+            for v, s, n, h, p in rows if n]  # fmt: skip
 
 
 def _item_summary(sink, version: str | None) -> str:

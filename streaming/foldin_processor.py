@@ -25,8 +25,13 @@ STATE_SCHEMA = "movie_ids array<int>, ratings array<float>, timestamps array<lon
 USER_COLUMNS = (
     "user_id int, model_version string, n_ratings int, n_used int, vector string, bias double, "
     "rec_movie_ids array<long>, rec_scores array<double>, rec_predicted array<double>, source string, "
-    "min_kafka_ts double, max_kafka_ts double, new_events int"
+    "min_kafka_ts double, max_kafka_ts double, new_events int, "
+    # live evaluation of the list served before this batch (streaming.live_eval)
+    "eval_source string, eval_bucket long, eval_events int, eval_hits int, eval_rank_sum int, "
+    "eval_pop_hits int, shadow_version string, shadow_hits int, shadow_rank_sum int, shadow_only int, "
+    "current_only int"
 )
+SERVED_SCHEMA = "movie_ids array<long>, version string"  # the list the stream last served the user
 # Routed to the item operator (streaming.item_processor): route = -user_id for the user's row,
 # the movie id for a rating of a movie CURRENT does not serve from training, with the rater's
 # vectors just folded in.
@@ -49,10 +54,17 @@ class FoldInProcessor(StatefulProcessor):
         from .model_shipping import shipped_store
 
         self.ratings = handle.getValueState("ratings", STATE_SCHEMA)
+        self.served = handle.getValueState("served", SERVED_SCHEMA)
+        self.shadow = handle.getValueState("shadow", SERVED_SCHEMA)  # the candidate's, never served
         # Hot swap: every task takes the newest model the driver shipped and loads its factors
         # only when the version changed since this worker last saw it.
         store = shipped_store(self.scope)
         self.model = _cached_model(store) if store is not None else None
+        # A candidate published with --candidate: scored on the same events, never served.
+        shadow_store = shipped_store(self.scope + "c")
+        candidate = _cached_model(shadow_store, "candidate") if shadow_store is not None else None
+        same = candidate is not None and self.model is not None and candidate.version == self.model.version
+        self.candidate = None if same else candidate
         self.scorer = _cached_scorer(self.model, self.overlay_dir) if self.model is not None else None
 
     def handleInitialState(self, key, initialState: pd.DataFrame, timerValues) -> None:
@@ -61,7 +73,8 @@ class FoldInProcessor(StatefulProcessor):
 
     def handleInputRows(self, key, rows: Iterator[pd.DataFrame], timerValues) -> Iterator[pd.DataFrame]:
         batch = pd.concat(list(rows), ignore_index=True)
-        m, r, t = merge_ratings(self._get(), batch)
+        before = self._get()
+        m, r, t = merge_ratings(before, batch)
         self.ratings.update((m.tolist(), r.tolist(), t.tolist()))
         user = int(key[0])
         out = {
@@ -73,6 +86,7 @@ class FoldInProcessor(StatefulProcessor):
         model, scorer = self.model, self.scorer
         ratings_out = None
         if model is not None:
+            out.update(self._live_eval(model, scorer, user, before, batch))
             # The same scorer as `recommend`: ranking model + cold-start blend, explicit ratings.
             # The user is solved against the version's trained movies only (exact, and never
             # dependent on what the stream learned of other movies so far); the list ranks those
@@ -83,6 +97,11 @@ class FoldInProcessor(StatefulProcessor):
             out.update(model_version=model.version, n_used=n_used, rec_movie_ids=ids.tolist(),
                        rec_scores=scores.tolist(), rec_predicted=predicted.tolist(),
                        source="fold-in" if n_used else "popularity")  # fmt: skip
+            self.served.update((ids.tolist(), model.version))
+            if self.candidate is not None:  # the candidate's list for these ratings, kept unserved
+                cand = self.candidate.scorer
+                shadow = cand.top_k(cand.fold_in_one(m, r, user, explicit=False), self.k, [m])[0][0]
+                self.shadow.update((shadow.tolist(), self.candidate.version))
             if n_used:
                 vector = {"ranking": [round(float(x), 7) for x in users.rank_vectors[0]],
                           "explicit": [round(float(x), 7) for x in users.vectors[0]]}  # fmt: skip
@@ -94,6 +113,46 @@ class FoldInProcessor(StatefulProcessor):
         rows = [{**_EMPTY_ROW, **out, "route": -user}]
         rows += [{**_EMPTY_ROW, **r} for r in ratings_out or []]
         yield pd.DataFrame(rows, columns=list(_EMPTY_ROW))
+
+    def _live_eval(self, model, scorer, user: int, before, batch: pd.DataFrame) -> dict:
+        """Score this batch's events against the list served before it (streaming.live_eval), and
+        the candidate's list, never served, on exactly the same events."""
+        from .live_eval import bucket_of, newest_popular, score_paired
+
+        rated = np.asarray(before[0] if before is not None else [], np.int64)
+        ids, source = self._before(self.served.get(), model, scorer, user, before, rated)
+        popular = newest_popular(self.overlay_dir)
+        if popular is None:  # before the first aggregates batch: the version's own top chart
+            popular = scorer.items.ids[np.argsort(-scorer.prior, kind="stable")[:500]]
+        cand = self.candidate
+        shadow = ids
+        if cand is not None:
+            shadow, _ = self._before(self.shadow.get(), cand, cand.scorer, user, before, rated)
+        movies, ts = batch["movie_id"].to_numpy(), batch["timestamp"].to_numpy()
+        p = score_paired(ids, shadow, popular, rated, movies, ts, self.k)
+        out = {"eval_source": source, "eval_bucket": bucket_of(float(batch["kafka_ts"].min())),
+               "eval_events": p.current.events, "eval_hits": p.current.hits,
+               "eval_rank_sum": p.current.rank_sum, "eval_pop_hits": p.current.pop_hits}  # fmt: skip
+        if cand is not None:
+            out.update(shadow_version=cand.version, shadow_hits=p.candidate.hits,
+                       shadow_rank_sum=p.candidate.rank_sum, shadow_only=p.only_candidate,
+                       current_only=p.only_current)  # fmt: skip
+        return out
+
+    def _before(self, served, model, scorer, user: int, before, rated: np.ndarray) -> tuple[np.ndarray, str]:
+        """The list `model` gave the user before this batch: the stream's own, else what serving
+        answers without one (the model's stored vector or a fold-in of the user's ratings), else
+        popularity; and its source."""
+        if served is not None and served[1] == model.version:
+            return np.asarray(served[0], np.int64), "stream"
+        users = model.stored_users(user) if before is not None else None
+        if users is None and before is not None:
+            users = scorer.fold_in_one(before[0], before[1], user)
+        if users is None or int(users.n_used[0]) == 0:
+            users, source = scorer.fold_in_one([], [], user), "popularity"
+        else:
+            source = "model"
+        return scorer.top_k(users, self.k, [rated])[0][0], source
 
     def _get(self):
         return self.ratings.get()  # None when the user has no state: one state round trip, not two
@@ -130,7 +189,7 @@ def _streamed_ratings(model, batch: pd.DataFrame, user: int, users) -> list[dict
 
 _EMPTY_ROW = {c.split()[0]: None for c in OUTPUT_SCHEMA.split(", ")}
 _EMPTY_ROW.update(rec_movie_ids=[], rec_scores=[], rec_predicted=[], source="none", n_ratings=0, n_used=0)
-_CACHE: dict[str, object] = {}
+_CACHE: dict[str, tuple[str, object]] = {}
 _SCORERS: dict[tuple, object] = {}
 
 
@@ -151,13 +210,14 @@ def _cached_scorer(model, overlay_dir: str | None):
     return _SCORERS[key]
 
 
-def _cached_model(store):
-    """CURRENT's model, loaded once per worker process per version (None before any publish)."""
+def _cached_model(store, slot: str = "current"):
+    """CURRENT's model (or the candidate's, `slot`), loaded once per worker process per version
+    (None before any publish)."""
     version = store.current_version()
     if version is None:
+        _CACHE.pop(slot, None)
         return None
     key = f"{store.root}:{version}"
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = store.load(version)
-    return _CACHE[key]
+    if _CACHE.get(slot, (None, None))[0] != key:
+        _CACHE[slot] = (key, store.load(version))
+    return _CACHE[slot][1]

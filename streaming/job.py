@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -35,6 +36,8 @@ from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, lo
 from streamrec.sink import (
     Sink,
     dead_letters,
+    live_eval,
+    movie_stats,
     open_sink,
     rating_histogram,
     stream_batches,
@@ -47,6 +50,7 @@ from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
 from .item_processor import OUTPUT_SCHEMA as ITEM_OUTPUT_SCHEMA
 from .item_processor import ItemFoldInProcessor
 from .item_vectors import ItemVectorWriter
+from .live_eval import POPULAR_TOP, write_popular
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
 from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
@@ -238,7 +242,7 @@ def aggregate_in_spark(spark, cfg: StreamConfig, ctx_genres: pd.Series, mode: st
     return collect
 
 
-def apply_aggregates(ctx: Context):
+def apply_aggregates(ctx: Context, popular_dir: Path | None = None):
     def apply(sink: Sink, res: BatchResult, batch_id: int, now: float) -> None:
         sink.upsert(dead_letters, [
             {"topic": t, "kafka_partition": int(p), "kafka_offset": int(o), "raw_value": v, "reason": r,
@@ -250,6 +254,8 @@ def apply_aggregates(ctx: Context):
             apply_deltas(sink, res.deltas, ctx.titles)
             sink.set_state("watermark", str(res.deltas.watermark))
             late = res.deltas.late_events
+            if popular_dir is not None:  # the running top chart, for the live evaluation's baseline
+                publish_top_chart(sink, popular_dir)
         # Latency ends here, after the writes and just before the commit (not at `now`).
         upsert_metrics(sink, "aggregates", batch_id, dead_letters=len(res.dead), late_events=late,
                        **latency_ms(res.kafka_times["t"].to_numpy(), time.time(),
@@ -269,8 +275,52 @@ def apply_foldin_outputs(items: ItemVectorWriter):
     return apply
 
 
+def publish_top_chart(sink: Sink, directory: Path) -> None:
+    """Every movie's all-time rating count, history included, as the executors' running
+    popularity list (streaming.live_eval): after the bootstrap and after each aggregates batch."""
+    m = movie_stats.c
+    top = sink.query(sa.select(m.movie_id).order_by(m.n_ratings.desc(), m.movie_id).limit(POPULAR_TOP))
+    write_popular(directory, np.array([r[0] for r in top], np.int64))
+
+
+ADDITIVE = ("events", "hits", "rank_sum", "pop_hits", "only_this", "only_ref")  # live_eval's counts
+
+
+def apply_live_eval(sink: Sink, pdf: pd.DataFrame, now: float) -> None:
+    """Add the batch's live-evaluation counts (one row per active user, scored on the executors)
+    to `live_eval`, per model version, list source and minute: O(keys), not O(events). A
+    candidate's counts go to its own rows (source "shadow"), on the same events as CURRENT's."""
+    if "eval_source" not in pdf:
+        return
+    rows = pdf[pdf["eval_source"].notna() & (pdf["eval_events"].fillna(0) > 0)]
+    if rows.empty:
+        return
+    served = rows.assign(only_this=0, only_ref=0)[
+        ["model_version", "eval_source", "eval_bucket", "eval_events", "eval_hits", "eval_rank_sum",
+         "eval_pop_hits", "only_this", "only_ref"]]  # fmt: skip
+    shadowed = rows[rows["shadow_version"].notna()]
+    shadow = pd.DataFrame({
+        "model_version": shadowed["shadow_version"], "eval_source": "shadow",
+        "eval_bucket": shadowed["eval_bucket"],
+        "eval_events": shadowed["eval_events"], "eval_hits": shadowed["shadow_hits"],
+        "eval_rank_sum": shadowed["shadow_rank_sum"], "eval_pop_hits": shadowed["eval_pop_hits"],
+        "only_this": shadowed["shadow_only"], "only_ref": shadowed["current_only"],
+    })  # fmt: skip
+    both = pd.concat([served, shadow], ignore_index=True)
+    g = both.groupby(["model_version", "eval_source", "eval_bucket"]).sum().reset_index()
+    t = live_eval.c
+    sink.upsert(live_eval, [
+        {"model_version": r.model_version, "source": r.eval_source, "bucket": int(r.eval_bucket),
+         "events": int(r.eval_events), "hits": int(r.eval_hits), "rank_sum": int(r.eval_rank_sum),
+         "pop_hits": int(r.eval_pop_hits), "only_this": int(r.only_this), "only_ref": int(r.only_ref),
+         "updated_at": now}
+        for r in g.itertuples()
+    ], lambda ex: {c: t[c] + ex[c] for c in ADDITIVE} | {"updated_at": ex.updated_at})  # fmt: skip
+
+
 def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float, kafka_ts=None) -> None:
     """Upsert refreshed user vectors and replace those users' recommendation lists."""
+    apply_live_eval(sink, pdf, now)
     scored = pdf[pdf["model_version"].notna()]
     sink.upsert(user_vectors, [
         {"user_id": int(r.user_id), "model_version": r.model_version, "n_ratings": int(r.n_ratings),
@@ -306,7 +356,8 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
             else w.trigger(processingTime=f"{cfg.trigger_s} seconds")
         )
 
-    write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx), cfg.sink_retry_s,
+    write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx, items.directory),
+                                      cfg.sink_retry_s,
                                       aggregate_in_spark(spark, cfg, ctx.genres_of,
                                                          aggregation_mode(spark, cfg)))  # fmt: skip
     aggregates = trig(
@@ -367,17 +418,22 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
     spark.streams.addListener(listener)
     started = time.monotonic()
     shipper = ModelShipper(spark.sparkContext, ModelStore(cfg.model_root))
+    # a candidate (train --candidate) is shipped beside CURRENT and shadow-scored, never served
+    shadow = ModelShipper(spark.sparkContext, ModelStore(cfg.model_root), candidate=True, scope=shipper.scope)
     items = ItemVectorWriter(
         cfg.state_dir / "items" / shipper.scope, ModelStore(cfg.model_root), ctx.movies, ctx.tags
     )
 
     def ship() -> None:  # a newly published model reaches the executors' next tasks
+        shadow.sync()
         if version := shipper.sync():
             with open_sink(cfg.sink_url) as s, s.transaction():  # for `streamrec status`
                 s.set_state("model_shipped", version)
                 items.swap(s, version, time.time())  # streamed movies the new version knows: dropped
 
     ship()
+    with open_sink(cfg.sink_url) as s:
+        publish_top_chart(s, items.directory)
     queries = start_queries(spark, cfg, ctx, shipper.scope, items)
     try:
         if cfg.available_now:

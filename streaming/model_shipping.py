@@ -32,30 +32,41 @@ LOG = logs.get("stream")
 class ModelShipper:
     """Driver side: ships CURRENT whenever it changes (call `sync` often; it is cheap)."""
 
-    def __init__(self, sc, store: ModelStore):
+    def __init__(self, sc, store: ModelStore, candidate: bool = False, scope: str | None = None):
         self.sc, self.store = sc, store
-        self.scope = uuid.uuid4().hex[:12]  # this stream's files only: a session may run several
+        # this stream's files only (a session may run several); the candidate's beside CURRENT's
+        self.scope = (scope or uuid.uuid4().hex[:12]) + ("c" if candidate else "")
+        self.candidate = candidate  # ship the candidate under shadow scoring instead of CURRENT
         self.staging = _staging()
         self.shipped: str | None = None
 
     def sync(self) -> str | None:
-        """Ship CURRENT if it is new and complete; returns the version shipped now, else None."""
-        version = self.store.current_version()
+        """Ship CURRENT (or the candidate) if it is new and complete; returns the version shipped
+        now, else None. A candidate that goes away ships an empty store (executors drop it)."""
+        version = self.store.candidate_version() if self.candidate else self.store.current_version()
+        if self.candidate and version is None and self.shipped not in (None, ""):
+            self._ship(None)
+            self.shipped = ""
+            return None
         if version is None or version == self.shipped or self.store.check(version):
             return None
+        self._ship(version)
+        if self.shipped:
+            LOG.info(f"model {version} shipped to the executors (was {self.shipped})")
+        self.shipped = version
+        return version
+
+    def _ship(self, version: str | None) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         path = self.staging / f"{PREFIX}-{self.scope}-{time.time_ns()}.tar"
         with tarfile.open(path, "w") as tar:  # npz is compressed already
-            tar.add(self.store.root / version, arcname=version)
-            current = f"{version}\n".encode()
+            if version is not None:
+                tar.add(self.store.root / version, arcname=version)
+            current = f"{version or ''}\n".encode()
             info = tarfile.TarInfo("CURRENT")
             info.size = len(current)
             tar.addfile(info, io.BytesIO(current))
         self.sc.addFile(str(path))
-        if self.shipped is not None:
-            LOG.info(f"model {version} shipped to the executors (was {self.shipped})")
-        self.shipped = version
-        return version
 
 
 _STAGING: list[Path] = []

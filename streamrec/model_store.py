@@ -215,16 +215,55 @@ class ModelStore:
         return version
 
     def set_current(self, version: str) -> None:
+        self._point("CURRENT", version)
+
+    def _point(self, name: str, version: str) -> None:
+        """Make the pointer file `name` (CURRENT, CANDIDATE) name `version`: written, then renamed."""
         problem = self.check(version)
         if problem:
             raise ModelStoreError(f"model {version} is unusable: {problem}")
-        tmp = self.root / f".CURRENT.{os.getpid()}.{time.time_ns()}"
+        tmp = self.root / f".{name}.{os.getpid()}.{time.time_ns()}"
         try:
             tmp.write_text(version + "\n")
-            os.replace(tmp, self.current_file)
+            os.replace(tmp, self.root / name)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
+
+    # -- the candidate: published, shadow-scored by the stream, never served until promoted -----
+
+    @property
+    def candidate_file(self) -> Path:
+        return self.root / "CANDIDATE"
+
+    def candidate_version(self) -> str | None:
+        """The candidate being shadow-scored (None: none, or it is CURRENT already, or unusable)."""
+        try:
+            v = self.candidate_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not v or v == self.current_version() or self.check(v):
+            return None
+        return v
+
+    def set_candidate(self, version: str) -> None:
+        if version == self.current_version():
+            raise ModelStoreError(f"model {version} is CURRENT already: nothing to shadow-score")
+        self._point("CANDIDATE", version)
+
+    def clear_candidate(self) -> str | None:
+        """Drop the candidate (the version stays in the store); returns the one dropped."""
+        version = self.candidate_version()
+        self.candidate_file.unlink(missing_ok=True)
+        return version
+
+    def promote(self, version: str) -> None:
+        """Make `version` CURRENT (the stream hot-swaps to it); it stops being the candidate."""
+        if not (self.root / version).is_dir():
+            raise ModelStoreError(f"model {version} does not exist in {self.root}")
+        self.set_current(version)
+        if self.candidate_file.exists() and self.candidate_file.read_text().strip() == version:
+            self.candidate_file.unlink(missing_ok=True)
 
     def rollback(self, version: str) -> None:
         if not (self.root / version).is_dir():
@@ -232,10 +271,11 @@ class ModelStore:
         self.set_current(version)
 
     def prune(self, keep: int = 5) -> list[str]:
-        """Delete all but the newest `keep` versions (never CURRENT), and stale temp dirs."""
-        current = self.current_version()
+        """Delete all but the newest `keep` versions (never CURRENT nor the candidate), and stale
+        temp dirs."""
+        kept = {self.current_version(), self.candidate_version()}
         versions = self.versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in kept]
         for v in doomed:
             shutil.rmtree(self.root / v, ignore_errors=True)
         self.clean_staging()

@@ -76,6 +76,15 @@ item_vectors = _table(
     "item_vectors", _key("movie_id"), _col("model_version", TEXT), _col("n_ratings", BIG),
     _col("source", TEXT), _col("vector", TEXT), _col("bias"), _col("updated_at"),
 )  # fmt: skip
+# Live hit rate of the served lists (streaming.live_eval), per model version, list source and
+# minute of Kafka time; popularity's hits are on exactly the same events. A candidate's rows
+# (source "shadow") are on the same events as CURRENT's, with the discordant events of the pair:
+# only_this (the candidate hit, CURRENT did not) and only_ref (the reverse).
+live_eval = _table(
+    "live_eval", _key("model_version", TEXT), _key("source", TEXT), _key("bucket"), _col("events", BIG),
+    _col("hits", BIG), _col("rank_sum", BIG), _col("pop_hits", BIG), _col("only_this", BIG),
+    _col("only_ref", BIG), _col("updated_at"),
+)  # fmt: skip
 user_recommendations = _table(
     "user_recommendations", _key("user_id"), _key("rank", sa.Integer), _col("movie_id", BIG, nullable=False),
     _col("score"), _col("predicted_rating"), _col("model_version", TEXT), _col("source", TEXT),

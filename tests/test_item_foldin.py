@@ -213,3 +213,53 @@ def test_the_item_state_keeps_each_raters_latest_rating_and_forgets_other_versio
     again.forget_other_versions("v2")
     assert again.versions.tolist() == ["", "v2", ""] and np.isnan(again.rvec[2]).all()
     assert Raters.of_state(old.state()).rvec.shape == (2, 0)  # nobody had a vector: none stored
+
+
+# -- explanations (streamrec.explain) ---------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 12))
+def test_an_explanation_adds_up_to_the_listed_score(seed, n_rated):
+    """prior + sum(because) + rest == the scorer's own score, for random users (and a movie
+    laid over the version), to 1e-6 relative."""
+    from streamrec.explain import explain
+
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, 41) * 3
+    items = ItemFactors(ids, rng.normal(size=(40, 4)).astype(np.float32), np.zeros(40), 3.5, 15.0,
+                        rng.integers(1, 50, 40), 5)  # fmt: skip
+    base = Scorer(items, ImplicitFactors(rng.normal(size=(40, 5)).astype(np.float32), 0.1, 1.0, 2.5), 0.1,
+                  Blend((1, 5), (0.5, 0.1)))  # fmt: skip
+    new = ItemOverlay("v", np.array([1000]), rng.normal(size=(1, 5)).astype(np.float32),
+                      np.zeros((1, 4), np.float32), np.zeros(1), np.array([30]),
+                      np.array(["stream"]))  # fmt: skip
+    scorer = overlay_scorer(base, new)
+    rated = rng.choice(ids, n_rated, replace=False)
+    ratings = rng.integers(1, 11, n_rated) / 2
+    users = scorer.fold_in_one(rated, ratings)
+    listed, scores, _ = scorer.top_k(users, 8, [rated])[0]
+    for e, s in zip(explain(scorer, rated, ratings, listed), scores, strict=True):
+        total = e.prior + sum(c for _, c in e.because) + e.rest
+        assert total == pytest.approx(s, rel=1e-6, abs=1e-9) and e.score == pytest.approx(
+            s, rel=1e-6, abs=1e-9
+        )
+        assert len(e.because) <= 3 and all(m in rated for m, _ in e.because)
+    if n_rated == 0:
+        assert all(not e.because and e.rest == 0 for e in explain(scorer, rated, ratings, listed))
+
+
+@pytest.mark.integration
+def test_a_trained_users_stored_vector_is_explained_by_their_training_ratings(trained, history):
+    """Spark updates users last, so a trained user's stored vector is their fold-in: the
+    explanation of each listed movie adds up to the stored vector's score (float32 precision)."""
+    from streamrec.explain import explain
+
+    _, model = trained
+    scorer = model.scorer
+    for user in model.user_ids[:: max(1, len(model.user_ids) // 25)]:
+        mine = history[history["user_id"] == user]
+        stored = model.stored_users(int(user))
+        listed, scores, _ = scorer.top_k(stored, 10, [mine["movie_id"].to_numpy()])[0]
+        for e, s in zip(explain(scorer, mine["movie_id"], mine["rating"], listed), scores, strict=True):
+            assert e.prior + sum(c for _, c in e.because) + e.rest == pytest.approx(s, abs=1e-4)

@@ -492,3 +492,102 @@ def test_a_new_movie_streams_in_reaches_a_list_and_has_similar_movies(
         list(zip(mine["movie_id"], mine["rating"], strict=True)), len(listed), None
     )
     assert [i["movie_id"] for i in served["items"]] == listed
+
+
+def test_live_eval_counts_equal_a_pandas_replay_of_the_same_events_against_the_same_lists(
+    spark, kafka, topic, tmp_path, base_model, history, ratings
+):
+    """Every live event is scored against the list its user was served before the batch: the
+    model's stored vector for a user it trained on, popularity for a new user (one batch here);
+    the running popularity baseline on the same events."""
+    from streaming.live_eval import POPULAR_TOP, LiveCounts, score_events
+
+    _, model = base_model
+    live = window(ratings, split_at=SPLIT, limit=600)
+    replay(live, kafka, topic, progress=False)
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent)
+    run_stream(spark, cfg)
+    sums = "SUM(events), SUM(hits), SUM(rank_sum), SUM(pop_hits)"
+    sql = f"SELECT model_version, source, {sums} FROM live_eval GROUP BY model_version, source"
+    got = table(cfg.sink_url, sql,
+                ["version", "source", "events", "hits", "ranks", "pop"]).set_index("source")  # fmt: skip
+    assert set(got["version"]) == {model.version}
+    known = latest_per_pair(history)
+
+    def chart(events: pd.DataFrame) -> np.ndarray:  # movie_stats order: count desc, then id
+        n = events.groupby("movie_id").size().reset_index(name="n")
+        return n.sort_values(["n", "movie_id"], ascending=[False, True])["movie_id"].to_numpy()[:POPULAR_TOP]
+
+    # The top chart the batch saw: the history's (bootstrap) or, if the aggregates query's batch
+    # committed first, the one with this batch's events too (two queries, no order between them).
+    charts = [chart(history), chart(pd.concat([history, live]))]
+    want: dict[str, list[LiveCounts]] = {}
+    for user, mine in live.groupby("user_id"):
+        rated = known[known["user_id"] == user]["movie_id"].to_numpy()
+        stored = model.stored_users(int(user))
+        users, source = (
+            (stored, "model") if stored is not None else (model.scorer.fold_in_one([], []), "popularity")
+        )
+        served = model.scorer.top_k(users, 10, [rated])[0][0]
+        movies, ts = mine["movie_id"].to_numpy(), mine["timestamp"].to_numpy()
+        counts = [score_events(served, c, rated, movies, ts, 10) for c in charts]
+        totals = want.setdefault(source, [LiveCounts(), LiveCounts()])
+        want[source] = [totals[0] + counts[0], totals[1] + counts[1]]
+    assert set(got.index) == set(want) and got["hits"].sum() > 0
+    for source, (a, b) in want.items():
+        row = got.loc[source]
+        assert (row.events, row.hits, row.ranks) == (a.events, a.hits, a.rank_sum), source
+        assert row["pop"] in {a.pop_hits, b.pop_hits}, source
+
+
+def test_a_candidate_is_shadow_scored_on_the_same_live_events_then_promoted_or_rejected(
+    spark, kafka, topic, tmp_path, base_model, history, ratings
+):
+    from streaming.live_eval import POPULAR_TOP, score_paired
+
+    _, model = base_model
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(model.path, root / model.version)
+    store = ModelStore(root)
+    store.set_current(model.version)
+    staged = store.staging_dir()  # the candidate: the same model with noisy ranking item factors
+    noisy = model.ranking.factors + np.random.default_rng(7).normal(0, 0.1, model.ranking.factors.shape)
+    write_npz(staged / "factors.npz", model.items, model.user_ids, model.user_factors, model.user_bias,
+              noisy.astype(np.float32), model.rank_user_factors, model.user_support)  # fmt: skip
+    meta = {k: v for k, v in model.meta.to_dict().items() if k not in ("version", "files", "format")}
+    candidate = store.publish(staged, meta, make_current=False)
+    store.set_candidate(candidate)
+    live = window(ratings, split_at=SPLIT, limit=600)
+    replay(live, kafka, topic, progress=False)
+    cfg = make_cfg(tmp_path, kafka, topic, root)
+    run_stream(spark, cfg)
+    sums = "SUM(events), SUM(hits), SUM(only_this), SUM(only_ref)"
+    sql = f"SELECT model_version, source, {sums} FROM live_eval GROUP BY model_version, source"
+    got = table(cfg.sink_url, sql, ["version", "source", "events", "hits", "b", "c"])
+    served = got[got["version"] == model.version]
+    shadow = got[(got["version"] == candidate) & (got["source"] == "shadow")].iloc[0]
+    assert shadow.events == served["events"].sum() > 0  # exactly the same events
+    assert shadow.hits - shadow.b + shadow.c == served["hits"].sum()  # the pair adds up to CURRENT's hits
+
+    cand = store.load(candidate)
+    known = latest_per_pair(history)
+    want = np.zeros(3, int)
+    popular = model.scorer.items.ids[np.argsort(-model.scorer.prior, kind="stable")[:POPULAR_TOP]]
+    for user, mine in live.groupby("user_id"):
+        rated = known[known["user_id"] == user]["movie_id"].to_numpy()
+        lists = []
+        for m in (model, cand):
+            users = m.stored_users(int(user)) or m.scorer.fold_in_one([], [])
+            lists.append(m.scorer.top_k(users, 10, [rated])[0][0])
+        p = score_paired(
+            *lists, popular, rated, mine["movie_id"].to_numpy(), mine["timestamp"].to_numpy(), 10
+        )
+        want += [p.candidate.hits, p.only_candidate, p.only_current]
+    assert [shadow.hits, shadow.b, shadow.c] == want.tolist() and shadow.b + shadow.c > 0
+
+    store.promote(candidate)
+    assert store.current_version() == candidate and store.candidate_version() is None
+    store.set_candidate(model.version)
+    assert store.candidate_version() == model.version and store.clear_candidate() == model.version
+    assert store.candidate_version() is None and store.current_version() == candidate
