@@ -45,6 +45,11 @@ from streamrec.settings import (
                    "on one machine), else the executors' partitions (driver memory: by keys)")  # fmt: skip
 @click.option("--item-foldin/--no-item-foldin", default=True, show_default=True,
               help="fold in movies the model does not serve yet (item_vectors); off: users only")  # fmt: skip
+@click.option("--keep-trending", type=DURATION, default="90d", help="trending windows kept (event time)")
+@click.option("--keep-metrics", type=DURATION, default="7d", help="stream_metrics rows kept")
+@click.option("--keep-live-eval", type=DURATION, default="90d", help="live_eval minutes kept")
+@click.option("--keep-dead-letters", type=DURATION, default="30d", help="dead letters kept")
+@click.option("--max-dead-letters", type=POSITIVE, default=100_000, help="dead letters kept at most")
 @click.option("--quiet", is_flag=True, help="no per-batch log lines")
 def stream(**kwargs) -> int:
     return run_with_args(run)(**kwargs)
@@ -56,6 +61,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
 
     from .aggregates import WindowSpec
     from .job import StreamConfig
+    from .retention import Retention
 
     if args.trigger < 0 or args.window <= 0 or args.watermark_delay < 0 or args.sink_retry < 0:
         raise StreamrecError("--window must be positive, --trigger, --watermark-delay and --sink-retry >= 0")
@@ -76,6 +82,13 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
         quiet=args.quiet,
         aggregation=args.aggregate_on,
         item_foldin=args.item_foldin,
+        retention=Retention(
+            trending_s=args.keep_trending,
+            metrics_s=args.keep_metrics,
+            live_eval_s=args.keep_live_eval,
+            dead_letters_s=args.keep_dead_letters,
+            dead_letters_max=args.max_dead_letters,
+        ),  # fmt: skip
     )
 
 

@@ -54,6 +54,7 @@ from .live_eval import POPULAR_TOP, write_popular
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
 from .model_shipping import ModelShipper
 from .parse import kafka_stream, parse, valid
+from .retention import Retention, apply_retention
 from .spark_aggregates import BatchResult, batch_deltas, genres_frame
 
 BOOTSTRAP_BATCH = -1  # the history, applied once as a pseudo-batch of the aggregates query
@@ -85,6 +86,7 @@ class StreamConfig:
     # The fold-in query's second stateful operator, keyed by movie (streaming.item_processor).
     # Off: the catalogue is frozen at training time (users only, as before item fold-in).
     item_foldin: bool = True
+    retention: Retention = field(default_factory=Retention)  # what the sink keeps (streaming.retention)
 
     def checkpoint(self, query: str) -> str:
         return str(self.state_dir / "checkpoints" / query)
@@ -440,11 +442,15 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
             for q in queries:
                 q.awaitTermination()
         else:
+            pruned_at = 0.0
             while not stop.is_set():
                 for q in queries:
                     if not q.isActive:
                         raise StreamrecError(f"query {q.name} stopped: {first_line(q.exception())}")
                 ship()
+                if time.monotonic() - pruned_at >= cfg.retention.every_s:
+                    pruned_at = time.monotonic()
+                    prune(cfg)
                 stop.wait(0.5)
     except StreamrecError:
         raise
@@ -460,6 +466,20 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
         "history_events_loaded": len(ctx.raw_history),
         **summary(cfg.sink_url),
     }
+
+
+def prune(cfg: StreamConfig) -> dict[str, int]:
+    """Apply the sink's retention once (one transaction); a failure is logged, never fatal."""
+    try:
+        with open_sink(cfg.sink_url) as s, s.transaction():
+            wm = s.get_state("watermark")
+            deleted = apply_retention(s, cfg.retention, time.time(), int(wm) if wm else None)
+    except Exception as exc:  # noqa: BLE001 - a busy or full sink: the next round retries
+        LOG.warning(f"retention skipped this round: {first_line(exc)}")
+        return {}
+    if any(deleted.values()):
+        LOG.info("retention: deleted " + ", ".join(f"{n:,} {t}" for t, n in deleted.items() if n))
+    return deleted
 
 
 def stop_gracefully(queries: list, timeout: float = 60.0) -> None:

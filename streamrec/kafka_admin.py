@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .errors import KafkaUnavailable
+from .settings import topic_retention_s
 
 
 def _unreachable(bootstrap: str, exc: Exception) -> KafkaUnavailable:
@@ -38,8 +39,13 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, timeout: float
         if topic in client.list_topics():
             return False
         replicas = min(3, max(1, len(client.describe_cluster().get("brokers", []))))
+        retention = {"retention.ms": str(int(topic_retention_s() * 1000))}  # bounded, never forever
         client.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=replicas)],
+            [
+                NewTopic(
+                    topic, num_partitions=partitions, replication_factor=replicas, topic_configs=retention
+                )
+            ],
             timeout_ms=int(timeout * 1000),
         )
         return True

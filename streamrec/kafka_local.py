@@ -20,7 +20,7 @@ from pathlib import Path
 from . import logs
 from .errors import KafkaUnavailable
 from .jars import jars
-from .settings import home
+from .settings import home, topic_retention_s
 
 HEALTH_TOPIC = "__streamrec_health"
 
@@ -187,7 +187,7 @@ class LocalKafka:
                     f"share.coordinator.state.topic.min.isr={isr}",
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=false",
-                    "log.retention.hours=-1",
+                    f"log.retention.ms={int(topic_retention_s() * 1000)}",  # topics made by others too
                     "",
                 ]
             )

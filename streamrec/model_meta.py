@@ -63,8 +63,9 @@ class ModelMetadata:
                 history=HistorySpec.from_dict(d["history"]) if d.get("history") else None,
                 reg=float(params["reg"]) if "reg" in params else None,
                 min_support=int(params.get("min_support", 1)),
-                baseline=BaselineParams(float(baseline.get("mean", 0.0)), baseline.get("user_reg"),
-                                        baseline.get("item_reg"))
+                baseline=BaselineParams(
+                    float(baseline.get("mean", 0.0)), baseline.get("user_reg"), baseline.get("item_reg")
+                )
                 if baseline
                 else None,
                 ranking=RankingMeta(

@@ -112,3 +112,10 @@ def parse_duration(text: str) -> float:
 
 
 DURATION = Converted(parse_duration, "duration")
+
+
+def topic_retention_s() -> float:
+    """How long Kafka keeps rating events (`STREAMREC_TOPIC_RETENTION`, default 7 days): the
+    longest stream downtime that loses nothing. A stream down longer resumes from the oldest event
+    still kept; the events that expired are in no checkpoint (README, "Retention")."""
+    return parse_duration(os.environ.get("STREAMREC_TOPIC_RETENTION", "7d"))
