@@ -56,7 +56,7 @@ def run(events: int = 12_000, rate: float = 1000) -> dict:
         sb.latency(spark, bootstrap, tmp, models, part.iloc[:3000], rate)  # JVM warm-up, not kept
         for label, on in ALTERNATION:
             store.set_candidate(candidate) if on else store.clear_candidate()
-            s = sb.latency(spark, bootstrap, tmp, models, part, rate)
+            s = sb.latency(spark, bootstrap, tmp, models, part, rate, item_foldin=False)
             keys = ("p50_ms", "p95_ms", "p99_ms", "batch_ms_median")
             row = {
                 "variant": label,

@@ -559,7 +559,9 @@ def _items(r: dict) -> list[str]:
               f"{agg_on:,.0f} ms ({agg_on / agg_off - 1:+.1%}).", ""]  # fmt: skip
     t = r.get("recommendable")
     if t:
-        lines += [f"**Time to recommendable** over the same paced live part: {t['new_movies_rated']} movies "
+        pace = r.get("recommendable_rate", 1000)
+        lines += [f"**Time to recommendable** over the whole live part paced at {pace:,.0f} events/s: "
+                  f"{t['new_movies_rated']} movies "
                   f"the base model never saw were rated, {t['reached_min_support']} reached "
                   f"--min-support ({t['min_support']}) ratings. From the Kafka time of the event that gave "
                   f"a movie its {t['min_support']}th rating to its `item_vectors` row reaching "

@@ -39,7 +39,7 @@ $S recommend --user "$NEW_USER" -k 5
 $S recommend --user "$OLD_USER" -k 5
 
 step "start the stream (log: $STREAMREC_HOME/stream.log)"
-$S stream --trigger 1s >"$STREAMREC_HOME/stream.log" 2>&1 &
+$S stream --trigger 1s --item-foldin >"$STREAMREC_HOME/stream.log" 2>&1 &
 STREAM_PID=$!
 trap 'kill -TERM $STREAM_PID 2>/dev/null || true' EXIT
 

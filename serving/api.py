@@ -49,12 +49,31 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 # -- response and request models (the OpenAPI contract) ----------------------------------------
 
 
+class Because(BaseModel):
+    movie_id: int
+    title: str | None
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """score = prior + sum(because.contribution) + rest (streamrec.explain)."""
+
+    prior: float = Field(
+        description="the popularity prior's term (the whole score for a user with no rating)"
+    )
+    because: list[Because] = Field(
+        description="the rated movies that contribute most, largest first (at most 3)"
+    )
+    rest: float = Field(description="every other rated movie's contribution, summed")
+
+
 class Item(BaseModel):
     movie_id: int
     title: str
     genres: list[str]
     score: float
     predicted_rating: float = Field(description="the explicit model's predicted rating, 0.5..5")
+    explanation: Explanation | None = None
 
 
 class RecommendationList(BaseModel):
@@ -77,6 +96,7 @@ class AnonymousRequest(BaseModel):
     ratings: list[Rated] = Field(max_length=10_000)
     k: int = Field(10, ge=1, le=1000)
     genres: list[str] | None = None
+    explain: bool = False
 
 
 class SimilarItem(BaseModel):
@@ -247,11 +267,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         dependencies=read,
     )
     async def user_recommendations(
-        user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500)
+        user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500), explain: bool = False
     ):
         """A user's top-k: the stream's list when fresh for CURRENT, else their ratings folded in
-        now; a user never seen gets the cold-start list. `genres`: comma-separated filter."""
-        return service.lists.recommend_user(user_id, k, service.lists.genre_filter(parse_genres(genres)))
+        now; a user never seen gets the cold-start list. `genres`: comma-separated filter;
+        `explain`: each item's score split into the popularity prior and the rated movies'
+        contributions ("because you rated")."""
+        genre_filter = service.lists.genre_filter(parse_genres(genres))
+        return service.lists.recommend_user(user_id, k, genre_filter, explain)
 
     @app.post(
         "/recommendations",
@@ -263,7 +286,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def anonymous_recommendations(req: AnonymousRequest):
         """An anonymous user folded in from the given ratings on the spot (nothing is stored)."""
         ratings = [(r.movie_id, r.rating) for r in req.ratings]
-        return service.lists.recommend_anonymous(ratings, req.k, service.lists.genre_filter(req.genres))
+        genre_filter = service.lists.genre_filter(req.genres)
+        return service.lists.recommend_anonymous(ratings, req.k, genre_filter, req.explain)
 
     # -- movies ------------------------------------------------------------------------------
 
@@ -334,6 +358,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         """Per query: last batch, throughput, latency p50/p95 over the recent batches; dead letters;
         and the recent batches themselves (for charts)."""
         return service.stats.stream(batches)
+
+    @app.get("/stats/live-eval", tags=["stats"], responses=ERRORS)
+    async def stats_live_eval(
+        by: Literal["source", "minute"] = "source", version: str | None = Query(None, max_length=40)
+    ) -> list[dict]:
+        """Hit rate@k of the lists served on live traffic: one row per model version and list
+        source (`stream`, `model`, `popularity`, or `shadow` for a candidate never served), with
+        `events`, `hits`, `hit_rate` and `popularity_hit_rate` on the same events; `by=minute`
+        adds a row per minute of Kafka time (`minute`, epoch seconds) for charts."""
+        return service.stats.live_eval(by_minute=by == "minute", version=version)
 
     @app.get("/stats/dead-letters", tags=["stats"], responses={**ERRORS, **AUTH_ERRORS}, dependencies=read)
     async def stats_dead_letters(limit: Limit = 20) -> list[dict]:

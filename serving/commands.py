@@ -41,6 +41,9 @@ from .limits import DEFAULT_MAX_BODY, parse_rate
                    "JSON lines out")  # fmt: skip
 @click.option("--genres", default=None, help="only these genres, comma-separated")
 @sink_option("sink DB URL, for vectors refreshed by the stream")
+@click.option(
+    "--explain", is_flag=True, help="why each movie: the prior and the 3 rated movies that contribute most"
+)
 @click.option("--json", is_flag=True, help="print JSON")
 def recommend_command(**kwargs) -> int:
     return run_with_args(recommend_cmd)(**kwargs)
@@ -124,14 +127,17 @@ def recommend_cmd(args: argparse.Namespace) -> int:
     else:  # a new user, or a known one plus extra ratings: folded in now
         model, history, movies = _load_context(args.sink)
         mine = history[history["user_id"] == args.user] if args.user is not None else None
-        recs = recommend(model, args.user, mine, movies, args.k, rated, genres)
+        recs = recommend(model, args.user, mine, movies, args.k, rated, genres, explain=args.explain)
     if args.json:
         print(json.dumps(recs.to_dict(), default=json_default))
         return 0
     who = f"user {args.user}" if args.user is not None else "a new user"
     for note in recs.notes:
         print(f"note: {note}")
-    print(markdown(recs.items))
+    table = recs.items
+    if "explanation" in table:  # one readable column: because you rated X (+c), Y (+c)
+        table = table.assign(because=table.pop("explanation").map(_because))
+    print(markdown(table))
     print(f"{len(recs.items)} recommendations for {who} from {recs.source} (model {recs.model_version})")
     return 0
 
@@ -152,6 +158,11 @@ def _recommend_file(args: argparse.Namespace, ratings: pd.DataFrame, recommend_m
     return 0
 
 
+def _because(e: dict) -> str:
+    parts = [f"{b['title'] or b['movie_id']} ({b['contribution']:+.3f})" for b in e["because"]]
+    return ", ".join(parts) + f"; prior {e['prior']:.3f}" if parts else f"popularity ({e['prior']:.3f})"
+
+
 def _known_user(args: argparse.Namespace, genres: list[str] | None):
     """A known user's list exactly as `GET /recommendations/{id}` serves it: the stream's list
     when it is fresh for CURRENT, else the user's known ratings folded in. (Before, the stream's
@@ -163,8 +174,11 @@ def _known_user(args: argparse.Namespace, genres: list[str] | None):
     from .service import ServeConfig, Service
 
     svc = Service(ServeConfig.at_home(home(), args.sink))
-    res = svc.recommend_user(args.user, args.k, svc.genre_filter(genres))
-    items = pd.DataFrame(res["items"], columns=["movie_id", "title", "score", "predicted_rating", "genres"])
+    res = svc.lists.recommend_user(args.user, args.k, svc.lists.genre_filter(genres), args.explain)
+    columns = ["movie_id", "title", "score", "predicted_rating", "genres"] + (
+        ["explanation"] if args.explain else []
+    )
+    items = pd.DataFrame(res["items"], columns=columns)
     items.insert(0, "rank", np.arange(1, len(items) + 1))
     items["genres"] = items["genres"].map("|".join)
     return Recommendations(res["user_id"], res["source"], res["model_version"], items, res["notes"])

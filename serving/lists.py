@@ -29,7 +29,7 @@ from .items import laid_model
 from .items import stamp as items_stamp
 from .lsh import RandomProjectionLSH
 from .ratings_index import RatingsIndex
-from .recommend import Recommendations, recommend, similar_candidates, similar_exact
+from .recommend import Recommendations, explanations, recommend, similar_candidates, similar_exact
 from .sink_reads import SinkReads
 
 ITEMS_CHECK_S = 1.0  # how often a request looks for newly streamed movies
@@ -140,17 +140,17 @@ class Lists:
 
     # -- recommendations --------------------------------------------------------------------------
 
-    def recommend_user(self, user_id: int, k: int, genres: list[str] | None) -> dict:
+    def recommend_user(self, user_id: int, k: int, genres: list[str] | None, explain: bool = False) -> dict:
         """The stream's list when it is fresh for CURRENT, else the user's known ratings folded
         in now (a user the model trained on and nothing newer: the same vector, recomputed), else
-        the cold-start list."""
+        the cold-start list. `explain`: each item's score split over the user's known ratings."""
         cur = self.current()
         model = cur.model
         if not genres:
             stored = self.reads.rows(STREAM_LIST, {"user_id": user_id}, ("user_recommendations",))
             if stored and len(stored) >= k and all(r[3] == model.version for r in stored):
                 ids = [int(r[0]) for r in stored[:k]]
-                return self._response(
+                out = self._response(
                     cur.catalog,
                     user_id,
                     model.version,
@@ -160,11 +160,17 @@ class Lists:
                     [r[2] for r in stored[:k]],
                     [],
                 )
+                if explain:
+                    mine = cur.ratings.user(user_id)
+                    _attach(out, explanations(model.scorer, mine, ids, cur.catalog))
+                return out
         mine = cur.ratings.user(user_id)
-        recs = recommend(model, user_id, mine, cur.catalog, k, genres=genres)
+        recs = recommend(model, user_id, mine, cur.catalog, k, genres=genres, explain=explain)
         return self._from_recs(cur.catalog, recs)
 
-    def recommend_anonymous(self, ratings: list[tuple[int, float]], k: int, genres: list[str] | None) -> dict:
+    def recommend_anonymous(
+        self, ratings: list[tuple[int, float]], k: int, genres: list[str] | None, explain: bool = False
+    ) -> dict:
         """A user who exists only in this request: their ratings folded in, nothing stored."""
         for movie_id, rating in ratings:
             if not valid_rating(rating):
@@ -175,14 +181,21 @@ class Lists:
         last = dict(ratings)  # a movie rated twice: the later rating wins
         rated = pd.DataFrame({"movie_id": list(last), "rating": list(last.values())})
         recs = recommend(
-            cur.model, None, None, cur.catalog, k, rated=rated if len(rated) else None, genres=genres
+            cur.model,
+            None,
+            None,
+            cur.catalog,
+            k,
+            rated=rated if len(rated) else None,
+            genres=genres,
+            explain=explain,
         )
         return self._from_recs(cur.catalog, recs)
 
     def _from_recs(self, catalog: Catalog, recs: Recommendations) -> dict:
         t = recs.items
         source = "anonymous" if recs.user_id is None and recs.source == "fold-in" else recs.source
-        return self._response(
+        out = self._response(
             catalog,
             recs.user_id,
             recs.model_version,
@@ -192,6 +205,9 @@ class Lists:
             t["predicted_rating"].tolist(),
             recs.notes,
         )
+        if "explanation" in t:
+            _attach(out, t["explanation"].tolist())
+        return out
 
     @staticmethod
     def _response(cat: Catalog, user_id, version, source, ids, scores, predicted, notes) -> dict:
@@ -272,3 +288,8 @@ class Lists:
             return self.current().support
         except ModelStoreError:
             return {}
+
+
+def _attach(response: dict, explained: list[dict]) -> None:
+    for item, explanation in zip(response["items"], explained, strict=True):
+        item["explanation"] = explanation

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streamrec import sink as db
 
@@ -112,6 +112,7 @@ class _StreamCollector:
         if version:
             info.add_metric([version], 1.0)
         yield info
+        yield from _live_eval_counters(svc.stats.live_eval())
         p95 = GaugeMetricFamily(
             "streamrec_stream_latency_p95_seconds",
             "end-to-end latency p95 of the newest batch",
@@ -184,3 +185,17 @@ class _StreamCollector:
                 ends = None
             self._ends = (time.monotonic(), ends)
             return ends
+
+
+def _live_eval_counters(rows: list[dict]):
+    """The stream's live evaluation as counters (streaming.live_eval): per model version and list
+    source, events scored, hits of the served list, and hits of popularity on the same events."""
+    names = (("events", "live rating events scored against the list served before them", "events"),
+             ("hits", "of those, events whose movie was in the served list", "hits"),
+             ("popularity_hits", "of those, events whose movie was in the running popularity list",
+              "popularity_hits"))  # fmt: skip
+    for name, doc, key in names:
+        family = CounterMetricFamily(f"streamrec_live_eval_{name}", doc, labels=["model_version", "source"])
+        for r in rows:
+            family.add_metric([r["model_version"], r["source"]], float(r[key]))
+        yield family

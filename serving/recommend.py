@@ -77,6 +77,7 @@ def recommend(
     k: int = 10,
     rated: pd.DataFrame | None = None,
     genres: list[str] | None = None,
+    explain: bool = False,
 ) -> Recommendations:
     """Top-k unrated movies for a user, ranked by the ranking model with the cold-start blend.
 
@@ -121,7 +122,20 @@ def recommend(
         )
     allowed = np.isin(model.items.ids, catalog.ids_in(genres), assume_unique=True) if genres else None
     ids, scores, predicted = scorer.top_k(users, k, [seen], allowed)[0]
-    return Recommendations(user_id, source, model.version, _table(ids, scores, predicted, catalog), notes)
+    table = _table(ids, scores, predicted, catalog)
+    if explain:
+        table["explanation"] = explanations(scorer, mine, ids, catalog)
+    return Recommendations(user_id, source, model.version, table, notes)
+
+
+def explanations(scorer, mine: pd.DataFrame | None, ids, catalog: Catalog) -> list[dict]:
+    """Per listed movie: the popularity prior, the 3 rated movies that contribute most and the
+    rest (streamrec.explain); they add up to the movie's score. No ratings: popularity."""
+    from streamrec.explain import explain
+
+    movies = mine["movie_id"].to_numpy() if mine is not None else np.empty(0, np.int64)
+    ratings = mine["rating"].to_numpy() if mine is not None else np.empty(0)
+    return [e.to_dict(catalog.title) for e in explain(scorer, movies, ratings, ids)]
 
 
 def read_ratings_file(path: Path) -> pd.DataFrame:

@@ -69,7 +69,7 @@ class Service:
         self.lists = Lists(self.store, self.reads, cfg.event_log_dir, cfg.data)
         self.details = Details(self.lists, self.reads)
         self.stats = Stats(self.reads, self.lists.catalog)
-        self.models = ModelsView(self.store)
+        self.models = ModelsView(self.store, self.stats.live_eval)
         self.ingest = Ingest(cfg.bootstrap, cfg.topic, cfg.kafka_timeout)
         self.ready = Readiness(self.lists, self.reads, cfg.bootstrap)
 

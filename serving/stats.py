@@ -153,3 +153,31 @@ class Stats:
             }
             for t, p, o, r, v, b in rows
         ]
+
+    # -- live evaluation (streaming.live_eval) ----------------------------------------------------
+
+    def live_eval(self, by_minute: bool = False, version: str | None = None) -> list[dict]:
+        """One row per model version and list source (or per minute too): events, hits, hit rate and
+        popularity's hit rate on the same events; a candidate's rows (source "shadow") carry the
+        discordant events against CURRENT."""
+        e = db.live_eval.c
+        keys = [e.model_version, e.source] + ([e.bucket] if by_minute else [])
+        sums = [sa.func.sum(c) for c in (e.events, e.hits, e.rank_sum, e.pop_hits, e.only_this, e.only_ref)]
+        query = sa.select(*keys, *sums).group_by(*keys).order_by(*keys)
+        if version is not None:
+            query = query.where(e.model_version == version)
+        out = []
+        for row in self.reads.rows(query):
+            key, (n, hits, ranks, pop, only_this, only_ref) = row[: len(keys)], row[len(keys) :]
+            n = int(n or 0)
+            item = {"model_version": key[0], "source": key[1], "events": n, "hits": int(hits or 0),
+                    "popularity_hits": int(pop or 0),
+                    "hit_rate": (hits or 0) / n if n else None,
+                    "popularity_hit_rate": (pop or 0) / n if n else None,
+                    "mean_hit_rank": ranks / hits if hits else None}  # fmt: skip
+            if by_minute:
+                item["minute"] = int(key[2])
+            if key[1] == "shadow":
+                item |= {"only_candidate": int(only_this or 0), "only_current": int(only_ref or 0)}
+            out.append(item)
+        return out

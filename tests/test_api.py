@@ -304,3 +304,50 @@ def test_the_cli_lsh_runs_in_numpy_and_answers_like_the_api(api, monkeypatch, ca
     http = api.get("/movies/260/similar", params={"metric": "lsh", "k": 10}).json()
     assert [i["movie_id"] for i in cli["items"]] == [i["movie_id"] for i in http["items"]]
     assert 0.5 <= cli["recall_vs_exact"] <= 1.0
+
+
+def test_every_listed_movie_says_why_and_the_parts_add_up_to_its_score(api, history):
+    user = int(history.user_id.iloc[0])
+    mine = set(history.loc[history.user_id == user, "movie_id"])
+    body = api.get(f"/recommendations/{user}", params={"k": 5, "explain": "true"}).json()
+    assert len(body["items"]) == 5
+    for item in body["items"]:
+        e = item["explanation"]
+        total = e["prior"] + sum(b["contribution"] for b in e["because"]) + e["rest"]
+        assert total == pytest.approx(item["score"], abs=1e-3)  # scores are rounded to 4 decimals
+        assert 1 <= len(e["because"]) <= 3 and {b["movie_id"] for b in e["because"]} <= mine
+        assert all(b["title"] for b in e["because"])
+    plain = api.get(f"/recommendations/{user}", params={"k": 5}).json()["items"][0]
+    assert plain.get("explanation") is None  # only when asked
+    payload = {
+        "ratings": [{"movie_id": 260, "rating": 5}, {"movie_id": 1196, "rating": 5}],
+        "k": 5,
+        "explain": True,
+    }
+    anon = api.post("/recommendations", json=payload).json()
+    jedi = next(i for i in anon["items"] if i["movie_id"] == 1210)
+    assert {b["movie_id"] for b in jedi["explanation"]["because"]} <= {260, 1196}
+    cold = api.post("/recommendations", json={"ratings": [], "k": 3, "explain": True}).json()
+    assert all(not i["explanation"]["because"] and i["explanation"]["rest"] == 0 for i in cold["items"])
+
+
+def test_live_eval_is_served_per_version_and_source_and_counted_in_metrics(api, trained):
+    from streamrec.sink import live_eval, open_sink
+
+    _, model = trained
+    with open_sink(api.cfg.sink_url) as s, s.transaction():
+        s.create_schema()
+        s.upsert(live_eval, [
+            {"model_version": model.version, "source": "stream", "bucket": 60 * m, "events": 10, "hits": h,
+             "rank_sum": 3 * h, "pop_hits": 1, "only_this": 0, "only_ref": 0} for m, h in ((1, 2), (2, 4))
+        ], None)  # fmt: skip
+    rows = api.get("/stats/live-eval").json()
+    want = {"model_version": model.version, "source": "stream", "events": 20, "hits": 6, "popularity_hits": 2,
+            "hit_rate": 0.3, "popularity_hit_rate": 0.1, "mean_hit_rank": 3.0}  # fmt: skip
+    assert rows == [want]
+    minutes = api.get("/stats/live-eval", params={"by": "minute"}).json()
+    assert [(r["minute"], r["hits"]) for r in minutes] == [(60, 2), (120, 4)]
+    text = api.get("/metrics").text
+    assert f'streamrec_live_eval_hits_total{{model_version="{model.version}",source="stream"}} 6.0' in text
+    listed = {m["version"]: m for m in api.get("/models").json()}
+    assert listed[model.version]["live_hit_rate"] == pytest.approx(0.3)

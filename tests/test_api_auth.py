@@ -25,7 +25,7 @@ PUBLIC = {
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
     ("GET", "/movies"), ("GET", "/movies/{movie_id}"), ("GET", "/movies/{movie_id}/similar"),
     ("GET", "/stats/movies"), ("GET", "/stats/genres"), ("GET", "/stats/trending"),
-    ("GET", "/stats/histogram"), ("GET", "/stats/stream"),
+    ("GET", "/stats/histogram"), ("GET", "/stats/stream"), ("GET", "/stats/live-eval"),
     ("GET", "/models"), ("GET", "/models/{version}"),  # metadata only; nothing in the API mutates a model
 }  # fmt: skip
 SCOPED = {

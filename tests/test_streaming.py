@@ -265,7 +265,8 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
     kills = []
     for attempt in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli", "stream", "--topic", topic, "--trigger", "500ms"],
+            [sys.executable, "-m", "streamrec.cli", "stream", "--topic", topic, "--trigger", "500ms",
+             "--item-foldin"],
             env=env, stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -287,7 +288,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
     assert sum(p != "start-up" for p, _ in kills) >= 2, kills  # the seed kills mid-stream too
     cfg = StreamConfig(bootstrap=kafka, sink_url=sink_url, state_dir=home, event_log_dir=home / "eventlog",
                        model_root=home / "models", data=BUNDLED_DATA, topic=topic, available_now=True,
-                       quiet=True)  # fmt: skip
+                       quiet=True, item_foldin=True)  # fmt: skip
     run_stream(spark, cfg)
     all_events = pd.concat([history, live], ignore_index=True)
     assert_aggregates_exact(sink_url, all_events, movies, cfg.window)
@@ -445,7 +446,7 @@ def test_a_new_movie_streams_in_reaches_a_list_and_has_similar_movies(
     # A movie rated once by a user with nothing the model knows: no usable rater, no vector yet.
     events.append((2_000_000_001, new_movie + 1, 4.0, ts + 50))
     send(kafka, topic, events)
-    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent)
+    cfg = make_cfg(tmp_path, kafka, topic, model.path.parent, item_foldin=True)
     run_stream(spark, cfg)
     columns = ["movie_id", "model_version", "n_ratings", "source", "vector", "bias"]
     select = f"SELECT {', '.join(columns)} FROM item_vectors"

@@ -99,6 +99,23 @@ async function refreshAggregates() {
     || `<tr><td colspan="4" class="muted">no events in a window yet</td></tr>`;
 }
 
+async function refreshLiveEval() {  // streaming.live_eval: served lists against popularity, per minute
+  const rows = await api("/stats/live-eval?by=minute");
+  const served = {}, pop = {};
+  for (const r of rows) {
+    if (r.source === "shadow") continue;  // a candidate's lists were never served
+    const m = (served[r.minute] ||= { n: 0, h: 0 }); m.n += r.events; m.h += r.hits;
+    const p = (pop[r.minute] ||= { n: 0, h: 0 }); p.n += r.events; p.h += r.popularity_hit_rate * r.events;
+  }
+  const points = (acc) => Object.entries(acc).map(([t, v]) => ({ x: Number(t), y: v.n ? v.h / v.n : null }));
+  const c = chart("chart-live-eval", { type: "line", data: { datasets: [] }, options: { scales: { x: timeAxis(), y: { beginAtZero: true } } } });
+  c.data.datasets = [
+    { label: "served lists", data: points(served), borderColor: "#3b6fd8", backgroundColor: "#3b6fd8", pointRadius: 2 },
+    { label: "popularity", data: points(pop), borderColor: "#999", backgroundColor: "#999", borderDash: [4, 3], pointRadius: 2 },
+  ];
+  c.update();
+}
+
 async function refreshDeadLetters() {  // raw values of bad records: needs a key with read
   const body = $("dead").querySelector("tbody");
   try {
@@ -116,9 +133,10 @@ async function refreshModels() {
   const cur = models.find((m) => m.current);
   $("current-model").textContent = cur ? `model ${cur.version}` : "no model yet";
   $("models").querySelector("tbody").innerHTML = models.map((m) => m.problem
-    ? `<tr><td>${esc(m.version)}</td><td colspan="4" class="muted">unusable: ${esc(m.problem)}</td></tr>`
-    : `<tr class="${m.current ? "current" : ""}"><td>${esc(m.version)}${m.current ? " ★ CURRENT" : ""}</td><td class="num">${fmt(m.ndcg_at_10, 4)}</td>`
-      + `<td class="num">${fmt(m.popularity_ndcg_at_10, 4)}</td><td class="num">${fmt(m.rmse, 4)}</td><td class="num">${fmt(m.ratings)}</td></tr>`).join("");
+    ? `<tr><td>${esc(m.version)}</td><td colspan="6" class="muted">unusable: ${esc(m.problem)}</td></tr>`
+    : `<tr class="${m.current ? "current" : ""}"><td>${esc(m.version)}${m.current ? " ★ CURRENT" : m.candidate ? " (candidate, shadowed)" : ""}</td><td class="num">${fmt(m.ndcg_at_10, 4)}</td>`
+      + `<td class="num">${fmt(m.popularity_ndcg_at_10, 4)}</td><td class="num">${m.live_events ? fmt(m.live_hit_rate, 4) : "—"}</td>`
+      + `<td class="num">${m.live_events ? fmt(m.live_popularity_hit_rate, 4) : "—"}</td><td class="num">${fmt(m.rmse, 4)}</td><td class="num">${fmt(m.ratings)}</td></tr>`).join("");
 }
 
 async function refreshReady() {
@@ -164,9 +182,12 @@ function renderRatings() {
 async function recommendMe() {
   const ratings = [...state.ratings].map(([movie_id, r]) => ({ movie_id, rating: r.rating }));
   try {
-    const res = await api("/recommendations", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ratings, k: 10 }) });
+    const res = await api("/recommendations", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ratings, k: 10, explain: true }) });
     $("my-source").textContent = `(${res.source}, model ${res.model_version})`;
-    $("my-list").innerHTML = res.items.map((m) => `<li data-id="${m.movie_id}">${esc(m.title)} <span class="pred">predicted ${m.predicted_rating.toFixed(1)}★</span><br><span class="genres">${esc(m.genres.join(" · "))}</span></li>`).join("");
+    const why = (e) => e && e.because.length
+      ? `<br><span class="because">because you rated ${e.because.filter((b) => b.contribution > 0).map((b) => esc(b.title || `movie ${b.movie_id}`)).join(", ") || "them"}</span>`
+      : `<br><span class="because">popular right now</span>`;
+    $("my-list").innerHTML = res.items.map((m) => `<li data-id="${m.movie_id}">${esc(m.title)} <span class="pred">predicted ${m.predicted_rating.toFixed(1)}★</span><br><span class="genres">${esc(m.genres.join(" · "))}</span>${why(m.explanation)}</li>`).join("");
   } catch (err) {
     $("my-source").textContent = `(${needsKey(err)})`;
     $("my-list").innerHTML = "";
@@ -176,7 +197,7 @@ async function recommendMe() {
 // -- polling -----------------------------------------------------------------------------------
 
 async function tick() {
-  const jobs = [refreshStream(), refreshAggregates(), refreshReady(), refreshDeadLetters()];
+  const jobs = [refreshStream(), refreshAggregates(), refreshReady(), refreshDeadLetters(), refreshLiveEval()];
   const results = await Promise.allSettled(jobs);
   const failed = results.filter((r) => r.status === "rejected");
   $("updated").textContent = failed.length ? `update failed: ${failed[0].reason.message}` : `updated ${new Date().toLocaleTimeString()}`;
