@@ -559,8 +559,10 @@ def _items(r: dict) -> list[str]:
               f"{agg_on:,.0f} ms ({agg_on / agg_off - 1:+.1%}).", ""]  # fmt: skip
     t = r.get("recommendable")
     if t:
-        pace = r.get("recommendable_rate", 1000)
-        lines += [f"**Time to recommendable** over the whole live part paced at {pace:,.0f} events/s: "
+        pace = r.get("recommendable_rate")
+        same = f"the same {r['events']:,} events at 1,000"
+        part = f"the whole live part paced at {pace:,.0f}" if pace else same
+        lines += [f"**Time to recommendable** over {part} events/s: "
                   f"{t['new_movies_rated']} movies "
                   f"the base model never saw were rated, {t['reached_min_support']} reached "
                   f"--min-support ({t['min_support']}) ratings. From the Kafka time of the event that gave "
@@ -569,6 +571,16 @@ def _items(r: dict) -> list[str]:
                   f"second): median {_s(t['servable_median_s'])}; to the first stream list that "
                   f"contained it ({t['listed']} of them reached a list during the run): median "
                   f"{_s(t['listed_median_s'])}.", ""]  # fmt: skip
+    if r.get("note"):
+        lines += [r["note"], ""]
+    if p := r.get("batch_profile"):
+        lines += [f"Per-batch cost, measured apart ({p['command']}): {p['events']:,} live events drained in "
+                  f"batches of {p['per_batch']:,} by `stream --available-now`; fold-in batch durations in ms "
+                  f"(the first carries the initial state):", "",
+                  "| item operator | " + " | ".join(f"batch {i}" for i in range(len(p['off']))) + " |",
+                  "|---|" + "---|" * len(p["off"]),
+                  "| off | " + " | ".join(f"{x:,}" for x in p["off"]) + " |",
+                  "| on | " + " | ".join(f"{x:,}" for x in p["on"]) + " |", ""]  # fmt: skip
     return lines
 
 
