@@ -335,8 +335,9 @@ def test_live_eval_is_served_per_version_and_source_and_counted_in_metrics(api, 
     from streamrec.sink import live_eval, open_sink
 
     _, model = trained
-    with open_sink(api.cfg.sink_url) as s, s.transaction():
+    with open_sink(api.cfg.sink_url) as s:
         s.create_schema()
+    with open_sink(api.cfg.sink_url) as s, s.transaction():
         s.upsert(live_eval, [
             {"model_version": model.version, "source": "stream", "bucket": 60 * m, "events": 10, "hits": h,
              "rank_sum": 3 * h, "pop_hits": 1, "only_this": 0, "only_ref": 0} for m, h in ((1, 2), (2, 4))
