@@ -130,7 +130,7 @@ def test_a_zero_trigger_runs_batches_back_to_back(tmp_path, monkeypatch):
         (["replay", "--speedup", "-2"], "'--speedup': -2.0 is not in the range x>0."),
         (["stream", "--trigger", "soon"], "'soon' is not a duration"),
         (["train", "--until", "yesterday"], "'yesterday' is neither a date"),
-        (["model", "explode"], "'explode' is not one of 'list', 'show', 'rollback'."),
+        (["model", "explode"], "'explode' is not one of 'list', 'show', 'rollback', 'promote', 'reject'."),
     ],
 )
 def test_out_of_range_values_are_one_line_errors_before_anything_starts(argv, message, capsys, tmp_path,
