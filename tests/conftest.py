@@ -20,6 +20,9 @@ def state_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("streamrec-home")
     with pytest.MonkeyPatch.context() as mp:  # the whole session, undone at its end
         mp.setenv("STREAMREC_HOME", str(home))
+        # The bundled history spans decades of event time and the stream tests check `trending`
+        # exactly over all of it: keep every window (retention itself: tests/test_retention.py).
+        mp.setenv("STREAMREC_STREAM_KEEP_TRENDING", "36500d")
         yield home
 
 

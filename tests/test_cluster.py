@@ -126,6 +126,7 @@ def scenario(tmp_path_factory, postgres_url, movies):
     home = tmp_path_factory.mktemp("cluster-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_SPARK")}
     env |= {"STREAMREC_HOME": str(home), "STREAMREC_SPARK_DRIVER_MEMORY": "2g",
+            "STREAMREC_STREAM_KEEP_TRENDING": "36500d",  # decades of history, trending checked exactly
             "STREAMREC_SINK": fresh_postgres_db(postgres_url)}  # fmt: skip
     try:
         exports = run(env, "cluster", "up", "--worker-memory", "2g", timeout=300)
