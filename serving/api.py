@@ -40,6 +40,10 @@ from .metrics import Metrics
 from .service import ServeConfig, Service, parse_genres
 
 STATIC = Path(__file__).parent / "static"
+WAIT_NOTE = (
+    "read-your-writes: the topic tail did not reach the topic's end within {:g} s; events produced "
+    "through another server in the last moments may be missing"
+)
 UserId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="user id (1..2^31-1)")]
 MovieId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="movie id (1..2^31-1)")]
 K = Annotated[int, Query(ge=1, le=1000, description="how many movies")]
@@ -82,6 +86,11 @@ class RecommendationList(BaseModel):
     source: Literal["stream", "model", "fold-in", "popularity", "anonymous"] = Field(
         description="stream: the stream's list for CURRENT; model: the trained vector; fold-in: the "
         "user's known ratings folded in now; popularity: cold start; anonymous: the request's ratings"
+    )
+    pending_events: int = Field(
+        0,
+        description="ratings of this user the stream had not applied yet, folded in at request time "
+        "from this server's read-your-writes buffer (source fold-in); 0 otherwise",
     )
     notes: list[str]
     items: list[Item]
@@ -224,11 +233,13 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     metrics = Metrics(service)
     auth = Authenticator(KeyStore(cfg.api_keys) if cfg.api_keys is not None else None)
     read, write = _needs(auth, "read"), _needs(auth, "write")
+    tail = service.tail
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        service.start()  # the topic tail (read-your-writes), when Kafka is configured
         yield
-        service.close()  # flush and close the Kafka producer, if one was opened
+        service.close()  # stop the tail; flush and close the Kafka producer, if one was opened
 
     app = FastAPI(
         lifespan=lifespan,
@@ -269,12 +280,18 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def user_recommendations(
         user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500), explain: bool = False
     ):
-        """A user's top-k: the stream's list when fresh for CURRENT, else their ratings folded in
-        now; a user never seen gets the cold-start list. `genres`: comma-separated filter;
-        `explain`: each item's score split into the popularity prior and the rated movies'
-        contributions ("because you rated")."""
+        """A user's top-k: the stream's list when fresh for CURRENT and no event of the user is
+        pending (read-your-writes: events the stream has not applied yet, from this server's tail
+        of the topic), else their ratings folded in now, pending ones included; a user never seen
+        gets the cold-start list. `genres`: comma-separated filter; `explain`: each item's score
+        split into the popularity prior and the rated movies' contributions ("because you
+        rated")."""
         genre_filter = service.lists.genre_filter(parse_genres(genres))
-        return service.lists.recommend_user(user_id, k, genre_filter, explain)
+        waited = None if tail is None or not tail.wait_s else await tail.caught_up()
+        out = service.lists.recommend_user(user_id, k, genre_filter, explain)
+        if waited is False:
+            out["notes"].append(WAIT_NOTE.format(tail.wait_s))
+        return out
 
     @app.post(
         "/recommendations",

@@ -29,6 +29,7 @@ from streamrec.tables import markdown
 from .apikeys import parse_scopes
 from .ingest import DEFAULT_TIMEOUT_S
 from .limits import DEFAULT_MAX_BODY, parse_rate
+from .pending import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PER_USER, DEFAULT_TAIL_WAIT_S
 
 
 @click.command("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
@@ -252,6 +253,17 @@ def api_keys_option(help: str = "key file [default: $STREAMREC_HOME/api_keys.jso
 @api_keys_option("key file; given: auth on even when empty [default: $STREAMREC_HOME/api_keys.json, "
                  "auth on when it has keys]")  # fmt: skip
 @click.option("--no-auth", is_flag=True, help="serve without keys even on a non-loopback address")
+@click.option("--tail/--no-tail", default=True,
+              help="read-your-writes: tail the topic and fold a user's events the stream has not "
+              "applied yet into their list")  # fmt: skip
+@click.option("--tail-wait", type=click.FloatRange(0, 5), default=DEFAULT_TAIL_WAIT_S,
+              help="seconds a GET /recommendations may wait for the tail to reach the topic's end "
+              "(events posted through another server); 0: no wait")  # fmt: skip
+@click.option("--pending-max-events", type=click.IntRange(1), default=DEFAULT_MAX_EVENTS,
+              help="pending ratings held in all; beyond it the users with the oldest events are "
+              "evicted (served from the sink until the stream applies their events)")  # fmt: skip
+@click.option("--pending-max-per-user", type=click.IntRange(1), default=DEFAULT_MAX_PER_USER,
+              help="pending movies held per user; beyond it that user is evicted")  # fmt: skip
 def serve_command(**kwargs) -> int:
     return run_with_args(serve_cmd)(**kwargs)
 
@@ -297,7 +309,9 @@ def serve_config(args: argparse.Namespace):
     bootstrap = args.bootstrap_servers or LocalKafka(args.kafka_port).address  # never starts a broker
     return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic,
                                kafka_timeout=args.kafka_timeout, max_body_bytes=args.max_body_bytes,
-                               rate_limit=args.rate_limit,
+                               rate_limit=args.rate_limit, tail=args.tail, tail_wait=args.tail_wait,
+                               pending_max_events=args.pending_max_events,
+                               pending_max_per_user=args.pending_max_per_user,
                                api_keys=store.path if (store := auth_store(args)) else None)  # fmt: skip
 
 
@@ -309,8 +323,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
     cfg = serve_config(args)
     app = create_app(cfg)
     auth = f"API keys from {cfg.api_keys}" if cfg.api_keys else "no auth"
+    tail = f"tailing {cfg.topic!r} for read-your-writes" if cfg.tail else "no tail (--no-tail)"
     print(f"serving http://{args.host}:{args.port}/ (API docs at /docs; model store {cfg.model_root}, "
-          f"sink {cfg.sink_url}, Kafka {cfg.bootstrap}; {auth}); Ctrl-C to stop", flush=True)  # fmt: skip
+          f"sink {cfg.sink_url}, Kafka {cfg.bootstrap}, {tail}; {auth}); Ctrl-C to stop",
+          flush=True)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=args.access_log)
     print("server stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from streamrec import logs
@@ -19,11 +20,23 @@ def _left(deadline: float) -> float:
     return max(0.05, deadline - time.monotonic())
 
 
+Acked = Callable[[list[tuple[int, int, float, int, int, int]]], None]
+
+
 class Ingest:
-    def __init__(self, bootstrap: str | None, topic: str, timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        bootstrap: str | None,
+        topic: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        acked: Acked | None = None,
+    ):
         self.bootstrap = bootstrap  # None: every publish answers 503
         self.topic = topic
         self.timeout = timeout  # the most a publish waits on Kafka, topic creation included
+        # Read-your-writes on this replica: every acknowledged event, with the partition and offset
+        # the broker gave it, goes to the pending buffer before the 202 (serving.pending).
+        self.acked = acked
         self._topic_ready = False
         self._producer = None
         self._producer_lock = threading.Lock()
@@ -61,14 +74,16 @@ class Ingest:
                 for k, v in (encode(e["user_id"], e["movie_id"], e["rating"], e["timestamp"]) for e in events)
             ]
             producer.flush(timeout=_left(deadline))
-            for f in futures:
-                f.get(timeout=_left(deadline))
+            done = [f.get(timeout=_left(deadline)) for f in futures]
         except Exception as exc:  # noqa: BLE001 - any client failure is "broker unavailable" to a caller
             self._topic_ready = False  # deleted since? look again next time
             raise KafkaUnavailable(
                 f"Kafka at {self.bootstrap} did not acknowledge within {self.timeout:g} s "
                 f"({type(exc).__name__})"
             ) from None
+        if self.acked is not None:
+            self.acked([(e["user_id"], e["movie_id"], e["rating"], e["timestamp"], md.partition, md.offset)
+                        for e, md in zip(events, done, strict=True)])  # fmt: skip
         return len(futures)
 
     def _ensure_topic(self, deadline: float) -> None:

@@ -21,6 +21,7 @@ from streamrec import sink as db
 from streamrec.content import load_tags
 from streamrec.errors import InvalidRequest, ModelStoreError, NotFound
 from streamrec.events import valid_rating
+from streamrec.history import latest_per_pair
 from streamrec.model_store import Model, ModelStore
 from streamrec.movielens import load_movies
 
@@ -28,11 +29,16 @@ from .catalog import Catalog
 from .items import laid_model
 from .items import stamp as items_stamp
 from .lsh import RandomProjectionLSH
+from .pending import NOTHING, PendingBuffer, PendingRating
 from .ratings_index import RatingsIndex
 from .recommend import Recommendations, explanations, recommend, similar_candidates, similar_exact
 from .sink_reads import SinkReads
 
 ITEMS_CHECK_S = 1.0  # how often a request looks for newly streamed movies
+INCOMPLETE_NOTE = (
+    "read-your-writes: this user's pending events overflowed the buffer; the list may not show "
+    "their newest ratings until the stream applies them"
+)
 
 # The hot path's read, built once: SQLAlchemy then reuses its compiled form (bench/sink_bench.py:
 # 22.9 us a read, against 68.6 us for a select built per read and 9.8 us for raw sqlite3).
@@ -63,11 +69,21 @@ class Loaded:
 class Lists:
     """CURRENT (with the streamed movies) and every list served from it."""
 
-    def __init__(self, store: ModelStore, reads: SinkReads, event_log_dir: Path, data: Path):
+    def __init__(
+        self,
+        store: ModelStore,
+        reads: SinkReads,
+        event_log_dir: Path,
+        data: Path,
+        topic: str | None = None,
+        pending: PendingBuffer | None = None,
+    ):
         self.store = store
         self.reads = reads
         self.event_log_dir = event_log_dir
         self.data = data  # titles and genres while no model is published
+        self.topic = topic  # the ratings topic: which offsets the ratings index covers
+        self.pending = pending  # read-your-writes: events the stream has not applied (None: off)
         self._loaded: Loaded | None = None
         self._load_lock = threading.Lock()
         self._fallback_movies: pd.DataFrame | None = None
@@ -91,7 +107,7 @@ class Lists:
                 spec = base.meta.history
                 movies = load_movies(Path(spec.data))
                 tags = load_tags(Path(spec.data))
-                ratings = RatingsIndex(spec, self.event_log_dir)
+                ratings = RatingsIndex(spec, self.event_log_dir, topic=self.topic)
             else:
                 base, movies, tags, ratings = loaded.base, loaded.movies, loaded.tags, loaded.ratings
             stamp = items_stamp(self.reads.sink_or_none(), base.version)
@@ -111,6 +127,11 @@ class Lists:
                 time.monotonic(),
             )
             return self._loaded
+
+    def ratings_index(self) -> RatingsIndex | None:
+        """The loaded version's ratings index, without loading anything (None before a load)."""
+        loaded = self._loaded
+        return None if loaded is None else loaded.ratings
 
     def _items_changed(self, loaded: Loaded) -> bool:
         if time.monotonic() - loaded.checked_at < ITEMS_CHECK_S:
@@ -141,12 +162,27 @@ class Lists:
     # -- recommendations --------------------------------------------------------------------------
 
     def recommend_user(self, user_id: int, k: int, genres: list[str] | None, explain: bool = False) -> dict:
-        """The stream's list when it is fresh for CURRENT, else the user's known ratings folded
-        in now (a user the model trained on and nothing newer: the same vector, recomputed), else
-        the cold-start list. `explain`: each item's score split over the user's known ratings."""
-        cur = self.current()
+        """The stream's list when it is fresh for CURRENT and covers every pending event of the
+        user, else the user's known ratings folded in now (the ratings index plus the pending
+        events, latest per movie by event time; a user the model trained on and nothing newer:
+        the same vector, recomputed), else the cold-start list. `explain`: each item's score
+        split over the user's known ratings. `pending_events` in the answer: how many pending
+        ratings the list folded in at request time."""
+        for _ in range(2):
+            out = self._recommend_user(self.current(), user_id, k, genres, explain)
+            if out is not None:
+                return out
+        return self._recommend_user(self.current(), user_id, k, genres, explain, consistent=False)
+
+    def _recommend_user(
+        self, cur: Loaded, user_id: int, k: int, genres, explain: bool, consistent: bool = True
+    ) -> dict | None:
         model = cur.model
-        if not genres:
+        # Pending first, then the index: the buffer drops an event only after an index snapshot
+        # holding it is in place, so reading in this order cannot miss one in between.
+        pending = self.pending.user(user_id) if self.pending is not None else NOTHING
+        notes = [] if pending.complete else [INCOMPLETE_NOTE]
+        if not genres and pending.unlisted == 0:
             stored = self.reads.rows(STREAM_LIST, {"user_id": user_id}, ("user_recommendations",))
             if stored and len(stored) >= k and all(r[3] == model.version for r in stored):
                 ids = [int(r[0]) for r in stored[:k]]
@@ -158,15 +194,30 @@ class Lists:
                     ids,
                     [r[1] for r in stored[:k]],
                     [r[2] for r in stored[:k]],
-                    [],
+                    notes,
                 )
                 if explain:
-                    mine = cur.ratings.user(user_id)
+                    mine = with_pending(cur.ratings.user(user_id), pending.ratings)
                     _attach(out, explanations(model.scorer, mine, ids, cur.catalog))
                 return out
         mine = cur.ratings.user(user_id)
-        recs = recommend(model, user_id, mine, cur.catalog, k, genres=genres, explain=explain)
-        return self._from_recs(cur.catalog, recs)
+        if consistent and self._loaded is not None and self._loaded.ratings is not cur.ratings:
+            return None  # a new model version's index replaced this one meanwhile: read again
+        mine = with_pending(mine, pending.ratings)
+        recs = recommend(
+            model,
+            user_id,
+            mine,
+            cur.catalog,
+            k,
+            genres=genres,
+            explain=explain,
+            fold_in=bool(pending.ratings),
+        )
+        out = self._from_recs(cur.catalog, recs)
+        out["notes"] = notes + out["notes"]
+        out["pending_events"] = len(pending.ratings)
+        return out
 
     def recommend_anonymous(
         self, ratings: list[tuple[int, float]], k: int, genres: list[str] | None, explain: bool = False
@@ -225,6 +276,7 @@ class Lists:
             "user_id": user_id,
             "model_version": version,
             "source": source,
+            "pending_events": 0,
             "notes": notes,
             "items": items,
         }
@@ -288,6 +340,22 @@ class Lists:
             return self.current().support
         except ModelStoreError:
             return {}
+
+
+def with_pending(known: pd.DataFrame, pending: list[PendingRating]) -> pd.DataFrame:
+    """The user's known ratings with their pending ones laid over: latest per movie by event time,
+    a tie going to the pending rating (the newer arrival, as in the stream's state)."""
+    if not pending:
+        return known
+    extra = pd.DataFrame(
+        {
+            "movie_id": np.array([p.movie_id for p in pending], np.int64),
+            "rating": np.array([p.rating for p in pending], np.float64),
+            "timestamp": np.array([p.timestamp for p in pending], np.int64),
+        }
+    )
+    both = pd.concat([known, extra], ignore_index=True)
+    return latest_per_pair(both.assign(user_id=0)).drop(columns="user_id")
 
 
 def _attach(response: dict, explained: list[dict]) -> None:

@@ -8,10 +8,8 @@ offsets in the stream's newest checkpoint (how many records each query has yet t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,26 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from streamrec import sink as db
 
 from .stats import QUERIES
+from .stream_progress import planned_offsets
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-def checkpoint_offsets(checkpoint: Path) -> dict[int, int] | None:
-    """Partition -> next offset to read, from a query's newest offsets log entry."""
-    log = checkpoint / "offsets"
-    if not log.is_dir():
-        return None
-    batches = sorted((int(p.name) for p in log.iterdir() if p.name.isdigit()), reverse=True)
-    for b in batches:
-        try:
-            lines = (log / str(b)).read_text().splitlines()
-            sources = json.loads(lines[-1])
-        except (OSError, ValueError, IndexError):
-            continue  # being written: take the one before
-        if isinstance(sources, dict):
-            for offsets in sources.values():
-                return {int(p): int(o) for p, o in offsets.items()}
-    return None
 
 
 class Metrics:
@@ -57,6 +38,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StreamCollector(service))
+        if service.tail is not None:
+            self.registry.register(_TailCollector(service))
         self.middleware = self._middleware_class()
 
     def render(self) -> tuple[bytes, str]:
@@ -154,7 +137,7 @@ class _StreamCollector:
         ends = self._end_offsets()
         if ends is not None:
             for q in QUERIES:
-                done = checkpoint_offsets(svc.cfg.checkpoint_dir / q)
+                done = planned_offsets(svc.cfg.checkpoint_dir / q)
                 if done is not None:
                     lag.add_metric([q], float(sum(max(0, e - done.get(p, 0)) for p, e in ends.items())))
         yield lag
@@ -185,6 +168,47 @@ class _StreamCollector:
                 ends = None
             self._ends = (time.monotonic(), ends)
             return ends
+
+
+class _TailCollector:
+    """Read-your-writes (serving.topic_tail, serving.pending), read when scraped."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        tail = self.service.tail.status()
+        buf = self.service.pending.stats()
+        gauges = (
+            ("streamrec_tail_connected", "1 while this server tails the ratings topic", tail.connected),
+            ("streamrec_pending_events", "pending ratings held (not applied by the stream)", buf.events),
+            ("streamrec_pending_users", "users with pending ratings", buf.users),
+            ("streamrec_pending_marked_users", "evicted users waiting for the stream to apply their events",
+             buf.marked_users),
+            ("streamrec_pending_degraded", "1 while evicted users were forgotten: every list comes from the "
+             "sink and the event log until the stream catches up", float(buf.degraded)),
+        )  # fmt: skip
+        for name, doc, value in gauges:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            yield g
+        lag = GaugeMetricFamily("streamrec_tail_lag_records", "records in the topic the tail has not read")
+        if tail.lag is not None:
+            lag.add_metric([], float(tail.lag))
+        yield lag
+        counters = (
+            ("streamrec_tail_records", "records the tail has read", tail.records),
+            ("streamrec_pending_evicted_users", "users evicted from the pending buffer (over a bound)",
+             buf.evicted_users),
+            ("streamrec_pending_applied_events", "pending ratings dropped because the stream applied them",
+             buf.applied_events),
+            ("streamrec_tail_waits", "GET /recommendations that waited for the tail", tail.waits),
+            ("streamrec_tail_wait_timeouts", "of those, how many gave up at --tail-wait", tail.wait_timeouts),
+        )  # fmt: skip
+        for name, doc, value in counters:
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], float(value))
+            yield c
 
 
 def _live_eval_counters(rows: list[dict]):

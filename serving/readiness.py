@@ -34,11 +34,19 @@ class Readiness:
     def broker_check(self) -> dict:
         if self.bootstrap is None:
             return {"ok": False, "error": "no Kafka configured"}
-        for addr in self.bootstrap.split(","):
-            host, _, port = addr.strip().rpartition(":")
-            try:
-                with socket.create_connection((host or "localhost", int(port)), timeout=1.0):
-                    return {"ok": True, "bootstrap": self.bootstrap}
-            except (OSError, ValueError):
-                continue
+        if broker_reachable(self.bootstrap):
+            return {"ok": True, "bootstrap": self.bootstrap}
         return {"ok": False, "error": f"no broker answers at {self.bootstrap}"}
+
+
+def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """A TCP connection to one of the bootstrap addresses: a closed port answers at once, so a
+    client need not be built (kafka-python's waits for its bootstrap timeout)."""
+    for addr in bootstrap.split(","):
+        host, _, port = addr.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "localhost", int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

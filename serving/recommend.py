@@ -78,14 +78,17 @@ def recommend(
     rated: pd.DataFrame | None = None,
     genres: list[str] | None = None,
     explain: bool = False,
+    fold_in: bool = False,
 ) -> Recommendations:
     """Top-k unrated movies for a user, ranked by the ranking model with the cold-start blend.
 
     `mine` is the user's known ratings (movie_id, rating, timestamp; latest per movie), None for
     a user with no identity. Order of preference: `rated` given -> fold in `mine` plus those ratings;
     a user the model trained on with no newer ratings -> the model's vectors; a user with ratings
-    -> fold them in now; else the most popular movies. (The stream's lists are served by
-    `serving.service.Service`, which falls back to this.) Every list shows the explicit model's
+    -> fold them in now; else the most popular movies. `fold_in`: fold `mine` in even when the
+    model's vector looks current (the caller holds ratings the model never saw, whatever their
+    event time: the read-your-writes buffer). (The stream's lists are served by
+    `serving.lists.Lists`, which falls back to this.) Every list shows the explicit model's
     predicted rating per movie.
     """
     if k < 1:
@@ -103,7 +106,7 @@ def recommend(
     notes: list[str] = []
 
     stored = model.stored_users(user_id) if user_id is not None else None
-    if rated is None and model_is_fresh and stored is not None:
+    if rated is None and not fold_in and model_is_fresh and stored is not None:
         users, source = stored, "model"
     else:
         users = scorer.fold_in_one(mine["movie_id"].to_numpy() if mine is not None else [],

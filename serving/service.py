@@ -7,7 +7,10 @@ per concern, each with one reason to change:
 - `stats` (serving.stats): the stream's live aggregates, batch metrics and dead letters;
 - `models` (serving.models_view): model versions and their metadata;
 - `ingest` (serving.ingest): `POST /events` into the ratings topic;
-- `ready` (serving.readiness): readiness checks.
+- `ready` (serving.readiness): readiness checks;
+- `pending` and `tail` (serving.pending, serving.topic_tail): read-your-writes, the events the
+  stream has not applied yet, from this process's own tail of the topic (None without Kafka or
+  with `tail=False`). `start()` starts the tail, `close()` stops it.
 
 The sink DB is read through `reads` (serving.sink_reads): one connection per thread; the stream is
 the only writer.
@@ -20,14 +23,17 @@ from pathlib import Path
 
 from streamrec.model_store import ModelStore
 
+from .applied import Applied
 from .details import Details
 from .ingest import DEFAULT_TIMEOUT_S, Ingest
 from .limits import DEFAULT_MAX_BODY
 from .lists import Lists
 from .models_view import ModelsView
+from .pending import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PER_USER, DEFAULT_TAIL_WAIT_S, PendingBuffer
 from .readiness import Readiness
 from .sink_reads import SinkReads
 from .stats import Stats
+from .topic_tail import TopicTail
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY  # larger bodies: 413 before they are read
     rate_limit: float | None = None  # requests/s per key (API key, else client address); None: off
     api_keys: Path | None = None  # the key file (serving.apikeys); None: auth off
+    tail: bool = True  # read-your-writes: tail the topic (needs `bootstrap`)
+    tail_wait: float = DEFAULT_TAIL_WAIT_S  # the most a GET waits for the tail to reach the topic's end
+    pending_max_events: int = DEFAULT_MAX_EVENTS  # pending ratings held in all
+    pending_max_per_user: int = DEFAULT_MAX_PER_USER  # pending movies held per user
 
     @classmethod
     def at_home(cls, home: Path, sink_url: str | None = None, **kw) -> ServeConfig:
@@ -66,12 +76,24 @@ class Service:
         self.cfg = cfg
         self.store = ModelStore(cfg.model_root)
         self.reads = SinkReads(cfg.sink_url)
-        self.lists = Lists(self.store, self.reads, cfg.event_log_dir, cfg.data)
+        tailing = cfg.tail and cfg.bootstrap is not None
+        self.pending = PendingBuffer(cfg.pending_max_events, cfg.pending_max_per_user) if tailing else None
+        self.lists = Lists(self.store, self.reads, cfg.event_log_dir, cfg.data, cfg.topic, self.pending)
         self.details = Details(self.lists, self.reads)
         self.stats = Stats(self.reads, self.lists.catalog)
         self.models = ModelsView(self.store, self.stats.live_eval)
-        self.ingest = Ingest(cfg.bootstrap, cfg.topic, cfg.kafka_timeout)
+        acked = self.pending.add if self.pending is not None else None
+        self.ingest = Ingest(cfg.bootstrap, cfg.topic, cfg.kafka_timeout, acked)
         self.ready = Readiness(self.lists, self.reads, cfg.bootstrap)
+        self.tail = None
+        if self.pending is not None:
+            applied = Applied(self.lists, cfg.checkpoint_dir, cfg.topic)
+            self.tail = TopicTail(cfg.bootstrap, cfg.topic, self.pending, applied, cfg.tail_wait)
+
+    def start(self) -> None:
+        """Start what runs in the background: the topic tail (read-your-writes)."""
+        if self.tail is not None:
+            self.tail.start()
 
     def current(self):
         return self.lists.current()
@@ -95,6 +117,8 @@ class Service:
         return self.ready.broker_check()
 
     def close(self) -> None:
+        if self.tail is not None:
+            self.tail.stop()
         self.ingest.close()
 
 
