@@ -183,6 +183,10 @@ class PendingBuffer:
             return BufferStats(self._size, len(self._users), len(self._marks), bool(self._horizon),
                                self._evicted, self._dropped, self._lost)  # fmt: skip
 
+    def empty(self) -> bool:
+        """Nothing held and nobody marked: no maintenance needed."""
+        return not self._users and not self._marks and not self._horizon
+
     def applied_offsets(self) -> dict[int, int]:
         with self._lock:
             return dict(self._applied)

@@ -31,6 +31,7 @@ from .pending import Event, PendingBuffer
 from .readiness import broker_reachable
 
 MAINTAIN_S = 0.2  # how often applied events are dropped (and the poll's longest wait)
+IDLE_POLL_S = 1.0  # the poll's longest wait while nothing is pending
 PARTITIONS_CHECK_S = 10.0  # how often the topic's partition count is compared
 RETRY_S = (1.0, 10.0)  # back-off between attempts while Kafka (or the topic, or a model) is missing
 MAX_POLL_RECORDS = 5_000
@@ -213,7 +214,9 @@ class TopicTail:
             )
             maintained = checked = time.monotonic()
             while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=int(MAINTAIN_S * 1000))
+                # Idle with nothing pending: a long poll (records still wake it at once).
+                idle = self.buffer.empty()
+                polled = consumer.poll(timeout_ms=int((IDLE_POLL_S if idle else MAINTAIN_S) * 1000))
                 events: list[Event] = []
                 for tp, records in polled.items():
                     for rec in records:
@@ -239,7 +242,7 @@ class TopicTail:
                                 keep.append((deadline, target, batch))
                         self._targets = keep
                 now = time.monotonic()
-                if now - maintained >= MAINTAIN_S:
+                if now - maintained >= MAINTAIN_S and not self.buffer.empty():
                     maintained = now
                     covered = self.applied.covered()
                     if covered is not None:
