@@ -82,10 +82,8 @@ class StreamConfig:
     # the driver in local mode, where it was measured faster (bench/aggregation_bench.py), else
     # the executors.
     aggregation: str = "auto"
-    # The fold-in query's second stateful operator, keyed by movie (streaming.item_processor).
-    # Opt-in: on 2 cores it made each 1,000-event batch ~2.5x slower (docs/benchmarks.md), so a
-    # 1 s trigger at 1,000 events/s falls behind; off, the catalogue is frozen at training time.
-    item_foldin: bool = False
+    # Movies CURRENT does not serve yet, folded in on the driver (streaming.item_folder).
+    item_foldin: bool = True
     retention: Retention = field(default_factory=Retention)  # what the sink keeps (streaming.retention)
 
     def checkpoint(self, query: str) -> str:
