@@ -536,8 +536,8 @@ def _items(r: dict) -> list[str]:
     lines = ["## Item fold-in: latency cost, time to recommendable (`bench/item_foldin_bench.py`)", "",
              f"`python -m bench.run_all items`. One broker, one model (oldest 80 %), one Spark session; "
              f"the first {r['events']:,} live events replayed at a paced {r['rate']:,} events/s into a "
-             "warmed-up stream (1 s trigger) with the item operator off (`--no-item-foldin`: users only, as "
-             "before) and on, alternated twice, after a warm-up run that is not kept. Latency is Kafka "
+             "warmed-up stream (1 s trigger) with the item fold-in off (`--no-item-foldin`: users only) "
+             "and on, alternated twice, after a warm-up run that is not kept. Latency is Kafka "
              "record time to sink commit.", "",
              "| variant | aggregates p50 ms | aggregates p95 ms | fold-in p50 ms | fold-in p95 ms | "
              "fold-in p99 ms | fold-in median batch ms |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -554,7 +554,7 @@ def _items(r: dict) -> list[str]:
 
     off, on = med("users only", "foldin"), med("users + items", "foldin")
     agg_off, agg_on = med("users only", "aggregates"), med("users + items", "aggregates")
-    lines += ["", f"Fold-in p95, median of the two runs each: {off:,.0f} ms without the item operator, "
+    lines += ["", f"Fold-in p95, median of the two runs each: {off:,.0f} ms without the item fold-in, "
               f"{on:,.0f} ms with it ({on / off - 1:+.1%}); aggregates p95 {agg_off:,.0f} -> "
               f"{agg_on:,.0f} ms ({agg_on / agg_off - 1:+.1%}).", ""]  # fmt: skip
     t = r.get("recommendable")

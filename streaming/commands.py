@@ -43,8 +43,8 @@ from streamrec.settings import (
 @click.option("--aggregate-on", type=click.Choice(["auto", "driver", "executors", "shuffle"]), default="auto",
               help="where a batch's aggregates are grouped: auto = the driver in local mode (faster "
                    "on one machine), else the executors' partitions (driver memory: by keys)")  # fmt: skip
-@click.option("--item-foldin/--no-item-foldin", default=False, show_default=True,
-              help="fold in movies the model does not serve yet (item_vectors); ~2.5x per batch")  # fmt: skip
+@click.option("--item-foldin/--no-item-foldin", default=True, show_default=True,
+              help="fold in movies the model does not serve yet (item_raters, item_vectors)")  # fmt: skip
 @click.option("--keep-trending", type=DURATION, default="90d", help="trending windows kept (event time)")
 @click.option("--keep-metrics", type=DURATION, default="7d", help="stream_metrics rows kept")
 @click.option("--keep-live-eval", type=DURATION, default="90d", help="live_eval minutes kept")

@@ -47,8 +47,7 @@ from streamrec.sink import (
 
 from .aggregates import WindowSpec, apply_deltas, compute_deltas
 from .foldin_processor import OUTPUT_SCHEMA, FoldInProcessor
-from .item_processor import OUTPUT_SCHEMA as ITEM_OUTPUT_SCHEMA
-from .item_processor import ItemFoldInProcessor
+from .item_folder import store_seeds
 from .item_vectors import ItemVectorWriter
 from .live_eval import POPULAR_TOP, write_popular
 from .metrics import ProgressListener, flush_progress, latency_ms, upsert_metrics
@@ -83,10 +82,8 @@ class StreamConfig:
     # the driver in local mode, where it was measured faster (bench/aggregation_bench.py), else
     # the executors.
     aggregation: str = "auto"
-    # The fold-in query's second stateful operator, keyed by movie (streaming.item_processor).
-    # Opt-in: on 2 cores it made each 1,000-event batch ~2.5x slower (docs/benchmarks.md), so a
-    # 1 s trigger at 1,000 events/s falls behind; off, the catalogue is frozen at training time.
-    item_foldin: bool = False
+    # Movies CURRENT does not serve yet, folded in on the driver (streaming.item_folder).
+    item_foldin: bool = True
     retention: Retention = field(default_factory=Retention)  # what the sink keeps (streaming.retention)
 
     def checkpoint(self, query: str) -> str:
@@ -271,9 +268,9 @@ def apply_foldin_outputs(items: ItemVectorWriter):
     """The fold-in query's batch: users' vectors and lists, and the streamed movies' vectors."""
 
     def apply(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float) -> None:
-        is_item = pdf["kind"] == "item" if "kind" in pdf else pd.Series(False, index=pdf.index)
-        items.apply(sink, pdf[is_item], now)
-        apply_user_outputs(sink, pdf[~is_item], batch_id, now, pdf["min_kafka_ts"].to_numpy())
+        is_rating = pdf["movie_id"].notna() if "movie_id" in pdf else pd.Series(False, index=pdf.index)
+        items.apply(sink, pdf[is_rating], now)
+        apply_user_outputs(sink, pdf[~is_rating], batch_id, now, pdf["min_kafka_ts"].to_numpy())
 
     return apply
 
@@ -374,8 +371,9 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
         "user_id int, movie_id int, rating float, timestamp long",
     )
     users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")
-    # Two stateful operators chained in one query: users (fold-in, lists), then movies (item
-    # fold-in from the raters' fresh vectors; users' rows pass through under a negative route).
+    # One stateful operator keyed by user (fold-in, lists); with --item-foldin it also emits each
+    # rating of a streamed movie with the rater's fresh vectors, solved on the driver in the
+    # batch's sink transaction (streaming.item_folder).
     folded = users.transformWithStateInPandas(
         statefulProcessor=FoldInProcessor(scope, cfg.k, str(items.directory), emit_ratings=cfg.item_foldin),
         outputStructType=OUTPUT_SCHEMA,
@@ -383,18 +381,6 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
         timeMode="None",
         initialState=initial.groupBy("user_id"),
     )
-    item_initial = spark.createDataFrame(
-        items.initial_raters(history) if cfg.item_foldin else items.initial_raters(history.iloc[:0]),
-        "route long, user_id int, rating float, timestamp long",
-    )
-    if cfg.item_foldin:
-        folded = folded.groupBy("route").transformWithStateInPandas(
-            statefulProcessor=ItemFoldInProcessor(scope, str(items.directory)),
-            outputStructType=ITEM_OUTPUT_SCHEMA,
-            outputMode="Append",
-            timeMode="None",
-            initialState=item_initial.groupBy("route"),
-        )
     foldin = trig(
         folded.writeStream.queryName("foldin")
         .outputMode("append")
@@ -436,6 +422,9 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
 
     ship()
     with open_sink(cfg.sink_url) as s:
+        if cfg.item_foldin and not _foldin_started(cfg) and len(ctx.raw_history):
+            with s.transaction():  # a movie CURRENT knows below --min-support: its training raters
+                store_seeds(s, items.seeds(latest_per_pair(ctx.raw_history)))
         publish_top_chart(s, items.directory)
     queries = start_queries(spark, cfg, ctx, shipper.scope, items)
     try:

@@ -76,6 +76,13 @@ item_vectors = _table(
     "item_vectors", _key("movie_id"), _col("model_version", TEXT), _col("n_ratings", BIG),
     _col("source", TEXT), _col("vector", TEXT), _col("bias"), _col("updated_at"),
 )  # fmt: skip
+# The item fold-in's raters (streaming.item_folder): the latest rating of each rater of a movie the
+# serving version does not serve from training, with the rater's vectors as folded in against
+# model_version when they rated it ("" and NULL vectors: the version's trained ones count).
+item_raters = _table(
+    "item_raters", _key("movie_id"), _key("user_id"), _col("rating"), _col("timestamp", BIG),
+    _col("model_version", TEXT), _col("rvec", sa.LargeBinary), _col("evec", sa.LargeBinary), _col("ebias"),
+)  # fmt: skip
 # Live hit rate of the served lists (streaming.live_eval), per model version, list source and
 # minute of Kafka time; popularity's hits are on exactly the same events. A candidate's rows
 # (source "shadow") are on the same events as CURRENT's, with the discordant events of the pair:

@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,28 +192,43 @@ def test_a_content_prior_pulls_the_solve_and_the_vectorised_path_agrees(seed, we
     np.testing.assert_allclose(strong.rank_vector, priors[4], atol=1e-4)  # an infinite pull: the prior
 
 
-def test_the_item_state_keeps_each_raters_latest_rating_and_forgets_other_versions_vectors():
-    from streaming.item_processor import Raters
+def test_the_item_raters_keep_each_raters_latest_rating_and_forget_other_versions_vectors(tmp_path):
+    """streaming.item_folder on a real SQLite sink: a re-rating with a later event time replaces the
+    stored one (even when it arrives first), a training seed never replaces a streamed rating, and
+    vectors folded in against another version are not used."""
+    from types import SimpleNamespace
 
-    nan = np.full(2, np.nan, np.float32)
-    none = np.empty((2, 0), np.float32)
-    old = Raters(np.array([1, 2]), np.array([4.0, 3.0]), np.array([10, 20]), none, none,
-                 np.array([np.nan, np.nan]), np.array(["", ""], object))  # fmt: skip
-    new = Raters(np.array([2, 3, 2]), np.array([5.0, 1.0, 2.0]), np.array([30, 5, 25]),
-                 np.array([[1, 1], [2, 2], [3, 3]], np.float32), np.ones((3, 1), np.float32),
-                 np.array([0.1, 0.2, 0.3]), np.array(["v2", "v1", "v2"], object))  # fmt: skip
-    both = old.merged(new)
-    assert both.users.tolist() == [1, 2, 3]
-    assert both.ratings.tolist() == [4.0, 5.0, 1.0]  # user 2: the rating of time 30 wins over 20 and 25
-    np.testing.assert_array_equal(both.rvec[0], nan)  # no stream vector: the trained one will count
-    np.testing.assert_array_equal(both.rvec[1], [1, 1])
-    again = Raters.of_state(both.state())
-    np.testing.assert_array_equal(again.rvec[1:], both.rvec[1:]) and np.testing.assert_array_equal(
-        again.users, both.users
-    )
-    again.forget_other_versions("v2")
-    assert again.versions.tolist() == ["", "v2", ""] and np.isnan(again.rvec[2]).all()
-    assert Raters.of_state(old.state()).rvec.shape == (2, 0)  # nobody had a vector: none stored
+    from streaming.item_folder import load_raters, store_raters, store_seeds
+    from streamrec.sink import Sink
+
+    sink = Sink(f"sqlite:///{tmp_path / 'sink.db'}")
+    sink.create_schema()
+
+    def rows(*r):
+        cols = ["movie_id", "user_id", "rating", "ts", "model_version", "rvec", "evec", "ebias"]
+        return pd.DataFrame(r, columns=cols)
+
+    with sink.transaction():
+        store_seeds(sink, pd.DataFrame({"movie_id": [7, 7], "user_id": [1, 2], "rating": [4.0, 3.0],
+                                        "timestamp": [10, 20]}))  # fmt: skip
+        store_raters(sink, rows((7, 2, 2.0, 25, "v2", [3, 3], [1], 0.3),
+                                (7, 2, 5.0, 30, "v2", [1, 1], [1], 0.1),
+                                (7, 3, 1.0, 5, "v1", [2, 2], [1], 0.2),
+                                (8, 3, 4.0, 6, None, None, None, np.nan)))  # fmt: skip
+    with sink.transaction():
+        store_raters(sink, rows((7, 2, 1.0, 28, "v2", [9, 9], [9], 0.9)))  # older than the stored 30
+        store_seeds(sink, pd.DataFrame({"movie_id": [7], "user_id": [3], "rating": [2.0], "timestamp": [1]}))
+    model = SimpleNamespace(version="v2", ranking=SimpleNamespace(rank=2), items=SimpleNamespace(rank=1))
+    with sink.transaction():
+        got = load_raters(sink, model, [7, 8])
+    seven = got[7]
+    assert seven.users.tolist() == [1, 2, 3]
+    assert seven.ratings.tolist() == [4.0, 5.0, 1.0]  # user 2: time 30 wins over 20, 25 and 28
+    assert np.isnan(seven.rvec[0]).all()  # a training rater: the version's trained vector counts
+    np.testing.assert_array_equal(seven.rvec[1], [1, 1])
+    assert seven.versions.tolist() == ["", "v2", ""] and np.isnan(seven.rvec[2]).all()  # v1's: forgotten
+    assert got[8].users.tolist() == [3] and np.isnan(got[8].rvec).all()
+    sink.close()
 
 
 # -- explanations (streamrec.explain) ---------------------------------------------------------
