@@ -272,7 +272,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
 
     rng = random.Random(2026)
     producer_thread = threading.Thread(
-        target=replay, args=(live, kafka, topic), kwargs={"rate": 80, "progress": False}, daemon=True
+        target=replay, args=(live, kafka, topic), kwargs={"rate": 40, "progress": False}, daemon=True
     )
     kills = []
     for attempt in range(5):
@@ -289,7 +289,12 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
                 time.sleep(rng.uniform(1.0, 6.0))
             else:
                 seen = committed(data_batches)
-                _until(lambda: committed(data_batches) > seen, log_path)  # noqa: B023
+                # Once the replay is over no batch may come: on a loaded machine a slow start can
+                # outlast it, and that kill then lands on an idle stream.
+                _until(lambda: committed(data_batches) > seen or not producer_thread.is_alive(),  # noqa: B023
+                       log_path)  # fmt: skip
+                if committed(data_batches) == seen:
+                    point = "after the replay"
                 time.sleep(0 if point == "after a batch" else rng.uniform(0.1, 0.6))
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -297,7 +302,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
         kills.append((point, committed(data_batches)))
     producer_thread.join(120)
     assert not producer_thread.is_alive()
-    assert sum(p != "start-up" for p, _ in kills) >= 2, kills  # the seed kills mid-stream too
+    assert sum(p in ("after a batch", "mid-batch") for p, _ in kills) >= 2, kills  # mid-stream kills too
     cfg = StreamConfig(bootstrap=kafka, sink_url=sink_url, state_dir=home, event_log_dir=home / "eventlog",
                        model_root=home / "models", data=BUNDLED_DATA, topic=topic, available_now=True,
                        quiet=True, item_foldin=True)  # fmt: skip
