@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,6 +37,9 @@ from streamrec.events import MAX_ID, MAX_TS, MIN_TS, loads_strict
 from .apikeys import Authenticator, KeyStore
 from .limits import BodyLimit, RateLimit, TokenBucket, client_address
 from .metrics import Metrics
+from .read_token import MAX_LENGTH as TOKEN_MAX_LENGTH
+from .read_token import PATTERN as TOKEN_PATTERN
+from .read_token import BadToken, encode, parse
 from .service import ServeConfig, Service, parse_genres
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +47,20 @@ WAIT_NOTE = (
     "read-your-writes: the topic tail did not reach the topic's end within {:g} s; events produced "
     "through another server in the last moments may be missing"
 )
+TOKEN_NOTE = (
+    "read-your-writes: this server's topic tail had not read past the read token (after) within {:g} s; "
+    "the events it stands for may be missing from this list (stale)"
+)
+NO_TAIL_NOTE = (
+    "read-your-writes: this server does not tail the topic (--no-tail, no Kafka, or Kafka down); "
+    "the events of the read token (after) may be missing from this list (stale)"
+)
+TOKEN_HEADER = "X-Streamrec-Read-Token"
+TOKEN_FORMAT = (
+    "PARTITION:OFFSET pairs joined by commas, partitions ascending (e.g. 0:123,2:456): the largest "
+    "offset per partition of the ratings topic at which the broker acknowledged the events"
+)
+TOKEN_SCHEMA = {"pattern": TOKEN_PATTERN, "maxLength": TOKEN_MAX_LENGTH}  # documented; parse() answers 400
 UserId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="user id (1..2^31-1)")]
 MovieId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="movie id (1..2^31-1)")]
 K = Annotated[int, Query(ge=1, le=1000, description="how many movies")]
@@ -128,6 +145,11 @@ class SimilarList(BaseModel):
 class Accepted(BaseModel):
     accepted: int
     topic: str
+    read_token: str = Field(
+        description=f"{TOKEN_FORMAT}. Pass it to GET /recommendations/{{user_id}} as `after` (or the "
+        "X-Streamrec-After header) to read these events on any server replica; also sent as the "
+        f"{TOKEN_HEADER} header"
+    )
 
 
 class Error(BaseModel):
@@ -278,7 +300,20 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         dependencies=read,
     )
     async def user_recommendations(
-        user_id: UserId, k: K = 10, genres: str | None = Query(None, max_length=500), explain: bool = False
+        user_id: UserId,
+        k: K = 10,
+        genres: str | None = Query(None, max_length=500),
+        explain: bool = False,
+        after: str = Query(  # no `| None`: the schema is the token's string alone (pattern), default none
+            None,
+            json_schema_extra=TOKEN_SCHEMA,
+            description="a read token from POST /events (its `read_token`): wait, at most the server's "
+            "--read-token-wait, until this server has read those events, so the list reflects them "
+            "whichever replica took the POST; not read in time: a `notes` entry says the list may be stale",
+        ),
+        x_streamrec_after: str = Header(
+            None, json_schema_extra=TOKEN_SCHEMA, description="the read token, as the `after` parameter"
+        ),
     ):
         """A user's top-k: the stream's list when fresh for CURRENT and no event of the user is
         pending (read-your-writes: events the stream has not applied yet, from this server's tail
@@ -287,10 +322,20 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         split into the popularity prior and the rated movies' contributions ("because you
         rated")."""
         genre_filter = service.lists.genre_filter(parse_genres(genres))
-        waited = None if tail is None or not tail.wait_s else await tail.caught_up()
+        if after is not None and x_streamrec_after is not None and after != x_streamrec_after:
+            raise BadToken("the after parameter and the X-Streamrec-After header give different read tokens")
+        token = after if after is not None else x_streamrec_after
+        note = None
+        if token is not None:  # a read token: wait for those offsets only (no Kafka request)
+            offsets = parse(token)
+            if tail is None or not await tail.read(offsets, cfg.read_token_wait):
+                tailing = tail is not None and tail.status().connected
+                note = TOKEN_NOTE.format(cfg.read_token_wait) if tailing else NO_TAIL_NOTE
+        elif tail is not None and tail.wait_s and await tail.caught_up() is False:
+            note = WAIT_NOTE.format(tail.wait_s)
         out = service.lists.recommend_user(user_id, k, genre_filter, explain)
-        if waited is False:
-            out["notes"].append(WAIT_NOTE.format(tail.wait_s))
+        if note is not None:
+            out["notes"].append(note)
         return out
 
     @app.post(
@@ -407,10 +452,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.post("/events", status_code=202, response_model=Accepted, responses={**BODY_ERRORS, **AUTH_ERRORS},
               tags=["events"], openapi_extra=EVENTS_BODY, dependencies=write)  # fmt: skip
-    async def events(request: Request):
+    async def events(request: Request, response: Response):
         """One rating or a list (at most 10,000) into the `ratings` topic, key = user id, checked by
         the stream's own rules; 422 names the first broken rule, 413 refuses a body over the
-        server's limit unread, 503 answers within --kafka-timeout when Kafka does not."""
+        server's limit unread, 503 answers within --kafka-timeout when Kafka does not. The 202 carries
+        a read token (`read_token`, and the X-Streamrec-Read-Token header) for GET
+        /recommendations/{user_id}?after=... on any replica."""
         try:
             text = (await request.body()).decode("utf-8")
         except UnicodeDecodeError:
@@ -421,7 +468,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if isinstance(body, list) and len(body) > 10_000:
             raise InvalidRequest(f"at most 10,000 events per request, got {len(body)}")
         valid = service.ingest.validate_events(body)
-        return {"accepted": await run_in_threadpool(service.ingest.publish, valid), "topic": cfg.topic}
+        acked = await run_in_threadpool(service.ingest.publish, valid)
+        token = encode(acked)
+        response.headers[TOKEN_HEADER] = token
+        return {"accepted": len(acked), "topic": cfg.topic, "read_token": token}
 
     # -- operations --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from .apikeys import parse_scopes
 from .ingest import DEFAULT_TIMEOUT_S
 from .limits import DEFAULT_MAX_BODY, parse_rate
 from .pending import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PER_USER, DEFAULT_TAIL_WAIT_S
+from .read_token import DEFAULT_WAIT_S as DEFAULT_READ_TOKEN_WAIT_S
 
 
 @click.command("recommend", help="top-k movies for a user (new users: --rated; many: --ratings-file)")
@@ -259,6 +260,9 @@ def api_keys_option(help: str = "key file [default: $STREAMREC_HOME/api_keys.jso
 @click.option("--tail-wait", type=click.FloatRange(0, 5), default=DEFAULT_TAIL_WAIT_S,
               help="seconds a GET /recommendations may wait for the tail to reach the topic's end "
               "(events posted through another server); 0: no wait")  # fmt: skip
+@click.option("--read-token-wait", type=click.FloatRange(0, 5), default=DEFAULT_READ_TOKEN_WAIT_S,
+              help="seconds a GET /recommendations with a read token (?after=, from POST /events) may "
+              "wait for the tail to read past it; beyond it the list is answered with a note")  # fmt: skip
 @click.option("--pending-max-events", type=click.IntRange(1), default=DEFAULT_MAX_EVENTS,
               help="pending ratings held in all; beyond it the users with the oldest events are "
               "evicted (served from the sink until the stream applies their events)")  # fmt: skip
@@ -310,6 +314,7 @@ def serve_config(args: argparse.Namespace):
     return ServeConfig.at_home(home(), args.sink, data=args.data, bootstrap=bootstrap, topic=args.topic,
                                kafka_timeout=args.kafka_timeout, max_body_bytes=args.max_body_bytes,
                                rate_limit=args.rate_limit, tail=args.tail, tail_wait=args.tail_wait,
+                               read_token_wait=args.read_token_wait,
                                pending_max_events=args.pending_max_events,
                                pending_max_per_user=args.pending_max_per_user,
                                api_keys=store.path if (store := auth_store(args)) else None)  # fmt: skip

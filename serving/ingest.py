@@ -60,11 +60,12 @@ class Ingest:
             out.append(event)
         return out
 
-    def publish(self, events: list[dict]) -> int:
-        """Send the events to the ratings topic (key = user id, acks=all, idempotent); returns how
-        many the broker acknowledged. Bounded by `timeout` whatever the broker does: a missing
-        topic is created first (as `stream` and `replay` create it), an unreachable or silent
-        broker is KafkaUnavailable (503) once the time is up."""
+    def publish(self, events: list[dict]) -> list[tuple[int, int]]:
+        """Send the events to the ratings topic (key = user id, acks=all, idempotent); returns the
+        (partition, offset) the broker acknowledged each at (a read token: serving.read_token).
+        Bounded by `timeout` whatever the broker does: a missing topic is created first (as
+        `stream` and `replay` create it), an unreachable or silent broker is KafkaUnavailable (503)
+        once the time is up."""
         deadline = time.monotonic() + self.timeout
         producer = self._kafka_producer(deadline)
         self._ensure_topic(deadline)
@@ -84,7 +85,7 @@ class Ingest:
         if self.acked is not None:
             self.acked([(e["user_id"], e["movie_id"], e["rating"], e["timestamp"], md.partition, md.offset)
                         for e, md in zip(events, done, strict=True)])  # fmt: skip
-        return len(futures)
+        return [(md.partition, md.offset) for md in done]
 
     def _ensure_topic(self, deadline: float) -> None:
         """Create the topic when missing, once per process: the local broker does not auto-create

@@ -202,8 +202,10 @@ class _TailCollector:
              buf.evicted_users),
             ("streamrec_pending_applied_events", "pending ratings dropped because the stream applied them",
              buf.applied_events),
-            ("streamrec_tail_waits", "GET /recommendations that waited for the tail", tail.waits),
-            ("streamrec_tail_wait_timeouts", "of those, how many gave up at --tail-wait", tail.wait_timeouts),
+            ("streamrec_tail_waits", "GETs that waited for the tail (--tail-wait, a read token)",
+             tail.waits),
+            ("streamrec_tail_wait_timeouts", "of those, how many gave up (--tail-wait, --read-token-wait)",
+             tail.wait_timeouts),
         )  # fmt: skip
         for name, doc, value in counters:
             c = CounterMetricFamily(name, doc)

@@ -30,6 +30,7 @@ from .limits import DEFAULT_MAX_BODY
 from .lists import Lists
 from .models_view import ModelsView
 from .pending import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PER_USER, DEFAULT_TAIL_WAIT_S, PendingBuffer
+from .read_token import DEFAULT_WAIT_S as DEFAULT_READ_TOKEN_WAIT_S
 from .readiness import Readiness
 from .sink_reads import SinkReads
 from .stats import Stats
@@ -51,6 +52,7 @@ class ServeConfig:
     api_keys: Path | None = None  # the key file (serving.apikeys); None: auth off
     tail: bool = True  # read-your-writes: tail the topic (needs `bootstrap`)
     tail_wait: float = DEFAULT_TAIL_WAIT_S  # the most a GET waits for the tail to reach the topic's end
+    read_token_wait: float = DEFAULT_READ_TOKEN_WAIT_S  # the most a GET with a read token waits for the tail
     pending_max_events: int = DEFAULT_MAX_EVENTS  # pending ratings held in all
     pending_max_per_user: int = DEFAULT_MAX_PER_USER  # pending movies held per user
 

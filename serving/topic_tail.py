@@ -14,6 +14,10 @@ retries in the background (one log line per outage), and lists are served as wit
 `caught_up()` is the optional cross-replica wait (`--tail-wait`): one ListOffsets request, shared
 by every request that arrived while the previous one was out, samples the topic's end offsets;
 the request then waits (bounded) until the tail has buffered everything before them.
+
+`read()` is the cheap one (serving.read_token): a GET that carries the offsets `POST /events`
+acknowledged waits, at most `--read-token-wait`, until the tail has buffered past them; no Kafka
+request, and GETs without a token do not wait at all.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ class TailStatus:
     connected: bool
     lag: int | None  # records in the topic the tail has not read (from the last fetch's high watermark)
     records: int  # records read since start
-    waits: int  # GETs that waited for the tail
-    wait_timeouts: int  # of those, how many gave up at --tail-wait
+    waits: int  # GETs that waited for the tail (--tail-wait, or a read token not yet read)
+    wait_timeouts: int  # of those, how many gave up (at --tail-wait or --read-token-wait)
 
 
 class TopicTail:
@@ -124,6 +128,29 @@ class TopicTail:
         self._waits += 1
         try:
             return await asyncio.wait_for(fut, self.wait_s)
+        except TimeoutError:
+            self._timeouts += 1
+            return False
+
+    async def read(self, offsets: dict[int, int], timeout: float) -> bool:
+        """Wait until the tail has buffered every record up to and including `offsets` (partition
+        -> offset, a read token), at most `timeout` s. True: read; False: not read in time, or not
+        tailing (answered at once: a tail that is down or still connecting is not waited for)."""
+        target = {p: o + 1 for p, o in offsets.items()}  # positions are the next offset to read
+        with self._lock:
+            if self._reached(target):
+                return True
+        if not self._connected or timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            if self._reached(target):  # read between the two looks
+                return True
+            self._targets.append((time.monotonic() + timeout, target, [(loop, fut)]))
+        self._waits += 1
+        try:
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             self._timeouts += 1
             return False
@@ -228,6 +255,7 @@ class TopicTail:
                 if events:
                     self.buffer.add(events)
                 positions = {tp.partition: consumer.position(tp, timeout_ms=1000) for tp in tps}
+                now = time.monotonic()
                 self._lag = sum(
                     max(0, (consumer.highwater(tp) or 0) - (positions[tp.partition] or 0)) for tp in tps
                 )
@@ -238,10 +266,9 @@ class TopicTail:
                         for deadline, target, batch in self._targets:
                             if self._reached(target):
                                 _settle(batch, True)
-                            else:
+                            elif deadline > now:  # else its request gave up
                                 keep.append((deadline, target, batch))
                         self._targets = keep
-                now = time.monotonic()
                 if now - maintained >= MAINTAIN_S and not self.buffer.empty():
                     maintained = now
                     covered = self.applied.covered()

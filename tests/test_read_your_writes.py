@@ -296,3 +296,67 @@ def test_without_kafka_or_its_topic_lists_are_served_at_once(home, kafka):
                 assert "streamrec_tail_connected 0.0" in client.get("/metrics").text
         if bootstrap is not None:  # stopped promptly with the server
             assert not any(t.is_alive() for t in app.state.service.tail._threads)
+
+
+def test_a_read_token_from_one_server_gives_read_your_writes_on_another_without_tail_wait(
+    home, kafka, history
+):
+    root, url, topic = home
+    with serve(root, url, kafka, topic) as a, serve(root, url, kafka, topic) as b:
+        assert b.cfg.tail_wait == 0  # no end-offsets wait: only the token makes B wait
+        stale, waited = 0, []
+        for t in range(10):
+            user = 2_100_000_700 + t
+            posted = _events(user, [(260, 5.0), (2571, 4.5), (1 + t, 3.0)])
+            r = a.client.post("/events", json=posted)
+            assert r.status_code == 202, r.text
+            token = r.json()["read_token"]
+            assert r.headers["X-Streamrec-Read-Token"] == token
+            offsets = dict(map(int, pair.split(":")) for pair in token.split(","))
+            assert set(offsets) <= {0, 1, 2}  # one user: one partition (key = user id)
+            t0 = time.monotonic()
+            # the query parameter, and (every other trial) the header instead
+            body = (
+                b.get(user, after=token) if t % 2 == 0 else _get_with(b, user, {"X-Streamrec-After": token})
+            )
+            waited.append(time.monotonic() - t0)
+            stale += body["pending_events"] != 3 or bool({e["movie_id"] for e in posted} & set(_ids(body)))
+            assert not any("read token" in n for n in body["notes"]), body["notes"]
+            if t == 0:
+                assert _ids(body) == expected_list(b, history, user, posted)[0]
+        print(f"GET with a read token on another server: max {1000 * max(waited):.1f} ms")
+        assert stale == 0
+        # a token already read: no wait at all; a GET without a token never waits
+        assert b.metric("streamrec_tail_wait_timeouts_total") == 0
+
+
+def _get_with(served: Served, user: int, headers: dict) -> dict:
+    r = served.client.get(f"/recommendations/{user}", headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_malformed_read_token_is_a_400_and_one_not_read_in_time_says_the_list_may_be_stale(home, kafka):
+    root, url, topic = home
+    with serve(root, url, kafka, topic, read_token_wait=0.3) as a:
+        user = 2_100_000_800
+        for bad in ["", "x", "0:", ":5", "0:1,", "-1:5", "0:-5", "0:1;1:2", "0:1" + ",1:2" * 5000,
+                    "0:99999999999999999999", "00:1"]:  # fmt: skip
+            r = a.client.get(f"/recommendations/{user}", params={"after": bad})
+            assert r.status_code == 400 and "read token" in r.json()["detail"], (bad, r.text)
+        r = a.client.get(
+            f"/recommendations/{user}", params={"after": "0:1"}, headers={"X-Streamrec-After": "0:2"}
+        )
+        assert r.status_code == 400 and "different" in r.json()["detail"]
+        # offsets the topic does not hold yet: answered after the wait, with a note, never hung
+        t0 = time.monotonic()
+        body = a.get(user, after="0:1000000,2:5")
+        took = time.monotonic() - t0
+        assert 0.25 <= took < 2 and any("stale" in n and "read token" in n for n in body["notes"])
+        assert a.metric("streamrec_tail_wait_timeouts_total") == 1
+        assert a.get(user, after="0:0") is not None  # a well-formed token: 200 (the note or not)
+    with serve(root, url, kafka, topic, tail=False) as n:  # no tail: at once, with the note
+        n.service.lists.current()  # the model's first load is not what is measured
+        t0 = time.monotonic()
+        body = n.get(user, after="1:0")
+        assert time.monotonic() - t0 < 0.25 and any("does not tail" in x for x in body["notes"])
