@@ -67,8 +67,22 @@ def table_version(root: Path | None = None) -> int | None:
 
 def is_written(root: Path, batch_id: int) -> bool:
     """True when the stream already appended batch `batch_id` (or a later one)."""
-    last = open_table(root).transaction_version(APP) if is_table(root) else None
+    last = _writer_table(root).transaction_version(APP) if is_table(root) else None
     return last is not None and batch_id <= last
+
+
+_writers: dict[Path, DeltaTable] = {}
+
+
+def _writer_table(root: Path) -> DeltaTable:
+    """The writer's table, loaded once and brought up to date by the commits since (a fresh load
+    replays the log from the last checkpoint on every batch: ~4x the append's cost)."""
+    table = _writers.get(root)
+    if table is None:
+        table = _writers[root] = open_table(root)
+    else:
+        table.update_incremental()
+    return table
 
 
 def _arrow(events: pd.DataFrame) -> pa.Table:
@@ -78,7 +92,12 @@ def _arrow(events: pd.DataFrame) -> pa.Table:
 
 def _append(root: Path, rows: pa.Table, app: str, version: int) -> None:
     txn = CommitProperties(app_transactions=[Transaction(app_id=app, version=version)])
-    write_deltalake(str(root), rows, mode="append", configuration=TABLE_CONFIG, commit_properties=txn)
+    target = _writers.get(root) if is_table(root) else None
+    if target is None:
+        _writers.pop(root, None)  # a table deleted (stream --reset) and created again
+    write_deltalake(
+        target or str(root), rows, mode="append", configuration=TABLE_CONFIG, commit_properties=txn
+    )
 
 
 def migrate(root: Path) -> int:
