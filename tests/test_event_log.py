@@ -155,3 +155,51 @@ def test_eventlog_commands(tmp_path, monkeypatch, capsys):
     assert main(["eventlog", "compact", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["files_after"] == 1
     assert main(["eventlog", "stats"]) == 0 and "6 events in 1 data files" in capsys.readouterr().out
+
+
+def test_a_snapshot_goes_with_the_last_model_version_that_named_it(tmp_path):
+    from streamrec.model_store import ModelStore
+
+    log = tmp_path / "log"
+    for b in range(1, 4):
+        write_batch(log, b, _events(2, first_offset=2 * b))
+    current_model(tmp_path, event_log=str(log), event_log_version=1)
+    compact(log, tmp_path / "models", grace_hours=0)  # batch 1's file: in no version but 1-3 now
+    assert len(read_event_log(log, 1)) == 2
+    write_batch(log, 4, _events(2, first_offset=8))
+    latest = table_version(log)
+    current_model(tmp_path, event_log=str(log), event_log_version=latest)  # now CURRENT
+    assert kept_versions(log, tmp_path / "models") == [1, latest]
+    ModelStore(tmp_path / "models").prune(keep=1)
+    assert kept_versions(log, tmp_path / "models") == [latest]
+    compact(log, tmp_path / "models", grace_hours=0)
+    assert count_events(log) == len(read_event_log(log, latest)) == 8
+    with pytest.raises(Exception):  # noqa: B017 - version 1's file is gone with the model that named it
+        read_event_log(log, 1)
+
+
+@pytest.mark.integration
+def test_train_twice_from_one_event_log_version_learns_from_the_same_events(spark, tmp_path, monkeypatch):
+    from batch.publish import TrainOptions, default_spec, run_training
+    from batch.train import Params, RankingParams
+    from streamrec.model_store import ModelStore
+    from streamrec.settings import BUNDLED_DATA
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    log = tmp_path / "eventlog"
+    for b in range(2):
+        write_batch(log, b, _events(40, first_offset=40 * b, ts=1_700_000_000 + b))
+    store = ModelStore(tmp_path / "models")
+
+    def train(version: int | None) -> dict:
+        spec = default_spec(BUNDLED_DATA, split_at=0.5, event_log_version=version)
+        opts = TrainOptions(spec, Params(rank=4, iters=2), RankingParams(rank=4, iters=2), force=True)
+        return store.metadata(run_training(spark, opts, store)["version"]).to_dict()
+
+    first = train(None)  # the latest version, recorded
+    assert first["history"]["event_log_version"] == table_version(log) == 2
+    write_batch(log, 2, _events(40, first_offset=80, ts=1_700_000_002))  # the stream goes on
+    compact(log, store.root, grace_hours=0)  # and compacts: version 2's files stay, a model names it
+    again = train(2)
+    assert again["history"] == first["history"] and again["counts"] == first["counts"]
+    assert again["newest_event_ts"] == first["newest_event_ts"] == 1_700_000_001
