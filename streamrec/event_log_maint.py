@@ -5,7 +5,7 @@ same rows: a new table version, older versions unchanged). Vacuum then deletes t
 no snapshot worth keeping needs: it keeps the latest version, every version a kept model names
 (`history.event_log_version`; the model store prunes old models, so older snapshots go with
 them) and, for GRACE_HOURS, files a compaction replaced (a reader that listed them a moment ago
-still finds them).
+still finds them) and files a running writer has not committed yet.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ LOG = logs.get("eventlog")
 
 # Files this big are left alone, so a compaction rewrites at most this much + the new small files.
 TARGET_FILE_BYTES = 32 * 1024 * 1024
-GRACE_HOURS = 1  # files a compaction replaced stay this long for readers that listed them before
+# Files a compaction replaced stay this long for readers that listed them before; so do files not
+# in the log yet, which a running writer (the stream's append, a compaction) may be about to
+# commit: a grace of 0 beside a running writer deleted such a file, so only tests use 0.
+GRACE_HOURS = 1
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ def eventlog() -> None:
 
 @eventlog.command("compact", help="migrate a legacy log once, rewrite small files into big ones, delete "
                   "files no kept snapshot needs (the latest, kept models' versions, the grace)")  # fmt: skip
-@click.option("--grace-hours", type=click.IntRange(min=0), default=1,
-              help="keep files a compaction replaced this long (readers that listed them)")  # fmt: skip
+# At least 1: files younger than the grace also cover a running stream's append or compaction,
+# written but not committed yet (0 deleted such files in a test with a concurrent writer).
+@click.option("--grace-hours", type=click.IntRange(min=1), default=1,
+              help="keep replaced and uncommitted files this long (readers, running writers)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def compact_cmd(grace_hours: int, as_json: bool) -> int:
     from .event_log import event_log_dir
