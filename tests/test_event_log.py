@@ -222,3 +222,19 @@ def test_compaction_beside_a_running_writer_loses_nothing(tmp_path):
     events = pd.concat([pd.read_parquet(f) for f in committed_files(log)], ignore_index=True)
     assert count_events(log) == len(events) == 800
     assert sorted(events["offset"]) == list(range(800))
+
+
+def test_the_streams_compaction_runs_every_n_batches_and_a_failure_does_not_stop_it(tmp_path, monkeypatch):
+    from streamrec import event_log_maint
+
+    log = tmp_path / "log"
+    ran = [b for b in range(7) if write_batch(log, b, _events(1, first_offset=b)) is not None
+           and event_log_maint.compact_on_schedule(log, b, 3, tmp_path / "models")]  # fmt: skip
+    assert ran == [3, 6] and stats(log).data_files == 1  # batch 6's compaction left one file
+    assert event_log_maint.compact_on_schedule(log, 9, 0, None) is None  # 0: never
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(event_log_maint, "compact", broken)
+    assert event_log_maint.compact_on_schedule(log, 9, 3, None) is None  # logged, not raised

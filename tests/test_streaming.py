@@ -248,7 +248,6 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
     ensure_topic(kafka, topic)
     env = {**os.environ, "STREAMREC_HOME": str(home), "STREAMREC_KAFKA_BOOTSTRAP": kafka,
            "STREAMREC_STREAM_KEEP_TRENDING": "36500d",  # decades of history, trending checked exactly
-           "STREAMREC_STREAM_EVENTLOG_COMPACT_EVERY": "10",  # kills land in compactions too
            "STREAMREC_SPARK_DRIVER_MEMORY": "1g", "PYTHONPATH": str(PROJECT_ROOT)}  # fmt: skip
     log_path = tmp_path / "stream.log"
     sink_url = f"sqlite:///{home / 'streamrec.db'}"
