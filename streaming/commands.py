@@ -50,6 +50,8 @@ from streamrec.settings import (
 @click.option("--keep-live-eval", type=DURATION, default="90d", help="live_eval minutes kept")
 @click.option("--keep-dead-letters", type=DURATION, default="30d", help="dead letters kept")
 @click.option("--max-dead-letters", type=POSITIVE, default=100_000, help="dead letters kept at most")
+@click.option("--eventlog-compact-every", type=click.IntRange(min=0), default=300,
+              help="compact + vacuum the event log every N batches (0: only `eventlog compact`)")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="no per-batch log lines")
 def stream(**kwargs) -> int:
     return run_with_args(run)(**kwargs)
@@ -82,6 +84,7 @@ def config_from_args(args: argparse.Namespace, bootstrap: str):
         quiet=args.quiet,
         aggregation=args.aggregate_on,
         item_foldin=args.item_foldin,
+        eventlog_compact_every=args.eventlog_compact_every,
         retention=Retention(
             trending_s=args.keep_trending,
             metrics_s=args.keep_metrics,

@@ -14,7 +14,7 @@ from streamrec.errors import StreamrecError
 ROOT = Path(__file__).resolve().parent.parent
 
 COMMANDS = {"kafka", "replay", "stream", "status", "train", "retrain", "model", "recommend", "similar",
-            "report", "evaluate", "serve", "cluster", "apikey"}  # fmt: skip
+            "report", "evaluate", "serve", "cluster", "apikey", "eventlog"}  # fmt: skip
 
 
 def parse(*argv: str) -> dict:
@@ -30,11 +30,12 @@ def parse(*argv: str) -> dict:
 
 def test_every_command_is_registered_and_documents_its_options():
     cli = build_cli()
-    assert set(cli.commands) == COMMANDS  # the components' entry points, kafka and cluster from the core
+    assert set(cli.commands) == COMMANDS  # entry points; kafka, cluster, eventlog: the core
     commands = [(f"{name} {sub}", c) for name, g in cli.commands.items() if isinstance(g, click.Group)
                 for sub, c in g.commands.items()]  # fmt: skip
     assert {n for n, _ in commands} == {"cluster up", "cluster down", "cluster status", "apikey create",
-                                        "apikey list", "apikey revoke"}  # fmt: skip
+                                        "apikey list", "apikey revoke", "eventlog compact",
+                                        "eventlog stats"}  # fmt: skip
     commands += [(name, c) for name, c in cli.commands.items() if not isinstance(c, click.Group)]
     for name, command in commands:
         assert command.help, name
