@@ -72,6 +72,10 @@ class StreamConfig:
     data: Path  # MovieLens folder for titles/genres when no model exists yet
     topic: str = "ratings"
     trigger_s: float = 1.0
+    # An idle query's pause after asking Kafka and finding nothing (Spark's
+    # spark.sql.streaming.pollingDelay, read when a query starts): with trigger 0 the time
+    # between two asks when idle, so first lists vs idle CPU; with a longer trigger no effect.
+    polling_delay_s: float = 0.01
     available_now: bool = False
     k: int = 10
     window: WindowSpec = field(default_factory=WindowSpec)
@@ -358,6 +362,9 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
             if cfg.available_now
             else w.trigger(processingTime=f"{cfg.trigger_s} seconds")
         )
+
+    # Each query reads it once, when it starts: set before both start (a session setting).
+    spark.conf.set("spark.sql.streaming.pollingDelay", f"{round(cfg.polling_delay_s * 1000)}ms")
 
     write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx, items.directory),
                                       cfg.sink_retry_s,
