@@ -337,9 +337,11 @@ def first_lists(spark, bootstrap, tmp, models, trials: int = 5, idle_s: float = 
             producer.close(timeout=5)
         time.sleep(3)
         idle = idle_cpu(idle_s, broker_tag)
+        load = float(Path("/proc/loadavg").read_text().split()[0])  # the machine's, over that minute
     return {"trials": trials, "seconds": seconds,
             **{f"{w}_median_s": float(np.median(x)) if x else None for w, x in seconds.items()},
-            "idle_cpu_pct": idle, "idle_window_s": idle_s, "phases_ms": dict(PHASES)}  # fmt: skip
+            "idle_cpu_pct": idle, "idle_window_s": idle_s, "load_avg_1m": load,
+            "phases_ms": dict(PHASES)}  # fmt: skip
 
 
 def run(spark) -> dict:
