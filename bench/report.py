@@ -335,17 +335,29 @@ def _default_row(trigger: dict | None) -> dict | None:
     return rows[-1] if rows else None
 
 
-def _default_targets(trigger: dict | None, met) -> list[str]:
+def _default_runs(trigger: dict | None) -> list[dict]:
+    """Every `first_lists` measurement of the current defaults: the full run's, then the
+    first-lists-only run's, in the order they ran."""
     row = _default_row(trigger)
     if row is None:
         return []
-    fl = row["first_list"]
-    name = f"the default (trigger {_trigger_label(row['settings'])}; `bench/trigger_bench.py`)"
-    return [f"| a brand-new user's first list <= 1 s (median of 5), {name} | {fl['warm_median_s']:.2f} s "
-            f"(new producer per trial: {fl['replay_median_s']:.2f} s) | {met(fl['warm_median_s'] <= 1)} |",
-            f"| the idle stream <= 5 % of one core, {name} | {fl['idle_cpu_pct']['stream']:.1f} % "
-            f"(the broker: {fl['idle_cpu_pct']['broker']:.1f} %) | "
-            f"{met(fl['idle_cpu_pct']['stream'] <= 5)} |"]  # fmt: skip
+    rows = [r for r in trigger["rows"] if r.get("settings") == row["settings"] and "error" not in r]
+    rows += [r for r in (trigger.get("quiet") or {}).get("rows", []) if r["settings"] == row["settings"]]
+    return [r["first_list"] for r in rows]
+
+
+def _default_targets(trigger: dict | None, met) -> list[str]:
+    runs = _default_runs(trigger)
+    if not runs:
+        return []
+    label = _trigger_label(_default_row(trigger)["settings"])
+    name = f"the default (trigger {label}; `bench/trigger_bench.py`)"
+    first = ", ".join(f"{r['warm_median_s']:.2f} s (load {r['load_avg_1m']:.0f})" for r in runs)
+    idle = ", ".join(f"{r['idle_cpu_pct']['stream']:.1f} %" for r in runs)
+    return [f"| a brand-new user's first list <= 1 s (median of 5), {name}, each run | {first} | "
+            f"{met(all(r['warm_median_s'] <= 1 for r in runs))} |",
+            f"| the idle stream <= 5 % of one core, {name}, each 30 s window | {idle} | "
+            f"{met(all(r['idle_cpu_pct']['stream'] <= 5 for r in runs))} |"]  # fmt: skip
 
 
 def _trigger_label(settings: dict) -> str:
@@ -423,53 +435,75 @@ def _trigger_findings(t: dict) -> list[str]:
         "later change is not seen.", ""]  # fmt: skip
     if row is None:
         return lines
-    st, fl = row["settings"], row["first_list"]
+    st = row["settings"]
     poll_ms = st["polling_delay_s"] * 1000
-    idle = {r["candidate"]: r["first_list"]["idle_cpu_pct"] for r in ok}
+    runs = _default_runs(t)
     base = [r["first_list"] for r in ok if r["settings"]["trigger_s"] == 1]
-    base_idle = sorted(b["idle_cpu_pct"]["stream"] for b in base)
-    base_first = [b["warm_median_s"] for b in base]
-    polls = {c.removeprefix("0, poll "): v for c, v in idle.items()
-             if c.startswith("0, poll") and c != row["candidate"]}  # fmt: skip
     flags = (f"--trigger 0 --polling-delay {poll_ms:.0f}ms" if st["trigger_s"] == 0
              else f"--trigger {st['trigger_s']:g}s")  # fmt: skip
+    idle_all = "; ".join(f"{r['candidate']} {r['first_list']['idle_cpu_pct']['stream']:.1f} % (the broker "
+                         f"{r['first_list']['idle_cpu_pct']['broker']:.1f} % more)" for r in ok)  # fmt: skip
     lines += [
-        f"**The default is now trigger {_trigger_label(st)}** (`{flags}`). Idle, it cost "
-        f"{fl['idle_cpu_pct']['stream']:.1f} % of a core, within what the 1 s trigger itself cost in "
-        f"the same run ({base_idle[0]:.1f}-{base_idle[-1]:.1f} %: the driver's model check twice a "
-        "second, the JVM, RocksDB's maintenance), where "
-        + ", ".join(f"{c} took {v['stream']:.1f} % (the broker {v['broker']:.1f} % more)"
-                    for c, v in polls.items())
-        + ". A tight poll gets less CPU on contended cores, so the 10 ms figure is a floor (the issue "
-        "measured 37.5 % on this machine less loaded). And a new event waits at most "
+        f"**The default is now trigger {_trigger_label(st)}** (`{flags}`). A new event waits at most "
         f"{poll_ms:.0f} ms ({poll_ms / 2:.0f} ms on average) for its batch to start, against up to 1 s "
-        f"(0.5 s on average) at the 1 s trigger. Its first lists were the fastest of the run (median "
-        f"{fl['warm_median_s']:.2f} s), but the two runs of the 1 s trigger ("
-        + " and ".join(f"{x:.2f} s" for x in base_first)
-        + ") show that the machine's load moved every figure by more than the candidates differ; the p95 "
-        "at 1,000 events/s too.", ""]  # fmt: skip
-    ph = fl.get("phases_ms", {}).get("foldin", {})
-    met = fl["warm_median_s"] <= 1 and fl["idle_cpu_pct"]["stream"] <= 5
-    if met:
-        lines += [f"It meets the target: {fl['warm_median_s']:.2f} s with "
-                  f"{fl['idle_cpu_pct']['stream']:.1f} % of a core."]  # fmt: skip
+        "(0.5 s on average) at the 1 s trigger, and the idle cost is small next to a shorter poll's. "
+        f"The idle stream in the full run, in order: {idle_all}. A tight poll gets less CPU on contended "
+        "cores, so the 10 ms figure is a floor (the issue measured 37.5 % on this machine less loaded). "
+        "From window to window the figures move by more than a 250 ms poll costs: the default took "
+        + ", ".join(f"{r['idle_cpu_pct']['stream']:.1f} %" for r in runs)
+        + " in its windows (with the run below). Under this load the first lists do not separate the "
+        "candidates: the two runs of the 1 s trigger gave "
+        + " and ".join(f"{b['warm_median_s']:.2f} s" for b in base) + ".", ""]  # fmt: skip
+    best = min(runs, key=lambda r: r["load_avg_1m"])
+    ph = best.get("phases_ms", {}).get("foldin", {})
+    if all(r["warm_median_s"] <= 1 and r["idle_cpu_pct"]["stream"] <= 5 for r in runs):
+        lines += ["It meets the target in every run: first lists "
+                  + ", ".join(f"{r['warm_median_s']:.2f} s" for r in runs) + "."]  # fmt: skip
     else:
         lines += [
-            f"**It does not meet the target** of a first list <= 1.0 s: {fl['warm_median_s']:.2f} s "
-            f"({fl['replay_median_s']:.2f} s with a new producer per user), with the machine's 1-minute "
-            f"load average at {fl['load_avg_1m']:.0f} on 2 cores (other test suites running). After the "
-            "wait comes one fold-in batch of three events: over this stream's "
-            f"{ph.get('batches', 0):.0f} new-user batches a median {ph.get('triggerExecution', 0):,.0f} ms "
+            "**The default does not meet the target on this machine.** First list (median of 5), each "
+            "run of the default: " + ", ".join(f"{r['warm_median_s']:.2f} s at load {r['load_avg_1m']:.0f}"
+                                               for r in runs)
+            + "; the idle stream " + ", ".join(f"{r['idle_cpu_pct']['stream']:.1f} %" for r in runs)
+            + f". In the least loaded run, {best['warm_median_s']:.2f} s and "
+            f"{best['idle_cpu_pct']['stream']:.1f} %. The first list: after the wait comes one fold-in "
+            f"batch for three events, and there it took a median {ph.get('triggerExecution', 0):,.0f} ms "
             f"(planning {ph.get('queryPlanning', 0):,.0f} ms; the batch's jobs and sink transaction "
-            f"{ph.get('addBatch', 0):,.0f} ms, at whose commit the list is visible; offset and commit logs "
-            f"{ph.get('walCommit', 0) + ph.get('commitOffsets', 0):,.0f} ms). No trigger gets under the "
-            f"batch: the target needs it under ~{1000 - poll_ms / 2:,.0f} ms. On the same machine less "
-            "loaded (2026-11-30, below) trigger 0 gave 1.04 s with a new producer per user, which counts "
-            "0.1-0.5 s of producer start; that is not a measurement of this default."]  # fmt: skip
+            f"{ph.get('addBatch', 0):,.0f} ms, at whose commit the list is visible; the offset and commit "
+            f"logs {ph.get('walCommit', 0) + ph.get('commitOffsets', 0):,.0f} ms), beside the aggregates "
+            f"query's batch for the same events on the same 2 cores; 1 s less the {poll_ms / 2:.0f} ms "
+            f"average wait leaves ~{1000 - poll_ms / 2:,.0f} ms for it. No trigger gets under the batch. "
+            f"The idle cost: each query asks the broker for its end offsets {1000 / poll_ms:.0f} times a "
+            "second, and the broker spends about as much again (its column). Whether a 500 ms poll would "
+            "save much is within this noise (1.9 % against 1.8 % for 250 ms in the full run), for 125 ms "
+            "more of average wait; a shorter poll costs more (100 ms: 4.0 % in the full run). No poll "
+            "closes the gap in the batch."]  # fmt: skip
+    lines += _trigger_quiet(t)
     lines += ["", "Earlier, on 2026-11-30 (the same machine less loaded, `replay` timing, 15,000 events): "
               "p95 aggregates / fold-in, new user: 1 s 1.92 / 3.46 s, 1.97 s; 0.5 s 1.60 / 2.42 s, 1.45 s; "
               "0 (10 ms poll) 1.37 / 2.19 s, 1.04 s; 1 s again 1.39 / 1.81 s, 1.96 s."]  # fmt: skip
     return lines
+
+
+def _trigger_quiet(t: dict) -> list[str]:
+    """The first-lists-only run (no paced load), when there is one."""
+    q = t.get("quiet")
+    if not q:
+        return []
+    cells = []
+    for r in q["rows"]:
+        fl = r["first_list"]
+        cells.append(f"{r['candidate']}: {fl['warm_median_s']:.2f} s ("
+                     + ", ".join(f"{x:.2f}" for x in fl["seconds"]["warm"])
+                     + f"; {fl['replay_median_s']:.2f} s with a new producer per user), idle "
+                     f"{fl['idle_cpu_pct']['stream']:.1f} % + the broker "
+                     f"{fl['idle_cpu_pct']['broker']:.1f} %, load average "
+                     f"{fl['load_avg_1m']:.1f}")  # fmt: skip
+    fold = [r["first_list"]["phases_ms"].get("foldin", {}) for r in q["rows"]]
+    batches = ", ".join(f"{f.get('triggerExecution', 0):,.0f}" for f in fold)
+    return ["", f"Later, only the new users and the idle CPU (no paced load; "
+            f"`python -m bench.trigger_bench first-lists`, {q['date']}), in this order: "
+            + "; ".join(cells) + f". The new users' fold-in batches took a median {batches} ms."]  # fmt: skip
 
 
 def _median_rows(lat: dict, q: str) -> float:
