@@ -116,6 +116,22 @@ def test_a_zero_trigger_runs_batches_back_to_back(tmp_path, monkeypatch):
         config_from_args(argparse.Namespace(**parse("stream", "--window", "0s")), "localhost:9092")
 
 
+def test_the_polling_delay_option_reaches_the_stream_config(tmp_path, monkeypatch):
+    import argparse
+
+    from streaming.commands import config_from_args
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    default = config_from_args(argparse.Namespace(**parse("stream")), "localhost:9092")
+    assert (default.trigger_s, default.polling_delay_s) == (0, 0.25)  # docs/benchmarks.md's choice
+    args = argparse.Namespace(**parse("stream", "--trigger", "1s", "--polling-delay", "50ms"))
+    assert config_from_args(args, "localhost:9092").polling_delay_s == 0.05
+    monkeypatch.setenv("STREAMREC_STREAM_POLLING_DELAY", "100ms")
+    assert parse("stream")["polling_delay"] == 0.1
+    with pytest.raises(StreamrecError, match="--polling-delay"):
+        config_from_args(argparse.Namespace(**parse("stream", "--polling-delay", "-1s")), "localhost:9092")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
