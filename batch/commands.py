@@ -40,6 +40,13 @@ def training_options_decorator(f: Callable) -> Callable:
         click.option(
             "--event-log/--no-event-log", default=True, help="include the stream's event log when it exists"
         ),
+        click.option(
+            "--event-log-version",
+            type=click.IntRange(min=0),
+            default=None,
+            help="train on this snapshot (table version) of the event log, as a model's "
+            "history.event_log_version names it [default: the latest]",
+        ),
         click.option("--rank", type=POSITIVE, default=20, help="latent factors"),
         click.option("--reg", type=NON_NEGATIVE, default=0.15, help="ALS regParam (lambda)"),
         click.option("--iters", type=POSITIVE, default=15, help="ALS maxIter"),
@@ -186,7 +193,7 @@ def training_options(args: argparse.Namespace, inherit_cut: bool = False):
         args.split_at, args.until = current.spec.split_at, current.spec.until
         log(f"using the data cut {current.version} was trained on: {current.cut}")
 
-    spec = default_spec(args.data, args.until, args.split_at, args.event_log)
+    spec = default_spec(args.data, args.until, args.split_at, args.event_log, args.event_log_version)
     params = Params(rank=args.rank, reg=args.reg, iters=args.iters, bias=args.bias, seed=args.seed,
                     min_support=args.min_support)  # fmt: skip
     ranking = RankingParams(

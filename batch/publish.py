@@ -73,8 +73,9 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     store = store or ModelStore()
     store.clean_staging()  # what a killed run left behind
     t0 = time.monotonic()
-    log(f"loading history from {opts.spec.data}" + (" + event log" if opts.spec.event_log else ""))
-    raw = load_history(opts.spec)
+    at = f" version {opts.spec.event_log_version}" if opts.spec.event_log_version is not None else ""
+    log(f"loading history from {opts.spec.data}" + (f" + event log{at}" if opts.spec.event_log else ""))
+    raw = load_history(opts.spec, pinned=True)  # the snapshot the spec names, recorded in the metadata
     ratings = latest_per_pair(raw)
     counts = {
         "rating_events": int(len(raw)),
@@ -331,13 +332,23 @@ def _grid_size(grid: dict) -> int:
     return n
 
 
-def default_spec(data: Path, until=None, split_at=None, with_event_log: bool = True) -> HistorySpec:
-    """History of a training run: the data folder window, plus the event log when it exists.
+def default_spec(
+    data: Path, until=None, split_at=None, with_event_log: bool = True, event_log_version: int | None = None
+) -> HistorySpec:
+    """History of a training run: the data folder window, plus the event log when it exists,
+    pinned to one table version (`event_log_version`, default the latest) so the run reads one
+    snapshot however much the stream appends meanwhile, and the model can be retrained on it.
 
     The metadata's newest_event_ts records how far the included events went.
     """
-    from streamrec.event_log import committed_files, event_log_dir
+    from streamrec.event_log import committed_files, event_log_dir, open_table, table_version
 
     log_dir = event_log_dir()
+    if event_log_version is not None:
+        if not with_event_log:
+            raise DataError("--event-log-version needs the event log (drop --no-event-log)")
+        open_table(log_dir, event_log_version)  # a clear error now when there is no such snapshot
+        return HistorySpec(str(Path(data).resolve()), until, split_at, str(log_dir), event_log_version)
     use_log = with_event_log and bool(committed_files(log_dir))
-    return HistorySpec(str(Path(data).resolve()), until, split_at, str(log_dir) if use_log else None)
+    version = table_version(log_dir) if use_log else None  # None: a legacy log not migrated yet
+    return HistorySpec(str(Path(data).resolve()), until, split_at, str(log_dir) if use_log else None, version)

@@ -1,14 +1,18 @@
 """Streaming: sustained throughput with all three queries, end-to-end latency at a paced
 1,000 events/s (Kafka record timestamp -> sink commit) with the per-query breakdown, and how
-soon a brand-new user's first recommendations appear on an otherwise idle stream."""
+soon a brand-new user's first recommendations appear on an otherwise idle stream, and what an
+idle stream costs in CPU."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +21,9 @@ from batch.publish import TrainOptions, default_spec, run_training
 from bench.common import private_broker
 from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
+from streamrec.events import encode
 from streamrec.history import window
-from streamrec.kafka_admin import ensure_topic
+from streamrec.kafka_admin import ensure_topic, new_producer
 from streamrec.model_store import ModelStore
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA
@@ -223,6 +228,120 @@ def new_user(spark, bootstrap, tmp, models, trials: int = 5, **kw) -> dict:
             time.sleep(2)  # let the stream go idle again
     return {"trials": trials, "found": len(seconds), "seconds": seconds,
             "median_s": float(np.median(seconds)) if seconds else None}  # fmt: skip
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, float, bytes]]:
+    """pid -> (parent pid, CPU seconds: its own and its waited-for children's, command line)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat, cmd = (d / "stat").read_text(), (d / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        f = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on: the name may hold spaces
+        out[int(d.name)] = (int(f[1]), sum(int(x) for x in f[11:15]) / _TICK, cmd)  # utime..cstime
+    return out
+
+
+def cpu_seconds(broker_tag: str | None = None) -> dict[str, float]:
+    """CPU seconds so far of the stream, this process's tree (the Python driver, the Spark JVM and
+    its Python workers; workers that exited and were waited for included), and of the broker (a
+    `kafka.Kafka` process whose command line holds `broker_tag`, with its children), apart."""
+    procs = _processes()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _, _) in procs.items():
+        children[ppid].append(pid)
+
+    def tree(root: int) -> list[int]:
+        todo, seen = [root], []
+        while todo:
+            pid = todo.pop()
+            seen.append(pid)
+            todo += children.get(pid, [])
+        return seen
+
+    brokers = [pid for pid, (_, _, cmd) in procs.items()
+               if broker_tag and b"kafka.Kafka" in cmd and broker_tag.encode() in cmd]  # fmt: skip
+    broker = {pid for root in brokers for pid in tree(root)}
+    stream = [pid for pid in tree(os.getpid()) if pid not in broker]
+    return {"stream": sum(procs[p][1] for p in stream), "broker": sum(procs[p][1] for p in broker)}
+
+
+def idle_cpu(seconds: float = 30.0, broker_tag: str | None = None) -> dict[str, float]:
+    """Percent of one core (100 = a whole core) used over a quiet `seconds` window by the stream
+    (Spark JVM, Python driver and workers) and by the broker."""
+    before, t0 = cpu_seconds(broker_tag), time.monotonic()
+    time.sleep(seconds)
+    after, dt = cpu_seconds(broker_tag), time.monotonic() - t0
+    return {k: round(100 * (after[k] - before[k]) / dt, 2) for k in before}
+
+
+def _wait_for_list(sink, user: int, t0: float, timeout: float = 60) -> float | None:
+    """Seconds from `t0` until `user` has a list in the sink (looked for every 10 ms)."""
+    while time.monotonic() - t0 < timeout:
+        if sink.query("SELECT 1 FROM user_recommendations WHERE user_id = :u LIMIT 1", {"u": user}):
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    return None
+
+
+def first_lists(spark, bootstrap, tmp, models, trials: int = 5, idle_s: float = 30.0,
+                broker_tag: str | None = None, **kw) -> dict:  # fmt: skip
+    """On one otherwise idle stream (`kw`: StreamConfig settings), a brand-new user's three ratings
+    to their first list in the sink, timed two ways, alternated trial by trial:
+
+    - `warm`: sent by a producer that is already connected and has sent before, as `serve`'s
+      (kafka-python, acks=all, idempotent), the clock started just before the first send;
+    - `replay`: as `new_user`, `producer.replay` with a new producer each time, so the clock also
+      counts the topic check, the producer's connection and its producer id.
+
+    Then the idle stream's CPU over `idle_s` seconds (`idle_cpu`), and where the new users'
+    batches spent their time (`_phases`)."""
+    seconds: dict[str, list[float]] = {"warm": [], "replay": []}
+    movies, ratings = [260, 1196, 2571], [5.0, 4.5, 4.0]
+    with (
+        _running_stream(spark, bootstrap, tmp, models, **kw) as (topic, cfg),
+        open_sink(cfg.sink_url) as sink,
+    ):
+        producer = new_producer(bootstrap)
+
+        def send(user: int) -> None:
+            for m, r in zip(movies, ratings, strict=True):
+                k, v = encode(user, m, r, int(time.time()))
+                producer.send(topic, key=k, value=v)
+            producer.flush(10)
+
+        try:
+            send(8_999_999)  # connected, with its producer id and the topic's metadata: as serve's
+            _wait_for_list(sink, 8_999_999, time.monotonic())
+            time.sleep(2)
+            for n in range(trials):
+                for way in ("warm", "replay") if n % 2 == 0 else ("replay", "warm"):
+                    user = 9_000_000 + 2 * n + (way == "replay")
+                    t0 = time.monotonic()
+                    if way == "warm":
+                        send(user)
+                    else:
+                        rated = pd.DataFrame({"user_id": user, "movie_id": movies, "rating": ratings,
+                                              "timestamp": int(time.time())})  # fmt: skip
+                        replay(rated, bootstrap, topic, progress=False)
+                    if (took := _wait_for_list(sink, user, t0)) is not None:
+                        seconds[way].append(round(took, 3))
+                    time.sleep(2)  # let the stream go idle again
+        finally:
+            producer.close(timeout=5)
+        time.sleep(3)
+        idle = idle_cpu(idle_s, broker_tag)
+        load = float(Path("/proc/loadavg").read_text().split()[0])  # the machine's, over that minute
+    return {"trials": trials, "seconds": seconds,
+            **{f"{w}_median_s": float(np.median(x)) if x else None for w, x in seconds.items()},
+            "idle_cpu_pct": idle, "idle_window_s": idle_s, "load_avg_1m": load,
+            "phases_ms": dict(PHASES)}  # fmt: skip
 
 
 def run(spark) -> dict:

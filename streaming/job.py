@@ -30,6 +30,7 @@ from streamrec import logs
 from streamrec.content import load_tags
 from streamrec.errors import StreamrecError, first_line
 from streamrec.event_log import write_batch, write_batch_spark
+from streamrec.event_log_maint import compact_on_schedule
 from streamrec.history import HistorySpec, latest_per_pair, load_history
 from streamrec.model_store import ModelStore
 from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
@@ -70,7 +71,12 @@ class StreamConfig:
     model_root: Path
     data: Path  # MovieLens folder for titles/genres when no model exists yet
     topic: str = "ratings"
-    trigger_s: float = 1.0
+    # 0: batches back to back while events come; idle, each query asks Kafka every polling_delay_s
+    # (Spark's spark.sql.streaming.pollingDelay, read when a query starts). With 250 ms the idle
+    # stream took 1.8-5.2 % of a core (Spark's 10 ms: ~20 %) and a new event waits 125 ms on
+    # average for its batch to start, against 0.5 s at a 1 s trigger (docs/benchmarks.md).
+    trigger_s: float = 0.0
+    polling_delay_s: float = 0.25
     available_now: bool = False
     k: int = 10
     window: WindowSpec = field(default_factory=WindowSpec)
@@ -85,6 +91,9 @@ class StreamConfig:
     # Movies CURRENT does not serve yet, folded in on the driver (streaming.item_folder).
     item_foldin: bool = True
     retention: Retention = field(default_factory=Retention)  # what the sink keeps (streaming.retention)
+    # The event log's compaction + vacuum (streamrec.event_log_maint) after every N-th batch (0:
+    # never): ~5 min at the 1 s trigger, so the table holds a few hundred small files at most.
+    eventlog_compact_every: int = 300
 
     def checkpoint(self, query: str) -> str:
         return str(self.state_dir / "checkpoints" / query)
@@ -228,13 +237,15 @@ def aggregate_in_spark(spark, cfg: StreamConfig, ctx_genres: pd.Series, mode: st
     def collect(df, sink: Sink, batch_id: int) -> BatchResult:
         wm = sink.get_state("watermark")
         watermark = int(wm) if wm else None
-        if mode == "driver":  # the records are on the driver anyway: it writes the file too
+        if mode == "driver":  # the records are on the driver anyway: it appends them too
             pdf = df.toPandas()
             write_batch(cfg.event_log_dir, batch_id, pdf[pdf["reason"].isna()])
+            compact_on_schedule(cfg.event_log_dir, batch_id, cfg.eventlog_compact_every, cfg.model_root)
             return _on_driver(pdf, ctx_genres, watermark, cfg)
         df.persist()  # read from Kafka and parsed once for both jobs
         try:
-            write_batch_spark(valid(df), cfg.event_log_dir, batch_id)
+            write_batch_spark(valid(df), cfg.event_log_dir, batch_id)  # collected, appended by the driver
+            compact_on_schedule(cfg.event_log_dir, batch_id, cfg.eventlog_compact_every, cfg.model_root)
             return batch_deltas(df, genres, watermark, cfg.window, shuffle=mode == "shuffle")
         finally:
             df.unpersist()
@@ -355,6 +366,9 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
             if cfg.available_now
             else w.trigger(processingTime=f"{cfg.trigger_s} seconds")
         )
+
+    # Each query reads it once, when it starts: set before both start (a session setting).
+    spark.conf.set("spark.sql.streaming.pollingDelay", f"{round(cfg.polling_delay_s * 1000)}ms")
 
     write_aggregates = once_per_batch(cfg.sink_url, "aggregates", apply_aggregates(ctx, items.directory),
                                       cfg.sink_retry_s,
@@ -497,7 +511,9 @@ def summary(sink_url: str) -> dict:
 
 
 def reset(cfg: StreamConfig) -> None:
-    """Forget all stream state: checkpoints, event log and the sink's tables."""
+    """Forget all stream state: checkpoints, event log (the whole table: its log and every
+    snapshot; models naming one of its versions can no longer be retrained from it) and the
+    sink's tables."""
     shutil.rmtree(cfg.state_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(cfg.event_log_dir, ignore_errors=True)
     with open_sink(cfg.sink_url) as sink:

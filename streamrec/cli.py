@@ -18,6 +18,7 @@ import click
 
 from . import logs
 from .errors import StreamrecError
+from .eventlog_cli import eventlog
 from .settings import ENV_PREFIX, home, kafka_options, run_with_args
 
 COMMAND_GROUP = "streamrec.commands"
@@ -109,6 +110,7 @@ def build_cli() -> click.Group:
     )  # fmt: skip
     group.add_command(kafka)
     group.add_command(cluster)
+    group.add_command(eventlog)
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         group.add_command(ep.load(), ep.name)
     commands = []

@@ -1,26 +1,38 @@
-"""The stream's event log: every valid event once, as Parquet, one file (or directory) per batch.
+"""The stream's event log: every valid event once, as a Delta Lake table (delta-rs, no JVM).
 
-The aggregates query writes each micro-batch's valid events before it commits the batch's sink
-transaction, under the batch's id (`batch-<id>.parquet`), so a batch Spark replays after a crash
-finds its file and does not write it again. A file appears complete or not at all: the driver
-writes a hidden temp file and renames it; on a cluster the executors write a directory that
-counts once Spark's `_SUCCESS` marker is in it. Logs written before (by Spark's file sink, with
-its `_spark_metadata` log) are still read, honouring that log.
+The aggregates query appends each micro-batch's valid events on the driver before it commits
+the batch's sink transaction, as one Delta commit carrying the app transaction (APP, batch id):
+a batch Spark replays after a crash finds its id in the table and appends nothing. Delta's log
+makes an append atomic and every table version a snapshot: a model version records the version
+it trained on (`history.event_log_version`) and a retrain reads exactly that snapshot again.
+Compaction, vacuum and stats are in streamrec.event_log_maint. Logs written before the table
+(per-batch Parquet files, Spark's file-sink layout) are read until the table's first write or
+`streamrec eventlog compact` migrates them into it once (streamrec.event_log_legacy).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from .errors import DataError
+from .event_log_legacy import batch_path, legacy_files, read_legacy, remove_legacy
 from .movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings
 from .settings import spark_storage
+
+__all__ = ["batch_path", "committed_files", "count_events", "event_log_dir", "read_event_log", "write_batch"]
+
+APP = "streamrec-stream"  # the stream's app transaction id: its version is the last batch id written
+MIGRATION_APP = "streamrec-legacy-migration"  # committed once, with the legacy files' rows
+# Time travel needs the log of every version a kept model names: never expire it on checkpoint
+# (the JSON commits are small; checkpoints keep reading the latest version fast).
+TABLE_CONFIG = {"delta.enableExpiredLogCleanup": "false", "delta.checkpointInterval": "100"}
 
 
 def event_log_dir(root: Path | None = None) -> Path:
@@ -34,78 +46,148 @@ SCHEMA = pa.schema([("user_id", pa.int32()), ("movie_id", pa.int32()), ("rating"
 COLUMNS = SCHEMA.names
 
 
-def batch_path(root: Path, batch_id: int) -> Path:
-    return root / f"batch-{batch_id:012d}.parquet"  # zero-padded: names sort in batch order
+def is_table(root: Path) -> bool:
+    return DeltaTable.is_deltatable(str(root))
+
+
+def open_table(root: Path, version: int | None = None) -> DeltaTable:
+    """The table at its latest version or at `version` (time travel)."""
+    try:
+        return DeltaTable(str(root), version=version)
+    except Exception as exc:  # deltalake raises its own TableNotFoundError / DeltaError
+        at = "" if version is None else f" at version {version}"
+        raise DataError(f"cannot read the event log {root}{at}: {str(exc).splitlines()[0]}") from None
+
+
+def table_version(root: Path | None = None) -> int | None:
+    """The table's latest version; None before its first write."""
+    root = root or event_log_dir()
+    return open_table(root).version() if is_table(root) else None
 
 
 def is_written(root: Path, batch_id: int) -> bool:
-    path = batch_path(root, batch_id)
-    return path.is_file() or (path / "_SUCCESS").is_file()
+    """True when the stream already appended batch `batch_id` (or a later one)."""
+    last = _writer_table(root).transaction_version(APP) if is_table(root) else None
+    return last is not None and batch_id <= last
 
 
-def write_batch(root: Path, batch_id: int, events: pd.DataFrame) -> None:
-    """The driver's write of one batch's valid events; nothing when that batch is already there."""
-    if is_written(root, batch_id):
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".batch-{batch_id:012d}.parquet.tmp"  # a crash leaves only this, overwritten next time
+_writers: dict[Path, DeltaTable] = {}
+
+
+def _writer_table(root: Path) -> DeltaTable:
+    """The writer's table, loaded once and brought up to date by the commits since (a fresh load
+    replays the log from the last checkpoint on every batch: ~4x the append's cost)."""
+    table = _writers.get(root)
+    if table is None:
+        table = _writers[root] = open_table(root)
+    else:
+        table.update_incremental()
+    return table
+
+
+def _arrow(events: pd.DataFrame) -> pa.Table:
     frame = events[COLUMNS].astype({f.name: f.type.to_pandas_dtype() for f in SCHEMA if f.name != "topic"})
-    pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), tmp)
-    os.replace(tmp, batch_path(root, batch_id))
+    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
 
 
-def write_batch_spark(events, root: Path, batch_id: int) -> None:
-    """The executors' write of one batch (a Spark DataFrame), for storage every node mounts."""
-    if not is_written(root, batch_id):  # a partial directory from a crash is overwritten
-        events.select(*COLUMNS).write.mode("overwrite").parquet(str(batch_path(root, batch_id)))
+def _append(root: Path, rows: pa.Table, app: str, version: int) -> None:
+    txn = CommitProperties(app_transactions=[Transaction(app_id=app, version=version)])
+    target = _writers.get(root) if is_table(root) else None
+    if target is None:
+        _writers.pop(root, None)  # a table deleted (stream --reset) and created again
+    write_deltalake(
+        target or str(root), rows, mode="append", configuration=TABLE_CONFIG, commit_properties=txn
+    )
 
 
-def committed_files(root: Path) -> list[Path]:
-    """Parquet files of every committed batch: a file sink's log first (older), then the batches."""
-    files = _file_sink_files(root)
-    for path in sorted(root.glob("batch-*.parquet")) if root.is_dir() else []:
-        if path.is_file():
-            files.append(path)
-        elif (path / "_SUCCESS").is_file():
-            files += sorted(path.glob("part-*.parquet"))
+def migrate(root: Path) -> int:
+    """Move a legacy log's rows into the table in one commit, then delete its files (once: the
+    commit's app transaction says it happened, so a crash before the deletion only deletes).
+    Creates the table when it does not exist. Returns the rows moved."""
+    table = open_table(root) if is_table(root) else None
+    done = table is not None and table.transaction_version(MIGRATION_APP) is not None
+    files = legacy_files(root)
+    moved = 0
+    if not done and (files or table is None):
+        rows = read_legacy(files, SCHEMA)
+        root.mkdir(parents=True, exist_ok=True)
+        _append(root, rows, MIGRATION_APP, 0)
+        moved = len(rows)
+    if files or (root / "_spark_metadata").exists():
+        remove_legacy(root)
+    return moved
+
+
+def write_batch(root: Path, batch_id: int, events: pd.DataFrame) -> bool:
+    """The driver's append of one batch's valid events; nothing when that batch is already in.
+
+    Single writer (the aggregates query's foreachBatch), so check-then-append is safe: delta-rs
+    records the app transaction but does not skip a repeated one by itself. Returns True when
+    it appended."""
+    if not is_table(root):
+        migrate(root)  # the first write: a legacy log moves in (or an empty table is created)
+    if is_written(root, batch_id):
+        return False
+    _append(root, _arrow(events), APP, batch_id)
+    return True
+
+
+def write_batch_spark(events, root: Path, batch_id: int) -> bool:
+    """One batch's valid events as a Spark DataFrame (cluster mode): collected to the driver and
+    appended there. A micro-batch is small (--max-offsets-per-trigger bounds it), and one
+    writer on the driver keeps the exactly-once check simple and the JVM free of Delta jars."""
+    if is_table(root) and is_written(root, batch_id):
+        return False
+    return write_batch(root, batch_id, events.select(*COLUMNS).toPandas())
+
+
+def add_actions(table: DeltaTable) -> pa.Table:
+    """The snapshot's data files with their size and row count (`path`, `size_bytes`, `num_records`)."""
+    return pa.table(table.get_add_actions(flatten=True))  # an arro3 table: to pyarrow
+
+
+def _local(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def committed_files(root: Path, version: int | None = None) -> list[Path]:
+    """Parquet files holding every committed event, as absolute paths: a legacy log's (until it
+    is migrated) then the table's active data files (at `version`, default latest).
+
+    Compaction rewrites small files into bigger ones holding the same rows, so a reader that
+    tracks the files it has seen reads those rows again: it must tolerate duplicates (serving's
+    ratings index keeps the latest rating per (user, movie), so for it they change nothing)."""
+    if not root.is_dir():
+        return []
+    files = [] if version is not None else legacy_files(root)
+    if is_table(root):
+        files += [_local(u).resolve() for u in open_table(root, version).file_uris()]
     return files
 
 
-def _file_sink_files(root: Path) -> list[Path]:
-    """Parquet files Spark's file sink says it committed, in batch order (an older event log)."""
-    meta = root / "_spark_metadata"
-    if not meta.is_dir():
-        return []
-    batches = []
-    for f in meta.iterdir():
-        name = f.name.removesuffix(".compact")
-        if name.isdigit():
-            batches.append((int(name), f.name.endswith(".compact"), f))
-    batches.sort()
-    last_compact = max((b for b, compact, _ in batches if compact), default=-1)
-    files: dict[str, None] = {}
-    for batch, _compact, f in batches:
-        if batch < last_compact:
-            continue
-        for line in f.read_text().splitlines()[1:]:  # first line is the format version
-            entry = json.loads(line)
-            path = unquote(urlparse(entry["path"]).path)
-            if entry.get("action", "add") == "delete":
-                files.pop(path, None)
-            else:
-                files[path] = None
-    return [Path(p) for p in files]
-
-
-def read_event_log(root: Path | None = None) -> pd.DataFrame:
-    """All committed events as (user_id, movie_id, rating, timestamp); empty when none yet."""
-    files = committed_files(root or event_log_dir())
-    if not files:
+def read_event_log(root: Path | None = None, version: int | None = None) -> pd.DataFrame:
+    """Committed events as (user_id, movie_id, rating, timestamp): the table's snapshot `version`
+    (default latest, with a not yet migrated legacy log); empty when none yet."""
+    root = root or event_log_dir()
+    if version is not None:
+        frame = open_table(root, version).to_pandas(columns=RATING_COLUMNS)
+        return frame.astype(RATING_DTYPES)
+    parts = []
+    if root.is_dir() and legacy_files(root):
+        parts.append(read_legacy(legacy_files(root), SCHEMA).select(RATING_COLUMNS).to_pandas())
+    if is_table(root):
+        parts.append(open_table(root).to_pandas(columns=RATING_COLUMNS))
+    if not parts:
         return empty_ratings()
-    frames = [pd.read_parquet(f, columns=RATING_COLUMNS) for f in files]
-    return pd.concat(frames, ignore_index=True).astype(RATING_DTYPES)
+    return pd.concat(parts, ignore_index=True).astype(RATING_DTYPES)
 
 
-def count_events(root: Path | None = None) -> int:
-    """Committed events, from the Parquet footers only (no data read)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in committed_files(root or event_log_dir()))
+def count_events(root: Path | None = None, version: int | None = None) -> int:
+    """Committed events, from the Delta log's per-file statistics and legacy footers (no data read)."""
+    root = root or event_log_dir()
+    n = 0
+    if version is None and root.is_dir():
+        n += sum(pq.ParquetFile(f).metadata.num_rows for f in legacy_files(root))
+    if is_table(root):
+        n += int(pc.sum(add_actions(open_table(root, version))["num_records"]).as_py() or 0)
+    return n

@@ -84,6 +84,9 @@ class HistorySpec:
     until: int | None = None
     split_at: float | None = None
     event_log: str | None = None  # event log directory, when its events were included
+    # The event log table's version (snapshot) the model trained on: a retrain with
+    # --event-log-version reads exactly it again (None: before the table, or without the log).
+    event_log_version: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,15 +96,19 @@ class HistorySpec:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
-def load_history(spec: HistorySpec) -> pd.DataFrame:
-    """Raw rating events (not de-duplicated) of a spec: the data folder window + the event log."""
+def load_history(spec: HistorySpec, pinned: bool = False) -> pd.DataFrame:
+    """Raw rating events (not de-duplicated) of a spec: the data folder window + the event log.
+
+    pinned: the log's snapshot `spec.event_log_version` (what training reads, reproducibly);
+    otherwise the whole log as it is now (what serving and the stream's references read)."""
     from .event_log import read_event_log
     from .movielens import load_ratings
 
     base, _ = load_ratings(Path(spec.data))
     parts = [window(base, until=spec.until, split_at=spec.split_at, part="before")]
     if spec.event_log:
-        parts.append(read_event_log(Path(spec.event_log)))
+        version = spec.event_log_version if pinned else None
+        parts.append(read_event_log(Path(spec.event_log), version))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -14,7 +14,7 @@ from streamrec.errors import StreamrecError
 ROOT = Path(__file__).resolve().parent.parent
 
 COMMANDS = {"kafka", "replay", "stream", "status", "train", "retrain", "model", "recommend", "similar",
-            "report", "evaluate", "serve", "cluster", "apikey"}  # fmt: skip
+            "report", "evaluate", "serve", "cluster", "apikey", "eventlog"}  # fmt: skip
 
 
 def parse(*argv: str) -> dict:
@@ -30,11 +30,12 @@ def parse(*argv: str) -> dict:
 
 def test_every_command_is_registered_and_documents_its_options():
     cli = build_cli()
-    assert set(cli.commands) == COMMANDS  # the components' entry points, kafka and cluster from the core
+    assert set(cli.commands) == COMMANDS  # entry points; kafka, cluster, eventlog: the core
     commands = [(f"{name} {sub}", c) for name, g in cli.commands.items() if isinstance(g, click.Group)
                 for sub, c in g.commands.items()]  # fmt: skip
     assert {n for n, _ in commands} == {"cluster up", "cluster down", "cluster status", "apikey create",
-                                        "apikey list", "apikey revoke"}  # fmt: skip
+                                        "apikey list", "apikey revoke", "eventlog compact",
+                                        "eventlog stats"}  # fmt: skip
     commands += [(name, c) for name, c in cli.commands.items() if not isinstance(c, click.Group)]
     for name, command in commands:
         assert command.help, name
@@ -113,6 +114,22 @@ def test_a_zero_trigger_runs_batches_back_to_back(tmp_path, monkeypatch):
     assert config_from_args(args, "localhost:9092").trigger_s == 0
     with pytest.raises(StreamrecError, match="--window must be positive"):
         config_from_args(argparse.Namespace(**parse("stream", "--window", "0s")), "localhost:9092")
+
+
+def test_the_polling_delay_option_reaches_the_stream_config(tmp_path, monkeypatch):
+    import argparse
+
+    from streaming.commands import config_from_args
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    default = config_from_args(argparse.Namespace(**parse("stream")), "localhost:9092")
+    assert (default.trigger_s, default.polling_delay_s) == (0, 0.25)  # docs/benchmarks.md's choice
+    args = argparse.Namespace(**parse("stream", "--trigger", "1s", "--polling-delay", "50ms"))
+    assert config_from_args(args, "localhost:9092").polling_delay_s == 0.05
+    monkeypatch.setenv("STREAMREC_STREAM_POLLING_DELAY", "100ms")
+    assert parse("stream")["polling_delay"] == 0.1
+    with pytest.raises(StreamrecError, match="--polling-delay"):
+        config_from_args(argparse.Namespace(**parse("stream", "--polling-delay", "-1s")), "localhost:9092")
 
 
 @pytest.mark.parametrize(

@@ -1,24 +1,35 @@
-"""The event log's files: written once per batch id, complete or invisible, older file-sink logs
-still read (pure file logic; the stream writing it is in test_streaming.py and test_cluster.py)."""
+"""The event log as a Delta table: appended once per batch id, compacted, vacuumed around the
+snapshots kept models name, older layouts read then migrated once (table logic only; the stream
+writing it is in test_streaming.py and test_cluster.py)."""
 
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from streamrec.cli import main
+from streamrec.errors import DataError
 from streamrec.event_log import (
+    SCHEMA,
     batch_path,
     committed_files,
     count_events,
     is_written,
+    migrate,
     read_event_log,
+    table_version,
     write_batch,
 )
+from streamrec.event_log_maint import compact, kept_versions, stats
+from streamrec.history import HistorySpec, load_history
+from tests.store_support import current_model
 
 
-def _events(n: int, first_offset: int = 0, with_nulls: bool = False) -> pd.DataFrame:
+def _events(n: int, first_offset: int = 0, with_nulls: bool = False, ts: int = 1_600_000_000) -> pd.DataFrame:
     df = pd.DataFrame({
-        "user_id": range(1, n + 1), "movie_id": 7, "rating": 4.5, "timestamp": 1_600_000_000,
+        "user_id": range(1, n + 1), "movie_id": 7, "rating": 4.5, "timestamp": ts,
         "topic": "ratings", "partition": 0, "offset": range(first_offset, first_offset + n),
         "kafka_ts": 1.7e9, "reason": None,
     })  # fmt: skip
@@ -27,39 +38,203 @@ def _events(n: int, first_offset: int = 0, with_nulls: bool = False) -> pd.DataF
     return df
 
 
-def test_a_batch_is_written_once_under_its_id(tmp_path):
-    write_batch(tmp_path, 3, _events(2, with_nulls=True))
+def _legacy_file(path, n: int, first_offset: int = 0) -> None:
+    """A file as the per-batch writer before the table wrote it."""
+    frame = _events(n, first_offset).drop(columns="reason")
+    pq.write_table(pa.Table.from_pandas(frame.astype({"user_id": "int32", "movie_id": "int32",
+                                                      "rating": "float32", "partition": "int32"}),
+                                        schema=SCHEMA, preserve_index=False), path)  # fmt: skip
+
+
+def test_a_batch_is_appended_once_under_its_id(tmp_path):
+    assert write_batch(tmp_path, 3, _events(2, with_nulls=True))
     assert is_written(tmp_path, 3) and not is_written(tmp_path, 4)
-    write_batch(tmp_path, 3, _events(5, first_offset=100))  # a replay of batch 3: kept as it was
-    log = pd.read_parquet(batch_path(tmp_path, 3))
+    version = table_version(tmp_path)
+    assert not write_batch(tmp_path, 3, _events(5, first_offset=100))  # a replay of batch 3: nothing
+    assert not write_batch(tmp_path, 2, _events(5, first_offset=100))  # nor an older one
+    assert table_version(tmp_path) == version
+    log = pd.read_parquet(committed_files(tmp_path)[0])
     assert log["offset"].tolist() == [0, 1] and str(log["user_id"].dtype) == "int32"
+    assert list(log.columns) == SCHEMA.names
     write_batch(tmp_path, 12, _events(1, first_offset=2))
-    assert committed_files(tmp_path) == [batch_path(tmp_path, 3), batch_path(tmp_path, 12)]
+    assert len(committed_files(tmp_path)) == 2 and all(f.is_absolute() for f in committed_files(tmp_path))
     assert count_events(tmp_path) == len(read_event_log(tmp_path)) == 3
 
 
-def test_incomplete_writes_are_not_read(tmp_path):
-    write_batch(tmp_path, 0, _events(2))
-    (tmp_path / ".batch-000000000001.parquet.tmp").write_bytes(b"PAR1 half a file")  # a killed driver
-    crashed = batch_path(tmp_path, 2)  # a killed Spark job: parts without _SUCCESS
-    crashed.mkdir()
-    pq.write_table(pq.read_table(batch_path(tmp_path, 0)), crashed / "part-00000.parquet")
-    assert committed_files(tmp_path) == [batch_path(tmp_path, 0)]
-    assert not is_written(tmp_path, 2)
-    (crashed / "_SUCCESS").touch()  # the same directory once committed
-    assert committed_files(tmp_path) == [batch_path(tmp_path, 0), crashed / "part-00000.parquet"]
-    assert count_events(tmp_path) == 4
+def test_every_version_is_a_snapshot_read_again_after_more_appends(tmp_path):
+    for b in range(3):
+        write_batch(tmp_path, b, _events(10, first_offset=10 * b))
+    v = table_version(tmp_path)
+    first = read_event_log(tmp_path, v)
+    write_batch(tmp_path, 3, _events(10, first_offset=30))
+    pd.testing.assert_frame_equal(read_event_log(tmp_path, v), first)
+    assert len(read_event_log(tmp_path)) == 40 and count_events(tmp_path, v) == 30
+    with pytest.raises(DataError, match="version 99"):
+        read_event_log(tmp_path, 99)
 
 
-def test_an_older_file_sink_log_is_read_first_honouring_its_metadata(tmp_path):
-    old = tmp_path / "part-old.parquet"
+def test_a_legacy_log_is_read_until_migrated_once(tmp_path):
+    old = tmp_path / "part-old.parquet"  # Spark's file sink, honouring its metadata
     orphan = tmp_path / "part-orphan.parquet"  # on disk but never committed by the file sink
-    for f in (old, orphan):
-        write_batch(tmp_path, 99, _events(1))
-        batch_path(tmp_path, 99).rename(f)
-    meta = tmp_path / "_spark_metadata"
-    meta.mkdir()
-    (meta / "0").write_text("v1\n" + json.dumps({"path": f"file://{old}", "action": "add"}) + "\n")
-    write_batch(tmp_path, 0, _events(2, first_offset=1))
+    _legacy_file(old, 1)
+    _legacy_file(orphan, 5)
+    (tmp_path / "_spark_metadata").mkdir()
+    (tmp_path / "_spark_metadata" / "0").write_text("v1\n" + json.dumps({"path": f"file://{old}"}) + "\n")
+    _legacy_file(batch_path(tmp_path, 0), 2, first_offset=1)
+    (tmp_path / ".batch-000000000001.parquet.tmp").write_bytes(b"PAR1 half a file")  # a killed driver
     assert committed_files(tmp_path) == [old, batch_path(tmp_path, 0)]
-    assert read_event_log(tmp_path)["user_id"].tolist() == [1, 1, 2]
+    assert read_event_log(tmp_path)["user_id"].tolist() == [1, 1, 2] and count_events(tmp_path) == 3
+    assert table_version(tmp_path) is None
+    write_batch(tmp_path, 1, _events(4, first_offset=3))  # the table's first write migrates first
+    assert not old.exists() and not batch_path(tmp_path, 0).exists()
+    assert not (tmp_path / "_spark_metadata").exists()
+    assert sorted(read_event_log(tmp_path)["user_id"]) == [1, 1, 1, 2, 2, 3, 4]
+    assert migrate(tmp_path) == 0 and count_events(tmp_path) == 7  # once
+
+
+def test_a_migration_killed_before_deleting_the_old_files_is_not_repeated(tmp_path):
+    _legacy_file(batch_path(tmp_path, 0), 2)
+    migrate(tmp_path)
+    _legacy_file(batch_path(tmp_path, 0), 2)  # as if the deletion had not happened
+    assert migrate(tmp_path) == 0
+    assert count_events(tmp_path) == 2 and not batch_path(tmp_path, 0).exists()
+
+
+def test_compaction_bounds_the_files_and_vacuum_keeps_what_kept_models_name(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("STREAMREC_HOME", str(home))
+    log = tmp_path / "log"
+    for b in range(1, 7):
+        write_batch(log, b, _events(5, first_offset=5 * b, ts=1_600_000_000 + b))
+    kept = 3  # table version 3: the migration commit (0) and batches 1-3
+    before = read_event_log(log, kept)
+    current_model(home, event_log=str(log), event_log_version=kept)
+    current_model(home, event_log=str(tmp_path / "another-log"), event_log_version=5)  # not this log
+    assert kept_versions(log, home / "models") == [kept]
+    done = compact(log, home / "models", grace_hours=0)
+    assert (done["files_before"], done["files_after"], done["kept_versions"]) == (6, 1, [kept])
+    assert done["files_deleted"] == 3  # batches 4-6's small files: neither the latest nor kept need them
+    pd.testing.assert_frame_equal(read_event_log(log, kept), before)  # a kept model can retrain
+    assert len(read_event_log(log)) == count_events(log) == 30
+    s = stats(log)
+    assert s.to_dict() == {"events": 30, "data_files": 1, "bytes": s.bytes, "version": done["version"],
+                           "min_timestamp": 1_600_000_001, "max_timestamp": 1_600_000_006}  # fmt: skip
+    assert s.bytes > 0
+    with pytest.raises(Exception):  # noqa: B017 - version 5's files are gone: no model needs them
+        read_event_log(log, 5)
+
+
+def test_the_training_snapshot_is_pinned_and_reproducible(tmp_path, monkeypatch):
+    from batch.publish import default_spec
+    from streamrec.settings import BUNDLED_DATA
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    log = tmp_path / "eventlog"
+    write_batch(log, 0, _events(3))
+    spec = default_spec(BUNDLED_DATA, split_at=0.5)
+    assert spec.event_log == str(log) and spec.event_log_version == table_version(log)
+    first = load_history(spec, pinned=True)
+    write_batch(log, 1, _events(4, first_offset=3))  # the stream goes on
+    again = load_history(HistorySpec.from_dict(spec.to_dict()), pinned=True)  # as the metadata stores it
+    pd.testing.assert_frame_equal(again, first)
+    assert len(load_history(spec)) == len(first) + 4  # unpinned: the log as it is now
+    assert default_spec(BUNDLED_DATA, split_at=0.5, event_log_version=1).event_log_version == 1
+    with pytest.raises(DataError):
+        default_spec(BUNDLED_DATA, event_log_version=42)
+
+
+def test_eventlog_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    monkeypatch.delenv("STREAMREC_SPARK_STORAGE", raising=False)
+    for b in range(3):
+        write_batch(tmp_path / "eventlog", b, _events(2, first_offset=2 * b))
+    assert main(["eventlog", "stats", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert set(s) == {"events", "data_files", "bytes", "version", "min_timestamp", "max_timestamp"}
+    assert (s["events"], s["data_files"], s["version"]) == (6, 3, 3)
+    assert main(["eventlog", "compact", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files_after"] == 1
+    assert main(["eventlog", "stats"]) == 0 and "6 events in 1 data files" in capsys.readouterr().out
+
+
+def test_a_snapshot_goes_with_the_last_model_version_that_named_it(tmp_path):
+    from streamrec.model_store import ModelStore
+
+    log = tmp_path / "log"
+    for b in range(1, 4):
+        write_batch(log, b, _events(2, first_offset=2 * b))
+    current_model(tmp_path, event_log=str(log), event_log_version=1)
+    compact(log, tmp_path / "models", grace_hours=0)  # batch 1's file: in no version but 1-3 now
+    assert len(read_event_log(log, 1)) == 2
+    write_batch(log, 4, _events(2, first_offset=8))
+    latest = table_version(log)
+    current_model(tmp_path, event_log=str(log), event_log_version=latest)  # now CURRENT
+    assert kept_versions(log, tmp_path / "models") == [1, latest]
+    ModelStore(tmp_path / "models").prune(keep=1)
+    assert kept_versions(log, tmp_path / "models") == [latest]
+    compact(log, tmp_path / "models", grace_hours=0)
+    assert count_events(log) == len(read_event_log(log, latest)) == 8
+    with pytest.raises(Exception):  # noqa: B017 - version 1's file is gone with the model that named it
+        read_event_log(log, 1)
+
+
+@pytest.mark.integration
+def test_train_twice_from_one_event_log_version_learns_from_the_same_events(spark, tmp_path, monkeypatch):
+    from batch.publish import TrainOptions, default_spec, run_training
+    from batch.train import Params, RankingParams
+    from streamrec.model_store import ModelStore
+    from streamrec.settings import BUNDLED_DATA
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    log = tmp_path / "eventlog"
+    for b in range(2):
+        write_batch(log, b, _events(40, first_offset=40 * b, ts=1_700_000_000 + b))
+    store = ModelStore(tmp_path / "models")
+
+    def train(version: int | None) -> dict:
+        spec = default_spec(BUNDLED_DATA, split_at=0.5, event_log_version=version)
+        opts = TrainOptions(spec, Params(rank=4, iters=2), RankingParams(rank=4, iters=2), force=True)
+        return store.metadata(run_training(spark, opts, store)["version"]).to_dict()
+
+    first = train(None)  # the latest version, recorded
+    assert first["history"]["event_log_version"] == table_version(log) == 2
+    write_batch(log, 2, _events(40, first_offset=80, ts=1_700_000_002))  # the stream goes on
+    compact(log, store.root, grace_hours=0)  # and compacts: version 2's files stay, a model names it
+    again = train(2)
+    assert again["history"] == first["history"] and again["counts"] == first["counts"]
+    assert again["newest_event_ts"] == first["newest_event_ts"] == 1_700_000_001
+
+
+def test_compaction_beside_a_running_writer_loses_nothing(tmp_path):
+    """`eventlog compact` in another process while the stream appends: with the grace, a file
+    written but not committed yet is not vacuumed (a grace of 0 deleted one)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    write_batch(log, 0, _events(10))
+    code = ("import sys; from pathlib import Path; from streamrec.event_log_maint import compact\n"
+            "for _ in range(5): compact(Path(sys.argv[1]), Path(sys.argv[2]))")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(log), str(tmp_path / "models")])
+    for b in range(1, 80):
+        write_batch(log, b, _events(10, first_offset=10 * b))
+    assert proc.wait(120) == 0
+    events = pd.concat([pd.read_parquet(f) for f in committed_files(log)], ignore_index=True)
+    assert count_events(log) == len(events) == 800
+    assert sorted(events["offset"]) == list(range(800))
+
+
+def test_the_streams_compaction_runs_every_n_batches_and_a_failure_does_not_stop_it(tmp_path, monkeypatch):
+    from streamrec import event_log_maint
+
+    log = tmp_path / "log"
+    ran = [b for b in range(7) if write_batch(log, b, _events(1, first_offset=b)) is not None
+           and event_log_maint.compact_on_schedule(log, b, 3, tmp_path / "models")]  # fmt: skip
+    assert ran == [3, 6] and stats(log).data_files == 1  # batch 6's compaction left one file
+    assert event_log_maint.compact_on_schedule(log, 9, 0, None) is None  # 0: never
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(event_log_maint, "compact", broken)
+    assert event_log_maint.compact_on_schedule(log, 9, 3, None) is None  # logged, not raised

@@ -193,6 +193,32 @@ def _publish_perturbed_copy(store: ModelStore, model) -> str:
     return store.publish(staged, meta)
 
 
+def test_the_trigger_and_the_polling_delay_reach_both_queries_when_they_start(spark, kafka, topic, tmp_path):
+    """Spark reads spark.sql.streaming.pollingDelay once, when a query starts (a field of its
+    StreamExecution): the stream sets it before starting its queries; later changes are not seen."""
+    ensure_topic(kafka, topic)
+    cfg = dataclasses.replace(make_cfg(tmp_path, kafka, topic, tmp_path / "no-models", available_now=False),
+                              trigger_s=0.0, polling_delay_s=0.25)  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=run_stream, args=(spark, cfg, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = {q.name: q._jsq.streamingQuery() for q in spark.streams.active}
+            if {"aggregates", "foldin"} <= set(running):
+                break
+            time.sleep(0.2)
+        spark.conf.set("spark.sql.streaming.pollingDelay", "10ms")  # too late for running queries
+        assert {n: running[n].pollingDelayMs() for n in ("aggregates", "foldin")} == {
+            "aggregates": 250, "foldin": 250}  # fmt: skip
+        assert {n: running[n].trigger().intervalMs() for n in ("aggregates", "foldin")} == {
+            "aggregates": 0, "foldin": 0}  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(120)
+
+
 def test_model_swap_mid_stream_tags_and_matches_the_new_factors(spark, kafka, topic, tmp_path, base_model,
                                                                 history, ratings):  # fmt: skip
     _, model = base_model
