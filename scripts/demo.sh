@@ -39,13 +39,33 @@ $S recommend --user "$NEW_USER" -k 5
 $S recommend --user "$OLD_USER" -k 5
 
 step "start the stream (log: $STREAMREC_HOME/stream.log)"
-$S stream --trigger 1s --item-foldin >"$STREAMREC_HOME/stream.log" 2>&1 &
+$S stream >"$STREAMREC_HOME/stream.log" 2>&1 &
 STREAM_PID=$!
 trap 'kill -TERM $STREAM_PID 2>/dev/null || true' EXIT
 
 step "replay the live part up to $MID (speedup x$SPEEDUP)"
 $S replay --split-at 0.8 --until "$MID" --speedup "$SPEEDUP"
-sleep 8
+# Wait (up to 2 minutes) until the fold-in query has taken in every replayed event: its first
+# batch carries the whole history as initial state and takes tens of seconds on 2 cores.
+MID="$MID" .venv/bin/python - <<'PY'
+import os, sqlite3, time
+from streamrec.history import parse_time, window
+from streamrec.movielens import load_ratings
+from streamrec.settings import BUNDLED_DATA
+want = len(window(load_ratings(BUNDLED_DATA)[0], split_at=0.8, until=parse_time(os.environ["MID"])))
+db = os.path.join(os.environ["STREAMREC_HOME"], "streamrec.db")
+deadline, got = time.monotonic() + 120, 0
+while time.monotonic() < deadline:
+    try:
+        got = sqlite3.connect(db).execute(
+            "SELECT COALESCE(SUM(input_rows), 0) FROM stream_metrics WHERE query = 'foldin'").fetchone()[0]
+    except sqlite3.Error:
+        got = 0
+    if got >= want:
+        break
+    time.sleep(1)
+print(f"the fold-in query has taken in {got:,} of the {want:,} replayed events")
+PY
 
 step "the catalogue streams too: movies v1 never saw, folded in from their first ratings"
 $S status | grep '^movies:'
