@@ -151,7 +151,7 @@ Where to look:
   sink DB      $STREAMREC_HOME/streamrec.db  (sqlite3: movie_stats, genre_stats, user_activity,
                rating_histogram, trending, dead_letters, user_vectors, user_recommendations,
                stream_metrics)
-  event log    $STREAMREC_HOME/eventlog/  (Parquet)
+  event log    $STREAMREC_HOME/eventlog/  (Delta table: streamrec eventlog stats)
   models       $STREAMREC_HOME/models/    (streamrec model list / show)
   logs         $STREAMREC_HOME/stream.log, $STREAMREC_HOME/serve.log
 MSG
