@@ -1,8 +1,8 @@
 """The item fold-in's cost and what it buys, on one broker, one model and one Spark session:
 
-- latency of the existing queries at a paced 1,000 events/s with the item operator off (users
+- latency of the existing queries at a paced 1,000 events/s with the item fold-in off (users
   only, as before) and on, alternated twice (run-to-run noise shows in the repeat);
-- time to recommendable: over the whole live part paced at 250 events/s (what the item operator
+- time to recommendable: over the whole live part paced at 250 events/s (what the item fold-in
   keeps up with here), for each movie the base model never saw,
   from the Kafka time of the event that gives it its --min-support-th rating to (a) its row in
   `item_vectors` reaching --min-support (what the API serves, re-read at most once a second) and

@@ -778,7 +778,7 @@ def _items(r: dict) -> list[str]:
         lines += [f"Per-batch cost, measured apart ({p['command']}): {p['events']:,} live events drained in "
                   f"batches of {p['per_batch']:,} by `stream --available-now`; fold-in batch durations in ms "
                   f"(the first carries the initial state):", "",
-                  "| item operator | " + " | ".join(f"batch {i}" for i in range(len(p['off']))) + " |",
+                  "| item fold-in | " + " | ".join(f"batch {i}" for i in range(len(p['off']))) + " |",
                   "|---|" + "---|" * len(p["off"]),
                   "| off | " + " | ".join(f"{x:,}" for x in p["off"]) + " |",
                   "| on | " + " | ".join(f"{x:,}" for x in p["on"]) + " |", ""]  # fmt: skip

@@ -32,7 +32,7 @@ USER_COLUMNS = (
     "current_only int"
 )
 SERVED_SCHEMA = "movie_ids array<long>, version string"  # the list the stream last served the user
-# Routed to the item operator (streaming.item_processor): route = -user_id for the user's row,
+# For the driver's item fold-in (streaming.item_folder): route = -user_id for the user's row,
 # the movie id for a rating of a movie CURRENT does not serve from training, with the rater's
 # vectors just folded in.
 RATING_COLUMNS = (
@@ -48,7 +48,7 @@ class FoldInProcessor(StatefulProcessor):
         self.scope = scope  # the ModelShipper's: which shipped models are this stream's
         self.k = k
         self.overlay_dir = overlay_dir  # where the driver leaves the streamed item vectors
-        self.emit_ratings = emit_ratings  # rating rows for the item operator (off: users only)
+        self.emit_ratings = emit_ratings  # rating rows for the item fold-in (off: users only)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         from .model_shipping import shipped_store
@@ -108,7 +108,7 @@ class FoldInProcessor(StatefulProcessor):
                 out.update(vector=json.dumps(vector), bias=float(users.biases[0]))
             if self.emit_ratings:
                 ratings_out = _streamed_ratings(model, batch, user, users if n_used else None)
-        elif self.emit_ratings:  # no model yet: the item operator keeps every rating until one exists
+        elif self.emit_ratings:  # no model yet: item_raters keeps every rating until one exists
             ratings_out = _streamed_ratings(None, batch, user, None)
         rows = [{**_EMPTY_ROW, **out, "route": -user}]
         rows += [{**_EMPTY_ROW, **r} for r in ratings_out or []]
