@@ -65,6 +65,10 @@ def first_n(ratings: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def holdout_users(ratings: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """A seeded random `fraction` of the user ids, sorted."""
-    users = np.unique(ratings["user_id"].to_numpy())
+    return holdout_of(np.unique(ratings["user_id"].to_numpy()), fraction, seed)
+
+
+def holdout_of(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random `fraction` of the sorted unique ids `users`, sorted."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(users, max(1, int(round(fraction * len(users)))), replace=False))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from streamrec.content import ContentMap, fit_content_map, load_tags
 from streamrec.errors import DataError, ModelStoreError, QualityGateFailed
-from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.history import HistorySpec
 from streamrec.ids import rows_of_known
 from streamrec.model_store import CONTENT_NPZ, ModelStore, write_npz
 from streamrec.movielens import load_movies
@@ -35,7 +35,6 @@ from .train import (
     popularity_metrics,
     ranking_model_metrics,
     scorer_of,
-    split,
     stored_users,
     tune,
     tune_ranking,
@@ -75,18 +74,38 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     t0 = time.monotonic()
     at = f" version {opts.spec.event_log_version}" if opts.spec.event_log_version is not None else ""
     log(f"loading history from {opts.spec.data}" + (f" + event log{at}" if opts.spec.event_log else ""))
-    raw = load_history(opts.spec, pinned=True)  # the snapshot the spec names, recorded in the metadata
-    ratings = latest_per_pair(raw)
-    counts = {
-        "rating_events": int(len(raw)),
-        "ratings": int(len(ratings)),
-        "users": int(ratings["user_id"].nunique()),
-        "movies": int(ratings["movie_id"].nunique()),
-    }
-    if len(ratings) == 0:  # a data error (exit 1), not a quality-gate refusal (exit 3)
+    from pyspark import StorageLevel
+
+    from streamrec.history_frames import history_frame, latest_per_pair
+
+    # Read and de-duplicated by the executors; kept on their disks for the fits that follow
+    # (on disk, not in the JVM's heap: memory must not grow with the history).
+    raw = history_frame(spark, opts.spec, pinned=True)  # the snapshot the spec names (metadata)
+    ratings = latest_per_pair(raw).persist(StorageLevel.DISK_ONLY)
+    try:
+        return _train_and_publish(spark, opts, store, raw, ratings, t0)
+    finally:
+        ratings.unpersist()
+
+
+def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, ratings, t0: float) -> dict:
+    from pyspark.sql import functions as F
+
+    from .frames import EVAL_USERS_MAX, counts_by, distinct_users, pick, rows_of, split_frame
+
+    head = raw.agg(F.count("*"), F.max("timestamp")).first()
+    size = ratings.agg(F.count("*"), F.countDistinct("user_id"), F.countDistinct("movie_id")).first()
+    counts = {"rating_events": int(head[0]), "ratings": int(size[0]), "users": int(size[1]),
+              "movies": int(size[2])}  # fmt: skip
+    if counts["ratings"] == 0:  # a data error (exit 1), not a quality-gate refusal (exit 3)
         raise DataError("no ratings in the selected history (--until / --split-at): nothing to train on")
-    newest = int(raw["timestamp"].max())
-    train, test = split(ratings, opts.split, opts.test_fraction, opts.params.seed)
+    newest = int(head[1])
+    train, test = split_frame(ratings, opts.split, opts.test_fraction, opts.params.seed)
+    # The driver's share of the holdout: the ratings of at most EVAL_USERS_MAX users (all of them on
+    # small data), a seeded sample otherwise; every figure below is scored on them.
+    judges = pick(distinct_users(ratings), EVAL_USERS_MAX, opts.params.seed)
+    train_rows, test_rows = rows_of(train, judges), rows_of(test, judges)
+    n_train = sum(counts_by(train, "movie_id"))
     params, tuning = opts.params, None
     if opts.tune_grid:
         how = f"{opts.folds} folds" if opts.folds >= 2 else "a validation split"
@@ -94,10 +113,11 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         params, tuning = tune(spark, train, opts.tune_grid, params, opts.folds, params.seed)
         log(f"best: rank={params.rank} reg={params.reg} iters={params.iters}")
     log(f"fitting the explicit model: ALS rank={params.rank} reg={params.reg} iters={params.iters} "
-        f"bias={'on' if params.bias else 'off'} on {len(train):,} ratings")  # fmt: skip
+        f"bias={'on' if params.bias else 'off'} on {n_train:,} ratings")  # fmt: skip
     model = fit(spark, train, params)
-    metrics = evaluate(model, train, test)
-    log(f"holdout ({opts.split} {opts.test_fraction:.0%}): RMSE {metrics['rmse']:.4f}, "
+    metrics = evaluate(model, train_rows, test_rows)
+    log(f"holdout ({opts.split} {opts.test_fraction:.0%}, {len(judges):,} users): "
+        f"RMSE {metrics['rmse']:.4f}, "
         f"MAE {metrics['mae']:.4f}, NDCG@10 of its own lists {metrics['ndcg_at_10']:.4f}")  # fmt: skip
 
     # The ranking model's holdout fit leaves a fifth of the users out entirely: they are the
@@ -119,13 +139,15 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     blend, blend_meta, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed,
                                                          history=history)  # fmt: skip
     warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
+    warm = np.intersect1d(warm, judges)
     scorer = scorer_of(model, ranking, blend)
-    warm_users = stored_users(model, ranking, train, warm)
-    rmetrics = ranking_model_metrics(scorer, warm_users, train, test)
+    warm_users = stored_users(model, ranking, counts_by(train, "user_id"), warm)
+    rmetrics = ranking_model_metrics(scorer, warm_users, train_rows, test_rows)
     metrics["explicit_lists"] = {k: metrics.pop(k) for k in list(metrics) if k.endswith("_at_10")}
     metrics["explicit_lists"]["users"] = metrics.pop("ranking_users")
     metrics.update(rmetrics)
-    metrics["popularity"] = popularity_metrics(model.items, warm, train, test)
+    metrics["popularity"] = popularity_metrics(model.items, warm, train_rows, test_rows,
+                                               counts=model.items.support)  # fmt: skip
     log(f"ranking model, warm users: P@10 {rmetrics['precision_at_10']:.4f}, "
         f"NDCG@10 {rmetrics['ndcg_at_10']:.4f} (popularity {metrics['popularity']['ndcg_at_10']:.4f}); "
         f"cold-start prior weight w(n) = {blend_meta['fit']['a']:.3g}/(n+{blend_meta['fit']['b']:.3g}): "
@@ -133,19 +155,19 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
     )  # fmt: skip
 
     current = store.current_version()
-    gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train, test)
+    gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train_rows, test_rows)
                  or _recorded_holdout(store, current, metrics),
                  counts, store.metadata(current).counts if current else None)  # fmt: skip
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
 
     if opts.refit_full:
-        log(f"refitting both models on all {len(ratings):,} ratings for serving")
+        log(f"refitting both models on all {counts['ratings']:,} ratings for serving")
         model = fit(spark, ratings, params)
         ranking = fit_ranking(spark, ratings, rparams, model.items.ids)
     if not np.array_equal(ranking.user_ids, model.user_ids):
         raise RuntimeError("the two models saw different users; this is a bug")
-    user_support = ratings.groupby("user_id").size().reindex(model.user_ids, fill_value=0).to_numpy()
+    user_support = counts_by(ratings, "user_id").reindex(model.user_ids, fill_value=0).to_numpy()
     content = _content_map(opts, model.items, ranking.factors.factors, params.seed)
     with store.staging() as staged:  # removed again if anything below fails
         if content is not None:
@@ -171,6 +193,7 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
                 "test_fraction": opts.test_fraction,
                 "seed": params.seed,
                 "validation_users": len(val_users),
+                "holdout_users": len(judges),  # whose holdout rows the metrics score (EVAL_USERS_MAX)
             },  # fmt: skip
             "counts": counts,
             "history": opts.spec.to_dict(),

@@ -25,7 +25,7 @@ from streamrec.scorer import Blend, Scorer, Users, rank_in_chunks
 
 from .blend_fit import Fit, fit_blend
 from .blend_fit import monotone as monotone  # the rule fit_blend replaced (tests, bench)
-from .metrics import first_n, holdout_users, list_metrics, ndcg_per_user, relevant_sets
+from .metrics import first_n, holdout_of, list_metrics, ndcg_per_user, relevant_sets
 
 # The cold-start policy's buckets (a user's number of known ratings) and candidate weights of the
 # popularity prior; 1e3 is "popularity, personal scores only break ties".
@@ -104,53 +104,62 @@ def log(msg: str) -> None:
     LOG.info(msg)
 
 
-def baseline(ratings: pd.DataFrame, p: Params) -> tuple[float, pd.Series, pd.Series]:
-    """mu, b_i = sum(r - mu)/(lambda_i + n_i), b_u = sum(r - mu - b_i)/(lambda_u + n_u)."""
+def baseline(df, p: Params):
+    """mu, b_i = sum(r - mu)/(lambda_i + n_i), b_u = sum(r - mu - b_i)/(lambda_u + n_u), in Spark.
+
+    Returns (mu, b_i and n_i by movie, b_u by user: pandas, O(keys)) and the residuals as a Spark
+    DataFrame (user_id, movie_id, rating) for ALS."""
+    from pyspark.sql import functions as F
+
+    r = F.col("rating").cast("double")
+    movies = df.groupBy("movie_id").agg(F.count("*").alias("n"), F.sum(r).alias("s"))
     if not p.bias:
-        zero_i = pd.Series(0.0, index=np.unique(ratings["movie_id"]))
-        zero_u = pd.Series(0.0, index=np.unique(ratings["user_id"]))
-        return 0.0, zero_i, zero_u
-    r = ratings["rating"].astype(np.float64)
-    mu = float(r.mean())
-    g = (r - mu).groupby(ratings["movie_id"]).agg(["sum", "count"])
-    b_i = g["sum"] / (p.item_bias_reg + g["count"])
-    res = r - mu - ratings["movie_id"].map(b_i).to_numpy()
-    g = res.groupby(ratings["user_id"]).agg(["sum", "count"])
-    b_u = g["sum"] / (p.user_bias_reg + g["count"])
-    return mu, b_i, b_u
+        m = movies.toPandas().set_index("movie_id")
+        users = df.select("user_id").distinct().toPandas()["user_id"]
+        zero_i = pd.DataFrame({"b_i": 0.0, "n": m["n"]}, index=m.index)
+        zero_u = pd.Series(0.0, index=np.sort(users.to_numpy()))
+        return 0.0, zero_i, zero_u, df.select("user_id", "movie_id", "rating")
+    m = movies.toPandas().set_index("movie_id")
+    mu = float(m["s"].sum() / m["n"].sum())
+    m["b_i"] = (m["s"] - mu * m["n"]) / (p.item_bias_reg + m["n"])
+    spark = df.sparkSession
+    b_i = F.broadcast(spark.createDataFrame(m["b_i"].reset_index().astype({"movie_id": "int32"}),
+                                            "movie_id int, b_i double"))  # fmt: skip
+    with_bi = df.join(b_i, "movie_id")
+    u = (with_bi.groupBy("user_id").agg(F.count("*").alias("n"), F.sum(r - mu - F.col("b_i")).alias("s"))
+         .toPandas().set_index("user_id"))  # fmt: skip
+    b_u = u["s"] / (p.user_bias_reg + u["n"])
+    bu = F.broadcast(spark.createDataFrame(b_u.rename("b_u").reset_index().astype({"user_id": "int32"}),
+                                           "user_id int, b_u double"))  # fmt: skip
+    residual = with_bi.join(bu, "user_id").select(
+        "user_id", "movie_id", (r - mu - F.col("b_i") - F.col("b_u")).cast("float").alias("rating")
+    )
+    return mu, m[["b_i", "n"]], b_u.sort_index(), residual
 
 
-def fit(spark, ratings: pd.DataFrame, p: Params) -> Fitted:
-    """Fit on de-duplicated ratings (user_id, movie_id, rating)."""
+def fit(spark, ratings, p: Params) -> Fitted:
+    """Fit on de-duplicated ratings (user_id, movie_id, rating): a Spark DataFrame, or pandas."""
     from pyspark.ml.recommendation import ALS
 
-    mu, b_i, b_u = baseline(ratings, p)
-    residual = (
-        ratings["rating"].astype(np.float64)
-        - mu
-        - ratings["movie_id"].map(b_i).to_numpy()
-        - ratings["user_id"].map(b_u).to_numpy()
-    )
-    train = pd.DataFrame(
-        {"user_id": ratings["user_id"].astype("int32"), "movie_id": ratings["movie_id"].astype("int32"),
-         "rating": residual.astype("float32")}
-    )  # fmt: skip
+    from .frames import as_frame
+
+    mu, b_i, b_u, train = baseline(as_frame(spark, ratings), p)
     als = ALS(
         rank=p.rank, regParam=p.reg, maxIter=p.iters, seed=p.seed,
         userCol="user_id", itemCol="movie_id", ratingCol="rating",
         nonnegative=False, implicitPrefs=False, checkpointInterval=5,
         numUserBlocks=als_blocks(spark, p.blocks), numItemBlocks=als_blocks(spark, p.blocks),
     )  # fmt: skip
-    model = als.fit(spark.createDataFrame(train))
+    model = als.fit(train)
     items = model.itemFactors.toPandas().sort_values("id")
     users = model.userFactors.toPandas().sort_values("id")
     item_ids = items["id"].to_numpy(np.int64)
     user_ids = users["id"].to_numpy(np.int64)
-    support = ratings["movie_id"].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    support = b_i["n"].reindex(item_ids, fill_value=0).to_numpy(np.int64)
     factors = ItemFactors(
         item_ids,
         np.stack(items["features"].to_numpy()).astype(np.float32),
-        b_i.reindex(item_ids).to_numpy(np.float64) if p.bias else None,
+        b_i["b_i"].reindex(item_ids).to_numpy(np.float64) if p.bias else None,
         mu,
         p.user_bias_reg if p.bias else None,
         support,
@@ -160,27 +169,28 @@ def fit(spark, ratings: pd.DataFrame, p: Params) -> Fitted:
         factors,
         user_ids,
         np.stack(users["features"].to_numpy()).astype(np.float32),
-        b_u.reindex(user_ids).to_numpy(np.float64),
+        b_u.reindex(user_ids, fill_value=0.0).to_numpy(np.float64),
         model,
         p.reg,
     )
 
 
-def fit_ranking(spark, ratings: pd.DataFrame, rp: RankingParams, item_ids: np.ndarray) -> RankingFit:
-    """Spark implicit ALS on de-duplicated ratings; item rows re-ordered to `item_ids`."""
+def fit_ranking(spark, ratings, rp: RankingParams, item_ids: np.ndarray) -> RankingFit:
+    """Spark implicit ALS on de-duplicated ratings (Spark or pandas); item rows re-ordered to `item_ids`."""
     from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
 
-    train = pd.DataFrame(
-        {"user_id": ratings["user_id"].astype("int32"), "movie_id": ratings["movie_id"].astype("int32"),
-         "rating": (ratings["rating"].astype(np.float64) - rp.threshold).astype("float32")}
-    )  # fmt: skip
+    from .frames import as_frame
+
+    pref = (F.col("rating").cast("double") - rp.threshold).cast("float").alias("rating")
+    train = as_frame(spark, ratings).select("user_id", "movie_id", pref)
     als = ALS(
         rank=rp.rank, regParam=rp.reg, alpha=rp.alpha, maxIter=rp.iters, seed=rp.seed,
         userCol="user_id", itemCol="movie_id", ratingCol="rating",
         implicitPrefs=True, checkpointInterval=5,
         numUserBlocks=als_blocks(spark, rp.blocks), numItemBlocks=als_blocks(spark, rp.blocks),
     )  # fmt: skip
-    model = als.fit(spark.createDataFrame(train))
+    model = als.fit(train)
     items = model.itemFactors.toPandas()
     users = model.userFactors.toPandas().sort_values("id")
     rows = np.zeros((len(item_ids), rp.rank), np.float32)
@@ -195,11 +205,13 @@ def scorer_of(m: Fitted, r: RankingFit, blend: Blend | None = None) -> Scorer:
     return Scorer(m.items, r.factors, m.reg, blend or Blend())
 
 
-def stored_users(m: Fitted, r: RankingFit, train: pd.DataFrame, users: np.ndarray) -> Users:
-    """Trained users' vectors of both models (users must be in both fits)."""
+def stored_users(m: Fitted, r: RankingFit, train: pd.DataFrame | pd.Series, users: np.ndarray) -> Users:
+    """Trained users' vectors of both models (users must be in both fits); `train`: the training
+    ratings, or their count per user."""
     e = rows_of_known(m.user_ids, users)
     i = rows_of_known(r.user_ids, users)
-    n = train.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
+    per_user = train if isinstance(train, pd.Series) else train.groupby("user_id").size()
+    n = per_user.reindex(users, fill_value=0).to_numpy()
     return Users(users, r.user_factors[i], n, m.user_factors[e], m.user_bias[e])
 
 
@@ -221,12 +233,15 @@ def ids_of(scorer: Scorer, rows: np.ndarray) -> np.ndarray:
 
 
 def popularity_metrics(items: ItemFactors, users: np.ndarray, train: pd.DataFrame, test: pd.DataFrame,
-                       k: int = 10) -> dict:  # fmt: skip
-    """The same list metrics for "most popular" (count of training ratings), on the same users and
-    candidates (training movies minus the user's own), as the yardstick every list must beat."""
+                       k: int = 10, counts: np.ndarray | None = None) -> dict:  # fmt: skip
+    """The same list metrics for "most popular" (count of training ratings: `counts` by item row,
+    default counted in `train`), on the same users and candidates (training movies minus the
+    user's own), as the yardstick every list must beat. `train` must hold `users`' own ratings."""
     rel = relevant_sets(test)
     users = users[np.isin(users, rel.index.to_numpy())]
-    counts = train["movie_id"].value_counts().reindex(items.ids, fill_value=0).to_numpy(np.float64)
+    if counts is None:
+        counts = train["movie_id"].value_counts().reindex(items.ids, fill_value=0).to_numpy(np.float64)
+    counts = np.asarray(counts, np.float64)
     seen = {u: g.to_numpy() for u, g in train.groupby("user_id")["movie_id"]}
     rows, _ = rank_in_chunks(items, len(users), k, lambda a, b: np.tile(counts, (b - a, 1)),
                              [seen.get(u, np.empty(0)) for u in users])  # fmt: skip
@@ -274,11 +289,11 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
 def choose_blend(
     spark,
     explicit: Fitted,
-    ratings: pd.DataFrame,
+    ratings,
     rp: RankingParams,
     seed: int,
     k: int = 10,
-    history: pd.DataFrame | None = None,
+    history=None,
 ) -> tuple[Blend, dict, RankingFit, np.ndarray]:
     """The cold-start blend, as `train` and `evaluate` both choose it: fit the ranking model
     without a seeded fifth of the users of `ratings`, then `calibrate_blend` on those users.
@@ -289,12 +304,24 @@ def choose_blend(
     and they never enter the ranking fit. The caller must make sure no metric it reports scores
     those rows (`train` reports warm metrics on the other users only).
 
+    `ratings` and `history` are Spark DataFrames or pandas. The ranking fit runs in Spark; the
+    driver gets the user ids and the histories of at most CALIBRATION_USERS_MAX validation users.
+
     Returns (blend, {"validation": table, "fit": curve}, that ranking fit, the validation users)."""
-    val = holdout_users(ratings, VALIDATION_USERS, seed)
-    held = ratings["user_id"].isin(val)
-    partial = fit_ranking(spark, ratings[~held], rp, explicit.items.ids)
+    from .frames import CALIBRATION_USERS_MAX, as_frame, distinct_users, pick, rows_of, without
+
+    frame = as_frame(spark, ratings)
+    local = isinstance(ratings, pd.DataFrame)
+    ids = np.unique(ratings["user_id"].to_numpy()) if local else distinct_users(frame)
+    val = holdout_of(ids, VALIDATION_USERS, seed)
+    partial = fit_ranking(spark, without(frame, val), rp, explicit.items.ids)
     source = ratings if history is None else history
-    blend, table, fit = calibrate_blend(scorer_of(explicit, partial), source[source["user_id"].isin(val)], k)
+    calibration = pick(val, CALIBRATION_USERS_MAX, seed)
+    if isinstance(source, pd.DataFrame):
+        rows = source[source["user_id"].isin(calibration)]
+    else:
+        rows = rows_of(source, calibration)
+    blend, table, fit = calibrate_blend(scorer_of(explicit, partial), rows, k)
     return blend, {"validation": table, "fit": fit.to_dict()}, partial, val
 
 
@@ -352,23 +379,25 @@ def ranking_metrics(m: Fitted, train: pd.DataFrame, test: pd.DataFrame, k: int) 
     return res
 
 
-def tune(
-    spark, train: pd.DataFrame, grid: dict, base: Params, folds: int, seed: int
-) -> tuple[Params, list[dict]]:
-    """Grid search on the training part only (a validation split, or k folds): best by RMSE."""
+def tune(spark, train, grid: dict, base: Params, folds: int, seed: int) -> tuple[Params, list[dict]]:
+    """Grid search on the training part only (a validation split, or k folds): best by RMSE.
+
+    Fits in Spark on `train` (Spark or pandas); validation RMSE on the rows of at most
+    EVAL_USERS_MAX users (the driver's share)."""
+    from .frames import EVAL_USERS_MAX, as_frame, distinct_users, folds_frame, pick, rows_of, split_frame
+
+    frame = as_frame(spark, train)
     combos = [replace(base, rank=r, reg=g, iters=i) for r, g, i in itertools.product(*grid.values())]
-    if folds >= 2:
-        fold_of = np.random.default_rng(seed).integers(0, folds, len(train))
-        splits = [(train[fold_of != f], train[fold_of == f]) for f in range(folds)]
-    else:
-        splits = [split(train, "random", 0.2, seed)]
+    splits = folds_frame(frame, folds, seed) if folds >= 2 else [split_frame(frame, "random", 0.2, seed)]
+    judges = pick(distinct_users(frame), EVAL_USERS_MAX, seed)
+    held = [rows_of(va, judges) for _, va in splits]
     results = []
     for n, params in enumerate(combos, 1):
         t0 = time.monotonic()
         scores = []
-        for tr, va in splits:
+        for (tr, _), va in zip(splits, held, strict=True):
             m = fit(spark, tr, params)
-            scores.append(evaluate(m, tr, va, ranking=False)["rmse"])
+            scores.append(evaluate(m, va.iloc[:0], va, ranking=False)["rmse"])
         row = {"rank": params.rank, "reg": params.reg, "iters": params.iters,
                "rmse": float(np.mean(scores)), "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
         results.append(row)
@@ -379,24 +408,30 @@ def tune(
 
 
 def tune_ranking(
-    spark, train: pd.DataFrame, grid: dict, base: RankingParams, item_ids: np.ndarray
+    spark, train, grid: dict, base: RankingParams, item_ids: np.ndarray
 ) -> tuple[RankingParams, list[dict]]:
-    """Grid search of the ranking model on a validation split of the training part, by NDCG@10."""
+    """Grid search of the ranking model on a validation split of the training part, by NDCG@10
+    (fits in Spark; lists scored for at most EVAL_USERS_MAX users)."""
+    from .frames import EVAL_USERS_MAX, as_frame, counts_by, distinct_users, pick, rows_of, split_frame
+
     combos = [replace(base, rank=r, reg=g, alpha=a) for r, g, a in itertools.product(*grid.values())]
-    tr, va = split(train, "random", 0.2, base.seed)
+    tr, va = split_frame(as_frame(spark, train), "random", 0.2, base.seed)
     # Item ids of this fit (a movie only in the validation part has no factors).
-    ids = np.unique(tr["movie_id"].to_numpy(np.int64))
-    support = tr["movie_id"].value_counts().reindex(ids, fill_value=0).to_numpy()
-    items = ItemFactors(ids, np.zeros((len(ids), 1), np.float32), support=support)
+    support = counts_by(tr, "movie_id").sort_index()
+    ids = support.index.to_numpy(np.int64)
+    items = ItemFactors(ids, np.zeros((len(ids), 1), np.float32), support=support.to_numpy())
+    judges = pick(distinct_users(tr), EVAL_USERS_MAX, base.seed)
+    tr_rows, va_rows = rows_of(tr, judges), rows_of(va, judges)
+    per_user = counts_by(tr, "user_id")
     results = []
     for n, rp in enumerate(combos, 1):
         t0 = time.monotonic()
         r = fit_ranking(spark, tr, rp, ids)
         scorer = Scorer(items, r.factors, 0.0, Blend())
-        n_used = tr.groupby("user_id").size().reindex(r.user_ids, fill_value=0).to_numpy()
+        n_used = per_user.reindex(r.user_ids, fill_value=0).to_numpy()
         users = Users(r.user_ids, r.user_factors, n_used, np.zeros((len(r.user_ids), 1), np.float32),
                       np.zeros(len(r.user_ids)))  # fmt: skip
-        m = ranking_model_metrics(scorer, users, tr, va)
+        m = ranking_model_metrics(scorer, users, tr_rows, va_rows)
         row = {
             "rank": rp.rank,
             "reg": rp.reg,

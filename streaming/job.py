@@ -31,9 +31,11 @@ from streamrec.content import load_tags
 from streamrec.errors import StreamrecError, first_line
 from streamrec.event_log import write_batch, write_batch_spark
 from streamrec.event_log_maint import compact_on_schedule
-from streamrec.history import HistorySpec, latest_per_pair, load_history
+from streamrec.history import HistorySpec
+from streamrec.history_frames import RATINGS_SCHEMA, history_frame, to_pandas
+from streamrec.history_frames import latest_per_pair as latest_per_pair_frame
 from streamrec.model_store import ModelStore
-from streamrec.movielens import RATING_COLUMNS, RATING_DTYPES, empty_ratings, load_movies
+from streamrec.movielens import empty_ratings, load_movies
 from streamrec.sink import (
     Sink,
     dead_letters,
@@ -103,30 +105,35 @@ class StreamConfig:
 class Context:
     """What the batch writers need, prepared once on the driver."""
 
-    raw_history: pd.DataFrame  # base history rating events (empty without a model)
-    spec: HistorySpec | None
+    spec: HistorySpec | None  # the data-folder part of CURRENT's history (None without a model)
     titles: pd.Series
     genres_of: pd.Series
     movies: pd.DataFrame | None = None  # the catalogue (content vectors of movies with no rating)
     tags: pd.DataFrame | None = None
 
 
-def prepare(cfg: StreamConfig, with_history: bool = True) -> Context:
-    """Titles, genres and (when `with_history`) the base history CURRENT was trained on."""
+def prepare(cfg: StreamConfig) -> Context:
+    """Titles, genres and which base history CURRENT was trained on (read later, by Spark)."""
     store = ModelStore(cfg.model_root)
     version = store.current_version()
     if version:
         spec = store.metadata(version).history
         # Only the data-folder part: the event log's events come back from Kafka itself.
         spec = HistorySpec(spec.data, spec.until, spec.split_at)
-        raw = load_history(spec) if with_history else empty_ratings()
         movies = load_movies(Path(spec.data))
         tags = load_tags(Path(spec.data))
     else:
-        spec, raw = None, empty_ratings()
+        spec = None
         movies, tags = load_movies(cfg.data), None
     m = movies.set_index("movie_id")
-    return Context(raw, spec, m["title"], m["genres"], movies, tags)
+    return Context(spec, m["title"], m["genres"], movies, tags)
+
+
+def history_events(spark, ctx: Context):
+    """The base history's rating events as a Spark DataFrame the executors read (None without a
+    model): the first start seeds the aggregates and the fold-in state from it, and no part of
+    it is collected to the driver (streamrec.history_frames)."""
+    return history_frame(spark, ctx.spec) if ctx.spec is not None else None
 
 
 def _foldin_started(cfg: StreamConfig) -> bool:
@@ -135,23 +142,58 @@ def _foldin_started(cfg: StreamConfig) -> bool:
     return commits.is_dir() and any(p.name.isdigit() for p in commits.iterdir())
 
 
-def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig) -> bool:
-    """Apply the base history's aggregates once (idempotent). Returns True when applied now.
+def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig, history) -> int | None:
+    """Apply the base history's aggregates once (idempotent). Returns the history events they
+    count when applied now, None when they already were.
 
     All-time aggregates count rating events, so they are built from the raw history events
-    (re-ratings included), not from the de-duplicated ratings.
+    (re-ratings included), not from the de-duplicated ratings: by Spark, with the stream's own
+    per-batch grouping (streaming.spark_aggregates), so only per-key rows reach the driver.
     """
     with sink.transaction():
         if sink.batch_applied("aggregates", BOOTSTRAP_BATCH):
-            return False
-        if ctx.spec is not None:
-            d = compute_deltas(ctx.raw_history, ctx.genres_of, None, cfg.window)
-            apply_deltas(sink, d, ctx.titles)
-            if d.watermark is not None:
-                sink.set_state("watermark", str(d.watermark))
+            return None
+        events = 0
+        if history is not None:
+            d = history_deltas(history, ctx, cfg.window)
+            if d is not None:
+                apply_deltas(sink, d, ctx.titles)
+                events = int(d.movie["n"].sum())
+                if d.watermark is not None:
+                    sink.set_state("watermark", str(d.watermark))
         sink.set_state("bootstrap", json.dumps(ctx.spec.to_dict() if ctx.spec else None))
         sink.mark_batch("aggregates", BOOTSTRAP_BATCH, time.time())
-    return True
+    return events
+
+
+def history_deltas(history, ctx: Context, spec: WindowSpec):
+    """The history's aggregates as one batch's deltas (None when it holds no event), grouped by
+    a Spark groupBy: history rows are valid events without Kafka coordinates."""
+    from pyspark.sql import functions as F
+
+    rows = history.select(
+        "user_id", "movie_id", "rating", "timestamp",
+        F.lit(None).cast("string").alias("reason"), F.lit(0.0).alias("kafka_ts"),
+        F.lit(None).cast("string").alias("topic"), F.lit(None).cast("int").alias("partition"),
+        F.lit(None).cast("long").alias("offset"), F.lit(None).cast("string").alias("value"),
+        F.lit(None).cast("string").alias("raw_base64"),
+    )  # fmt: skip
+    return batch_deltas(
+        rows, genres_frame(history.sparkSession, ctx.genres_of), None, spec, shuffle=True
+    ).deltas
+
+
+def seed_rows(history, items: ItemVectorWriter) -> pd.DataFrame:
+    """The latest history ratings of the movies CURRENT knows below --min-support (collected:
+    fewer than --min-support training ratings each)."""
+    from pyspark.sql import functions as F
+
+    model = items.model()
+    if model is None or model.items.servable is None:
+        return empty_ratings()
+    under = model.items.ids[~model.items.servable].astype(np.int32)
+    ids = F.broadcast(history.sparkSession.createDataFrame(pd.DataFrame({"movie_id": under}), "movie_id int"))
+    return to_pandas(latest_per_pair_frame(history).join(ids, "movie_id", "left_semi"))
 
 
 def collect_rows(df, sink: Sink, batch_id: int) -> pd.DataFrame:
@@ -355,7 +397,9 @@ def apply_user_outputs(sink: Sink, pdf: pd.DataFrame, batch_id: int, now: float,
                    **latency_ms(kafka_ts, time.time()))  # fmt: skip
 
 
-def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: ItemVectorWriter) -> list:
+def start_queries(
+    spark, cfg: StreamConfig, ctx: Context, scope: str, items: ItemVectorWriter, history
+) -> list:
     raw = kafka_stream(spark, cfg.bootstrap, cfg.topic, cfg.max_offsets)
     parsed = parse(raw)
     events = valid(parsed)
@@ -379,11 +423,12 @@ def start_queries(spark, cfg: StreamConfig, ctx: Context, scope: str, items: Ite
         .foreachBatch(write_aggregates)
         .option("checkpointLocation", cfg.checkpoint("aggregates"))
     ).start()
-    history = latest_per_pair(ctx.raw_history)  # the fold-in state: latest rating per movie
-    initial = spark.createDataFrame(
-        history[RATING_COLUMNS].astype(RATING_DTYPES),
-        "user_id int, movie_id int, rating float, timestamp long",
-    )
+    # The fold-in state: each user's latest rating per movie, computed by Spark (read by the
+    # operator on its first batch only; a restart's checkpoint has it).
+    if history is not None and not _foldin_started(cfg):
+        initial = latest_per_pair_frame(history)
+    else:
+        initial = spark.createDataFrame([], RATINGS_SCHEMA)
     users = events.select("user_id", "movie_id", "rating", "timestamp", "kafka_ts").groupBy("user_id")
     # One stateful operator keyed by user (fold-in, lists); with --item-foldin it also emits each
     # rating of a streamed movie with the rater's fresh vectors, solved on the driver in the
@@ -413,8 +458,9 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
         # The history seeds the aggregates once and the fold-in state on its first batch only:
         # a restart past both skips loading it (and shipping it to Spark as initial state).
         needed = not sink.batch_applied("aggregates", BOOTSTRAP_BATCH) or not _foldin_started(cfg)
-        ctx = prepare(cfg, with_history=needed)
-        bootstrapped = bootstrap_aggregates(sink, ctx, cfg)
+        ctx = prepare(cfg)
+        history = history_events(spark, ctx) if needed else None
+        loaded = bootstrap_aggregates(sink, ctx, cfg, history)
     finally:
         sink.close()
     listener = ProgressListener(cfg.sink_url, quiet=cfg.quiet)
@@ -436,11 +482,11 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
 
     ship()
     with open_sink(cfg.sink_url) as s:
-        if cfg.item_foldin and not _foldin_started(cfg) and len(ctx.raw_history):
+        if cfg.item_foldin and not _foldin_started(cfg) and history is not None:
             with s.transaction():  # a movie CURRENT knows below --min-support: its training raters
-                store_seeds(s, items.seeds(latest_per_pair(ctx.raw_history)))
+                store_seeds(s, items.seeds(seed_rows(history, items)))
         publish_top_chart(s, items.directory)
-    queries = start_queries(spark, cfg, ctx, shipper.scope, items)
+    queries = start_queries(spark, cfg, ctx, shipper.scope, items, history)
     try:
         if cfg.available_now:
             for q in queries:
@@ -466,8 +512,8 @@ def run_stream(spark, cfg: StreamConfig, stop: threading.Event | None = None) ->
         spark.streams.removeListener(listener)
     return {
         "seconds": round(time.monotonic() - started, 1),
-        "bootstrapped_history": bootstrapped,
-        "history_events_loaded": len(ctx.raw_history),
+        "bootstrapped_history": loaded is not None,
+        "history_events_loaded": loaded or 0,
         **summary(cfg.sink_url),
     }
 

@@ -286,6 +286,13 @@ def _iter_rating_chunks(
         )
 
 
+def iter_rating_chunks(folder: Path, skip_invalid: bool = False) -> Iterator[pd.DataFrame]:
+    """The validated ratings of a MovieLens folder in file order, a chunk at a time (bounded memory)."""
+    folder = Path(folder)
+    layout = detect_layout(folder)
+    yield from _iter_rating_chunks(folder / layout.ratings, layout, skip_invalid, LoadReport())
+
+
 def load_ratings(folder: Path, skip_invalid: bool = False) -> tuple[pd.DataFrame, LoadReport]:
     """All ratings of a MovieLens folder in file order, validated."""
     folder = Path(folder)
