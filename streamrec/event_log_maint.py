@@ -141,13 +141,13 @@ def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> 
     a reader that listed the log before it existed (and replays from an older checkpoint) has
     had that long to finish; files younger than the grace are never deleted either.
 
-    Hand-written, not `DeltaTable.cleanup_metadata()` (delta-rs 1.6): that one deletes the files
+    Hand-written, not `DeltaTable.cleanup_metadata()` (delta-rs 1.6). That one deletes the files
     below the newest checkpoint at or before the version the table is loaded at, and older than
-    the loaded snapshot's `delta.logRetentionDuration` (30 days by default). On the latest
-    version it deletes what kept models' versions need (tried: they no longer load); loaded at
-    the oldest needed version it is safe but reads its cutoff from that old snapshot's
-    properties, which cannot be changed after the fact, and takes no grace nor cutoff argument,
-    and it may prune below a checkpoint written a moment ago."""
+    that snapshot's `delta.logRetentionDuration` (30 days by default): on the latest version it
+    deletes the commits kept models' versions need (tried: they no longer load); loaded at the
+    oldest needed version it is safe, but its cutoff comes from that old snapshot's properties
+    (a month of commits kept, and no way to set it after the fact nor per call) and it would
+    prune below a checkpoint written a moment ago, under a reader that listed the log before."""
     log = root / "_delta_log"
     latest = open_table(root).version()
     oldest = min([v for v in needed if 0 <= v <= latest] + [latest])
@@ -159,23 +159,24 @@ def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> 
         except DataError:  # it no longer loads: prune below an older checkpoint, if any
             LOG.warning("event log version %d does not load: no checkpoint written for it", oldest)
     cutoff = time.time() - grace_hours * 3600
-    files = []
-    for f in log.iterdir():
-        if m := _LOG_FILE.fullmatch(f.name):
-            try:
-                files.append((int(m[1]), f.name, f.stat().st_mtime))
-            except FileNotFoundError:  # a concurrent prune deleted it
-                continue
-    boundary = max((v for v, name, mtime in files if _CHECKPOINT.fullmatch(name) and v <= oldest
-                    and mtime <= cutoff), default=None)  # fmt: skip
+    files = sorted((int(m[1]), f.name) for f in log.iterdir() if (m := _LOG_FILE.fullmatch(f.name)))
+    checkpoints = [v for v, name in reversed(files) if v <= oldest and _CHECKPOINT.fullmatch(name)]
+    boundary = next((v for v in checkpoints if _mtime(log / f"{v:020d}.checkpoint.parquet") <= cutoff), None)
     if boundary is None:
         return []
     hint = _last_checkpoint(log)  # where readers start: never below it (it is the newest anyway)
     boundary = boundary if hint is None else min(boundary, hint)
-    doomed = sorted((v, name) for v, name, mtime in files if v < boundary and mtime <= cutoff)
-    for _, name in doomed:
+    doomed = [name for v, name in files if v < boundary and _mtime(log / name) <= cutoff]
+    for name in doomed:
         (log / name).unlink(missing_ok=True)
-    return [name for _, name in doomed]
+    return doomed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # a concurrent prune deleted it
+        return float("inf")
 
 
 def _last_checkpoint(log: Path) -> int | None:

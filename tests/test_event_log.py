@@ -246,6 +246,31 @@ def test_compaction_prunes_the_log_below_the_oldest_kept_version_and_time_travel
         read_event_log(log, older)
 
 
+def test_the_log_is_pruned_below_a_checkpoint_only_once_it_is_older_than_the_grace(tmp_path):
+    """A reader that listed the log before the checkpoint existed replays the commits before it:
+    they stay until the checkpoint is older than the grace, however old they are themselves."""
+    import os
+    import time
+
+    log = tmp_path / "log"
+    for b in range(1, 6):
+        write_batch(log, b, _events(2, first_offset=2 * b))
+
+    def age_log() -> None:
+        two_hours_ago = time.time() - 2 * 3600
+        for f in (log / "_delta_log").iterdir():
+            os.utime(f, (two_hours_ago, two_hours_ago))
+
+    age_log()  # commits written two hours ago, no checkpoint yet
+    done = compact(log, tmp_path / "models")  # checkpoints the latest version now
+    assert (done["log_files_deleted"], done["oldest_version"]) == (0, 0)
+    age_log()  # as if at the next compaction, two hours later
+    again = compact(log, tmp_path / "models")
+    assert again["oldest_version"] == again["version"] == done["version"]  # no model: the latest
+    assert again["log_files_deleted"] == done["version"]  # every commit before it
+    assert len(read_event_log(log)) == 10 and is_written(log, 5) and not write_batch(log, 5, _events(1))
+
+
 @pytest.mark.integration
 def test_train_twice_from_one_event_log_version_learns_from_the_same_events(spark, tmp_path, monkeypatch):
     from batch.publish import TrainOptions, default_spec, run_training
