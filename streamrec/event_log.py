@@ -63,11 +63,12 @@ def open_table(root: Path, version: int | None = None) -> DeltaTable:
         start = log_start(root) if version is not None else None
         if start is not None and version < start:
             raise DataError(f"cannot read the event log {root}{at}: its log was pruned below version "
-                            f"{start} (no kept model version names an older snapshot)") from None  # fmt: skip
+                            f"{start} (compaction keeps it from the oldest version a kept model names "
+                            "on)") from None  # fmt: skip
         raise DataError(f"cannot read the event log {root}{at}: {str(exc).splitlines()[0]}") from None
 
 
-_CHECKPOINT = re.compile(r"(\d{20})\.checkpoint\.parquet")
+CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint\.parquet")  # a checkpoint as delta-rs writes it
 
 
 def log_start(root: Path) -> int | None:
@@ -76,7 +77,7 @@ def log_start(root: Path) -> int | None:
     log = root / "_delta_log"
     if (log / f"{0:020d}.json").exists():
         return 0
-    found = [int(m[1]) for p in log.glob("*.checkpoint.parquet") if (m := _CHECKPOINT.fullmatch(p.name))]
+    found = [int(m[1]) for p in log.glob("*.checkpoint.parquet") if (m := CHECKPOINT_FILE.fullmatch(p.name))]
     return min(found, default=None)
 
 

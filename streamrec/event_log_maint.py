@@ -24,7 +24,16 @@ import pyarrow.compute as pc
 
 from . import logs
 from .errors import DataError
-from .event_log import add_actions, count_events, is_table, legacy_files, log_start, migrate, open_table
+from .event_log import (
+    CHECKPOINT_FILE,
+    add_actions,
+    count_events,
+    is_table,
+    legacy_files,
+    log_start,
+    migrate,
+    open_table,
+)
 
 LOG = logs.get("eventlog")
 
@@ -127,7 +136,6 @@ def vacuum(root: Path, keep_versions: list[int], grace_hours: int = GRACE_HOURS)
 
 # A table version's files in _delta_log: its commit, checkpoint (one file, or parts) and checksum.
 _LOG_FILE = re.compile(r"(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)")
-_CHECKPOINT = re.compile(r"(\d{20})\.checkpoint\.parquet")  # what delta-rs writes: one file
 
 
 def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> list[str]:
@@ -160,7 +168,7 @@ def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> 
             LOG.warning("event log version %d does not load: no checkpoint written for it", oldest)
     cutoff = time.time() - grace_hours * 3600
     files = sorted((int(m[1]), f.name) for f in log.iterdir() if (m := _LOG_FILE.fullmatch(f.name)))
-    checkpoints = [v for v, name in reversed(files) if v <= oldest and _CHECKPOINT.fullmatch(name)]
+    checkpoints = [v for v, name in reversed(files) if v <= oldest and CHECKPOINT_FILE.fullmatch(name)]
     boundary = next((v for v in checkpoints if _mtime(log / f"{v:020d}.checkpoint.parquet") <= cutoff), None)
     if boundary is None:
         return []
