@@ -55,7 +55,8 @@ from streamrec.settings import (
 @click.option("--keep-dead-letters", type=DURATION, default="30d", help="dead letters kept")
 @click.option("--max-dead-letters", type=POSITIVE, default=100_000, help="dead letters kept at most")
 @click.option("--eventlog-compact-every", type=click.IntRange(min=0), default=300,
-              help="compact + vacuum the event log every N batches (0: only `eventlog compact`)")  # fmt: skip
+              help="compact + vacuum the event log and prune its Delta log every N batches "
+                   "(0: only `eventlog compact`)")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="no per-batch log lines")
 def stream(**kwargs) -> int:
     return run_with_args(run)(**kwargs)

@@ -93,8 +93,9 @@ class StreamConfig:
     # Movies CURRENT does not serve yet, folded in on the driver (streaming.item_folder).
     item_foldin: bool = True
     retention: Retention = field(default_factory=Retention)  # what the sink keeps (streaming.retention)
-    # The event log's compaction + vacuum (streamrec.event_log_maint) after every N-th batch (0:
-    # never): ~5 min at the 1 s trigger, so the table holds a few hundred small files at most.
+    # The event log's compaction + vacuum + log pruning (streamrec.event_log_maint) after every N-th
+    # batch (0: never): ~5 min at the 1 s trigger, so the table holds a few hundred small files at
+    # most, and its _delta_log the commits since the oldest kept model's version (and the grace).
     eventlog_compact_every: int = 300
 
     def checkpoint(self, query: str) -> str:

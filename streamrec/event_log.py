@@ -5,13 +5,14 @@ the batch's sink transaction, as one Delta commit carrying the app transaction (
 a batch Spark replays after a crash finds its id in the table and appends nothing. Delta's log
 makes an append atomic and every table version a snapshot: a model version records the version
 it trained on (`history.event_log_version`) and a retrain reads exactly that snapshot again.
-Compaction, vacuum and stats are in streamrec.event_log_maint. Logs written before the table
-(per-batch Parquet files, Spark's file-sink layout) are read until the table's first write or
-`streamrec eventlog compact` migrates them into it once (streamrec.event_log_legacy).
+Compaction, vacuum, the log's pruning and stats are in streamrec.event_log_maint. Logs written
+before the table (per-batch Parquet files, Spark's file-sink layout) are read until the table's
+first write or `streamrec eventlog compact` migrates them into it once (streamrec.event_log_legacy).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -30,8 +31,10 @@ __all__ = ["batch_path", "committed_files", "count_events", "event_log_dir", "re
 
 APP = "streamrec-stream"  # the stream's app transaction id: its version is the last batch id written
 MIGRATION_APP = "streamrec-legacy-migration"  # committed once, with the legacy files' rows
-# Time travel needs the log of every version a kept model names: never expire it on checkpoint
-# (the JSON commits are small; checkpoints keep reading the latest version fast).
+# Time travel needs the log of every version a kept model names: delta-rs must never expire it by
+# age on checkpoint (its logRetentionDuration, 30 days, knows no model). `eventlog compact` prunes
+# the log instead, only below a checkpoint at or before the oldest version a kept model names
+# (streamrec.event_log_maint.prune_log); checkpoints keep reading the latest version fast.
 TABLE_CONFIG = {"delta.enableExpiredLogCleanup": "false", "delta.checkpointInterval": "100"}
 
 
@@ -51,12 +54,31 @@ def is_table(root: Path) -> bool:
 
 
 def open_table(root: Path, version: int | None = None) -> DeltaTable:
-    """The table at its latest version or at `version` (time travel)."""
+    """The table at its latest version or at `version` (time travel): a DataError when it cannot
+    be read, saying so when `version` is older than the pruned log still holds."""
     try:
         return DeltaTable(str(root), version=version)
     except Exception as exc:  # deltalake raises its own TableNotFoundError / DeltaError
         at = "" if version is None else f" at version {version}"
+        start = log_start(root) if version is not None else None
+        if start is not None and version < start:
+            raise DataError(f"cannot read the event log {root}{at}: its log was pruned below version "
+                            f"{start} (compaction keeps it from the oldest version a kept model names "
+                            "on)") from None  # fmt: skip
         raise DataError(f"cannot read the event log {root}{at}: {str(exc).splitlines()[0]}") from None
+
+
+CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint\.parquet")  # a checkpoint as delta-rs writes it
+
+
+def log_start(root: Path) -> int | None:
+    """The oldest version the table's log can still load: 0 while its first commit is there, else
+    its oldest checkpoint (`eventlog compact` prunes what is below); None without a log."""
+    log = root / "_delta_log"
+    if (log / f"{0:020d}.json").exists():
+        return 0
+    found = [int(m[1]) for p in log.glob("*.checkpoint.parquet") if (m := CHECKPOINT_FILE.fullmatch(p.name))]
+    return min(found, default=None)
 
 
 def table_version(root: Path | None = None) -> int | None:

@@ -1,15 +1,21 @@
-"""Keeping the event log's table small and its snapshots honest: compaction, vacuum, stats.
+"""Keeping the event log's table small and its snapshots honest: compaction, vacuum, the log's
+pruning, stats.
 
 Compaction rewrites the many small per-batch files into files of up to TARGET_FILE_BYTES (the
 same rows: a new table version, older versions unchanged). Vacuum then deletes the data files
 no snapshot worth keeping needs: it keeps the latest version, every version a kept model names
 (`history.event_log_version`; the model store prunes old models, so older snapshots go with
 them) and, for GRACE_HOURS, files a compaction replaced (a reader that listed them a moment ago
-still finds them) and files a running writer has not committed yet.
+still finds them) and files a running writer has not committed yet. Last, the Delta log (one
+JSON commit per batch, up to 86,400 a day) loses the commits and checkpoints below a checkpoint
+at or before the oldest version that must stay loadable (that of the oldest kept model, or the
+latest): every version from there on still loads, older ones no longer do (a clear DataError).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +23,17 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from . import logs
-from .event_log import add_actions, count_events, is_table, legacy_files, migrate, open_table
+from .errors import DataError
+from .event_log import (
+    CHECKPOINT_FILE,
+    add_actions,
+    count_events,
+    is_table,
+    legacy_files,
+    log_start,
+    migrate,
+    open_table,
+)
 
 LOG = logs.get("eventlog")
 
@@ -37,14 +53,16 @@ class Stats:
     version: int | None
     min_timestamp: int | None
     max_timestamp: int | None
+    log_files: int | None = None  # files in _delta_log (commits, checkpoints): what prune_log bounds
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def stats(root: Path) -> Stats:
-    """Events, data files and their bytes, table version and event-time range (from the log only);
-    a legacy log not migrated yet counts in events and files (not in bytes' table part)."""
+    """Events, data files and their bytes, table version, event-time range (from the log only) and
+    the log's own file count; a legacy log not migrated yet counts in events and files (not in
+    bytes' table part)."""
     legacy = legacy_files(root) if root.is_dir() else []
     if not is_table(root):
         return Stats(count_events(root), len(legacy), sum(f.stat().st_size for f in legacy), None, None, None)
@@ -53,7 +71,8 @@ def stats(root: Path) -> Stats:
     lo = pc.min(actions["min.timestamp"]).as_py() if actions.num_rows else None
     hi = pc.max(actions["max.timestamp"]).as_py() if actions.num_rows else None
     size = int(pc.sum(actions["size_bytes"]).as_py() or 0) + sum(f.stat().st_size for f in legacy)
-    return Stats(count_events(root), actions.num_rows + len(legacy), size, table.version(), lo, hi)
+    log_files = sum(1 for f in (root / "_delta_log").iterdir() if f.is_file())
+    return Stats(count_events(root), actions.num_rows + len(legacy), size, table.version(), lo, hi, log_files)
 
 
 def kept_versions(root: Path, model_root: Path | None) -> list[int]:
@@ -77,16 +96,18 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE_HOURS) -> dict:
-    """Migrate a legacy log (once), compact the small files, checkpoint, vacuum. Returns what it did."""
+    """Migrate a legacy log (once), compact the small files, vacuum, checkpoint, prune the log.
+    Returns what it did."""
     t0 = time.monotonic()
     migrated = migrate(root)
     table = open_table(root)
     before = len(table.file_uris())
     metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES)
-    table = open_table(root)
-    table.create_checkpoint()  # a fresh snapshot reads one checkpoint, not every commit since
     keep = kept_versions(root, model_root)
     removed = vacuum(root, keep, grace_hours)
+    table = open_table(root)  # after the vacuum's own commits
+    table.create_checkpoint()  # a fresh snapshot reads one checkpoint, not every commit since
+    pruned = prune_log(root, [*keep, table.version()], grace_hours)
     return {
         "migrated_events": migrated,
         "files_before": before,
@@ -94,6 +115,8 @@ def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE
         "files_compacted": int(metrics.get("numFilesRemoved", 0)),
         "files_deleted": len(removed),
         "kept_versions": keep,
+        "log_files_deleted": len(pruned),
+        "oldest_version": log_start(root),  # the oldest version the log still loads
         "version": open_table(root).version(),
         "seconds": round(time.monotonic() - t0, 3),
     }
@@ -109,6 +132,66 @@ def vacuum(root: Path, keep_versions: list[int], grace_hours: int = GRACE_HOURS)
     keep = sorted({v for v in keep_versions if v <= current})
     return table.vacuum(retention_hours=grace_hours, dry_run=False, enforce_retention_duration=False,
                         full=True, keep_versions=keep or None)  # fmt: skip
+
+
+# A table version's files in _delta_log: its commit, checkpoint (one file, or parts) and checksum.
+_LOG_FILE = re.compile(r"(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)")
+
+
+def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> list[str]:
+    """Delete the `_delta_log` files (commits, checkpoints) below the newest checkpoint at or before
+    the oldest `needed` version (or the latest), so that every version from that one on still
+    loads: a reader starts from the newest checkpoint at or before its version and replays the
+    commits after it, all kept. Writes that checkpoint when it is missing. Returns the names
+    deleted, oldest first (a crash midway leaves an unbroken log from some version on).
+
+    The grace, by file mtimes: the checkpoint pruned below must be older than `grace_hours`, so
+    a reader that listed the log before it existed (and replays from an older checkpoint) has
+    had that long to finish; files younger than the grace are never deleted either.
+
+    Hand-written, not `DeltaTable.cleanup_metadata()` (delta-rs 1.6). That one deletes the files
+    below the newest checkpoint at or before the version the table is loaded at, and older than
+    that snapshot's `delta.logRetentionDuration` (30 days by default): on the latest version it
+    deletes the commits kept models' versions need (tried: they no longer load); loaded at the
+    oldest needed version it is safe, but its cutoff comes from that old snapshot's properties
+    (a month of commits kept, and no way to set it after the fact nor per call) and it would
+    prune below a checkpoint written a moment ago, under a reader that listed the log before."""
+    log = root / "_delta_log"
+    latest = open_table(root).version()
+    oldest = min([v for v in needed if 0 <= v <= latest] + [latest])
+    if not (log / f"{oldest:020d}.checkpoint.parquet").exists():
+        # delta-rs checkpoints the version a table is loaded at, and leaves _last_checkpoint on the
+        # newer checkpoint compact() just wrote: the latest version still loads from that one.
+        try:
+            open_table(root, oldest).create_checkpoint()
+        except DataError:  # it no longer loads: prune below an older checkpoint, if any
+            LOG.warning("event log version %d does not load: no checkpoint written for it", oldest)
+    cutoff = time.time() - grace_hours * 3600
+    files = sorted((int(m[1]), f.name) for f in log.iterdir() if (m := _LOG_FILE.fullmatch(f.name)))
+    checkpoints = [v for v, name in reversed(files) if v <= oldest and CHECKPOINT_FILE.fullmatch(name)]
+    boundary = next((v for v in checkpoints if _mtime(log / f"{v:020d}.checkpoint.parquet") <= cutoff), None)
+    if boundary is None:
+        return []
+    hint = _last_checkpoint(log)  # where readers start: never below it (it is the newest anyway)
+    boundary = boundary if hint is None else min(boundary, hint)
+    doomed = [name for v, name in files if v < boundary and _mtime(log / name) <= cutoff]
+    for name in doomed:
+        (log / name).unlink(missing_ok=True)
+    return doomed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # a concurrent prune deleted it
+        return float("inf")
+
+
+def _last_checkpoint(log: Path) -> int | None:
+    try:
+        return int(json.loads((log / "_last_checkpoint").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def compact_on_schedule(root: Path, batch_id: int, every: int, model_root: Path | None) -> dict | None:

@@ -17,11 +17,13 @@ def eventlog() -> None:
 
 
 @eventlog.command("compact", help="migrate a legacy log once, rewrite small files into big ones, delete "
-                  "files no kept snapshot needs (the latest, kept models' versions, the grace)")  # fmt: skip
+                  "data and log files no kept snapshot needs (the latest, kept models' versions, "
+                  "the grace)")  # fmt: skip
 # At least 1: files younger than the grace also cover a running stream's append or compaction,
 # written but not committed yet (0 deleted such files in a test with a concurrent writer).
 @click.option("--grace-hours", type=click.IntRange(min=1), default=1,
-              help="keep replaced and uncommitted files this long (readers, running writers)")  # fmt: skip
+              help="keep replaced and uncommitted files, and the log a reader may be replaying, this long "
+                   "(readers, running writers)")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def compact_cmd(grace_hours: int, as_json: bool) -> int:
     from .event_log import event_log_dir
@@ -34,11 +36,12 @@ def compact_cmd(grace_hours: int, as_json: bool) -> int:
         moved = f", {done['migrated_events']:,} legacy events migrated" if done["migrated_events"] else ""
         print(f"event log version {done['version']}: {done['files_before']} -> {done['files_after']} data "
               f"files, {done['files_deleted']} deleted, snapshots kept for models: "
-              f"{done['kept_versions'] or 'none'}{moved}")  # fmt: skip
+              f"{done['kept_versions'] or 'none'}, {done['log_files_deleted']} log files pruned (versions "
+              f"from {done['oldest_version']} load){moved}")  # fmt: skip
     return 0
 
 
-@eventlog.command("stats", help="events, data files, bytes, table version, event-time range")
+@eventlog.command("stats", help="events, data files, bytes, table version, event-time range, log files")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def stats_cmd(as_json: bool) -> int:
     from .event_log import event_log_dir
@@ -49,6 +52,7 @@ def stats_cmd(as_json: bool) -> int:
         print(json.dumps(s.to_dict()))
     else:
         span = f"{s.min_timestamp} .. {s.max_timestamp}" if s.min_timestamp is not None else "none"
+        log = f", {s.log_files} log files" if s.log_files is not None else ""
         print(f"{s.events:,} events in {s.data_files} data files ({s.bytes:,} bytes), "
-              f"table version {s.version}, event time {span}")  # fmt: skip
+              f"table version {s.version}, event time {span}{log}")  # fmt: skip
     return 0

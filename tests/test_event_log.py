@@ -118,7 +118,8 @@ def test_compaction_bounds_the_files_and_vacuum_keeps_what_kept_models_name(tmp_
     assert len(read_event_log(log)) == count_events(log) == 30
     s = stats(log)
     assert s.to_dict() == {"events": 30, "data_files": 1, "bytes": s.bytes, "version": done["version"],
-                           "min_timestamp": 1_600_000_001, "max_timestamp": 1_600_000_006}  # fmt: skip
+                           "min_timestamp": 1_600_000_001, "max_timestamp": 1_600_000_006,
+                           "log_files": len(list((log / "_delta_log").iterdir()))}  # fmt: skip
     assert s.bytes > 0
     with pytest.raises(Exception):  # noqa: B017 - version 5's files are gone: no model needs them
         read_event_log(log, 5)
@@ -150,7 +151,8 @@ def test_eventlog_commands(tmp_path, monkeypatch, capsys):
         write_batch(tmp_path / "eventlog", b, _events(2, first_offset=2 * b))
     assert main(["eventlog", "stats", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert set(s) == {"events", "data_files", "bytes", "version", "min_timestamp", "max_timestamp"}
+    required = {"events", "data_files", "bytes", "version", "min_timestamp", "max_timestamp"}
+    assert set(s) == required | {"log_files"}
     assert (s["events"], s["data_files"], s["version"]) == (6, 3, 3)
     assert main(["eventlog", "compact", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["files_after"] == 1
@@ -174,8 +176,99 @@ def test_a_snapshot_goes_with_the_last_model_version_that_named_it(tmp_path):
     assert kept_versions(log, tmp_path / "models") == [latest]
     compact(log, tmp_path / "models", grace_hours=0)
     assert count_events(log) == len(read_event_log(log, latest)) == 8
-    with pytest.raises(Exception):  # noqa: B017 - version 1's file is gone with the model that named it
+    with pytest.raises(DataError, match="pruned"):  # version 1 is gone with the model that named it
         read_event_log(log, 1)
+
+
+def test_compaction_prunes_the_log_below_the_oldest_kept_version_and_time_travel_survives(tmp_path):
+    """The Delta log (a JSON commit per batch) loses what lies below a checkpoint at the oldest kept
+    model's version: that version, later ones and the latest load the same rows; the app
+    transactions live on in the checkpoints; older versions fail clearly."""
+    from streamrec import event_log
+    from streamrec.event_log import APP, MIGRATION_APP, open_table
+    from streamrec.model_store import ModelStore
+
+    log, models = tmp_path / "log", tmp_path / "models"
+    for b in range(1, 31):  # table versions 1-30 (0: the migration commit that created it)
+        write_batch(log, b, _events(2, first_offset=2 * b, ts=1_600_000_000 + b))
+    older, kept = 10, 20
+    current_model(tmp_path, event_log=str(log), event_log_version=older)
+    current_model(tmp_path, event_log=str(log), event_log_version=kept)  # now CURRENT
+    before = {v: read_event_log(log, v) for v in (older, kept)}
+    newest = read_event_log(log)  # the latest version: compaction rewrites it into one file, same rows
+
+    def log_files() -> list[str]:
+        return sorted(f.name for f in (log / "_delta_log").iterdir())
+
+    n_before = len(log_files())
+    held = compact(log, models)  # the grace (an hour): every log file is younger, none goes
+    assert (held["log_files_deleted"], held["oldest_version"]) == (0, 0)
+    assert f"{older:020d}.checkpoint.parquet" in log_files()  # written for the oldest kept version
+    done = compact(log, models, grace_hours=0)
+    assert done["kept_versions"] == [older, kept] and done["oldest_version"] == older
+    assert done["log_files_deleted"] == older  # the commits of versions 0-9
+    assert [f for f in log_files() if f.endswith(".json")][0] == f"{older:020d}.json"
+    assert len(log_files()) < n_before and stats(log).log_files == len(log_files())
+    for v, rows in before.items():  # the kept versions: the same rows as before the pruning
+        pd.testing.assert_frame_equal(read_event_log(log, v), rows)
+        assert count_events(log, v) == len(rows) and len(committed_files(log, v)) > 0
+    by_event = ["user_id", "timestamp"]
+    pd.testing.assert_frame_equal(read_event_log(log).sort_values(by_event, ignore_index=True),
+                                  newest.sort_values(by_event, ignore_index=True))  # fmt: skip
+    assert count_events(log) == len(newest) == 60
+    last = json.loads((log / "_delta_log" / "_last_checkpoint").read_text())["version"]
+    assert last == done["version"]  # the latest still loads from its own checkpoint, not version 10's
+
+    # The app transactions: in the checkpoints, as the cached writer and a fresh load see them.
+    assert is_written(log, 30) and not is_written(log, 31)
+    event_log._writers.clear()  # a restarted stream: loads from the checkpoint
+    assert open_table(log).transaction_version(APP) == 30 and is_written(log, 30)
+    assert open_table(log, older).transaction_version(APP) == older  # version 10's own checkpoint
+    assert open_table(log).transaction_version(MIGRATION_APP) == 0
+    assert not write_batch(log, 17, _events(3, first_offset=500))  # an old batch id: skipped
+    assert migrate(log) == 0 and table_version(log) == done["version"]  # the migration is not redone
+    pruned = f"at version {older - 1}: its log was pruned below version {older}"
+    for read in (read_event_log, count_events, committed_files):
+        with pytest.raises(DataError, match=pruned):
+            read(log, older - 1)
+
+    # The older model goes: the log is pruned up to the next kept version, old checkpoint included.
+    write_batch(log, 31, _events(2, first_offset=100))
+    ModelStore(models).prune(keep=1)
+    assert kept_versions(log, models) == [kept]
+    again = compact(log, models, grace_hours=0)
+    assert again["oldest_version"] == kept
+    assert again["log_files_deleted"] == kept - older + 1  # commits 10-19 and version 10's checkpoint
+    assert f"{older:020d}.checkpoint.parquet" not in log_files()
+    pd.testing.assert_frame_equal(read_event_log(log, kept), before[kept])
+    assert len(read_event_log(log)) == 62 and open_table(log).transaction_version(APP) == 31
+    with pytest.raises(DataError, match="pruned below version 20"):
+        read_event_log(log, older)
+
+
+def test_the_log_is_pruned_below_a_checkpoint_only_once_it_is_older_than_the_grace(tmp_path):
+    """A reader that listed the log before the checkpoint existed replays the commits before it:
+    they stay until the checkpoint is older than the grace, however old they are themselves."""
+    import os
+    import time
+
+    log = tmp_path / "log"
+    for b in range(1, 6):
+        write_batch(log, b, _events(2, first_offset=2 * b))
+
+    def age_log() -> None:
+        two_hours_ago = time.time() - 2 * 3600
+        for f in (log / "_delta_log").iterdir():
+            os.utime(f, (two_hours_ago, two_hours_ago))
+
+    age_log()  # commits written two hours ago, no checkpoint yet
+    done = compact(log, tmp_path / "models")  # checkpoints the latest version now
+    assert (done["log_files_deleted"], done["oldest_version"]) == (0, 0)
+    age_log()  # as if at the next compaction, two hours later
+    again = compact(log, tmp_path / "models")
+    assert again["oldest_version"] == again["version"] == done["version"]  # no model: the latest
+    assert again["log_files_deleted"] == done["version"]  # every commit before it
+    assert len(read_event_log(log)) == 10 and is_written(log, 5) and not write_batch(log, 5, _events(1))
 
 
 @pytest.mark.integration
