@@ -86,6 +86,22 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         return _train_and_publish(spark, opts, store, raw, ratings, t0)
     finally:
         ratings.unpersist()
+        drop_rdd_checkpoints(spark)
+
+
+def drop_rdd_checkpoints(spark) -> None:
+    """Delete the RDD checkpoints ALS wrote during the run (every checkpointInterval iterations):
+    they only cut lineage inside one fit, Spark never deletes them by itself, and `retrain --every`
+    keeps one SparkContext for weeks (the soak found its checkpoint directory growing per run)."""
+    import shutil
+    from urllib.parse import urlparse
+
+    where = spark.sparkContext.getCheckpointDir()
+    if not where:
+        return
+    root = Path(urlparse(where).path) if where.startswith("file:") else Path(where)
+    for rdd in root.glob("rdd-*") if root.is_dir() else []:
+        shutil.rmtree(rdd, ignore_errors=True)
 
 
 def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, ratings, t0: float) -> dict:

@@ -298,7 +298,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
 
     rng = random.Random(2026)
     producer_thread = threading.Thread(
-        target=replay, args=(live, kafka, topic), kwargs={"rate": 40, "progress": False}, daemon=True
+        target=replay, args=(live, kafka, topic), kwargs={"rate": 25, "progress": False}, daemon=True
     )
     kills = []
     for attempt in range(5):
