@@ -79,8 +79,10 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
         "(client side, every request). Growth: each process's resident memory (by role: the "
         "command's Python process, its Spark JVM, its Python workers), each store that is not data "
         "and the event log's file count, peak of the run's third quarter against the fourth; the "
-        "stores that are data (topic, event log, state store, sink, models) by bytes per event in "
-        f"the log. Below {MIN_RSS_MB:g} MB (a process) or {MIN_DISK_MB:g} MB (a store) not judged.",
+        "stores that are data (topic, event log, state store, sink, models) and the retrain's Spark "
+        "JVM (it holds every rating it trains on: the history and the whole event log) by bytes per "
+        f"event in the log. Below {MIN_RSS_MB:g} MB (a process) or {MIN_DISK_MB:g} MB (a store) not "
+        "judged.",
         "",
     ]
     if "soak" in img:

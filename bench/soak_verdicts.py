@@ -8,7 +8,9 @@ broker or Spark. The three verdicts of issue 22:
   by at most GROWTH_TOLERANCE. Peaks, not means or a fitted slope, because much of it is a sawtooth
   (a retrain every 10 minutes, the event log's compaction, garbage collection) and a quarter of
   the default hour holds a whole period. Stores that are data (the topic, the event log, the state
-  store, the sink, the models) grow with the events by design: their bytes per event are judged.
+  store, the sink, the models) grow with the events by design: their bytes per event are judged;
+  so is the memory of the retrain's Spark JVM, which holds every rating it trains on (the history
+  and the whole event log, by design) in local mode.
 - latency: the end within LATENCY_TOLERANCE of the start: the 95th percentile of the stream's
   per-batch p95 (each query) and the API's p99, in the first window after warm-up vs the last.
 - lost: every event the producer had acknowledged (and every POST /events answered 202) is in
@@ -156,11 +158,14 @@ def verdicts(result: dict) -> dict:
     duration = result["duration_s"]
     half = (duration / 2, duration)
     rss_roles = sorted({r for s in samples for r in s["rss_mb"]})
+    events = [(s["t"], s["eventlog"]["events"]) for s in samples if s.get("eventlog")]
     grown: dict[str, dict] = {}
     for role in rss_roles:
         pts = [(s["t"], s["rss_mb"][role]) for s in samples if role in s["rss_mb"]]
-        grown[f"rss {role}"] = growth(pts, *half, floor=MIN_RSS_MB)
-    events = [(s["t"], s["eventlog"]["events"]) for s in samples if s.get("eventlog")]
+        if role in result.get("data_roles", ()):  # holds the data it works on: per event
+            grown[f"rss per event {role}"] = growth(per_event(pts, events), *half)
+        else:
+            grown[f"rss {role}"] = growth(pts, *half, floor=MIN_RSS_MB)
     for store in sorted({k for s in samples for k in s["disk_mb"]}):
         pts = [(s["t"], s["disk_mb"][store]) for s in samples if store in s["disk_mb"]]
         if store in result.get("data_stores", ()):

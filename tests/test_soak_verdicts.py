@@ -110,3 +110,13 @@ def test_verdicts_name_what_grew_got_slower_or_was_lost():
     v = verdicts(_result(rss_late=1500.0, p95_late=2000.0, lost=3))
     assert v["grew"] == ["rss stream JVM"] and not v["flat"]
     assert not v["latency_ok"] and not v["none_lost"] and not v["passed"]
+
+
+def test_the_retrains_jvm_is_judged_per_event_as_it_holds_the_data():
+    r = _result(rss_late=1000.0, p95_late=1000.0, lost=0)
+    for s in r["samples"]:
+        s["rss_mb"]["retrain JVM"] = 500.0 + s["eventlog"]["events"] / 100  # grows with the data
+    assert "rss retrain JVM" in verdicts(r)["grew"]
+    r["data_roles"] = ["retrain JVM"]
+    v = verdicts(r)
+    assert v["flat"] and v["growth"]["rss per event retrain JVM"]["growth"] < 0
