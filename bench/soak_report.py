@@ -101,7 +101,9 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
             f"| {name} | {_value(name, g['early_peak'])} | {_value(name, g['late_peak'])} | "
             f"{_pct(g['growth'])}{mark} | {_pct(g['slope_per_h'])} |"
         )
-    faults = "; ".join(f"{e['t'] / 60:.1f} min: {_fault(e)}" for e in s.get("events", []))
+    faults = "; ".join(
+        f"{e['t'] / 60:.1f} min: {_fault(e)}" for e in sorted(s.get("events", []), key=lambda e: e["t"])
+    )
     models = ret.get("models", [])
     refused = [m["version"] for m in models if m.get("gate_passed") is False]
     api = s.get("api", {})

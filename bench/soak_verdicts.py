@@ -118,6 +118,7 @@ def latency_change(points: Series, start: tuple[float, float], end: tuple[float,
     a, b = percentile(in_window(points, *start), q), percentile(in_window(points, *end), q)
     n_a, n_b = len(in_window(points, *start)), len(in_window(points, *end))
     if a is None or b is None or a <= 0:
+        a, b = (None if x is None else round(x, 1) for x in (a, b))
         return {"start": a, "end": b, "n_start": n_a, "n_end": n_b, "ratio": None, "ok": None}
     ratio = b / a
     return {
