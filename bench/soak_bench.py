@@ -11,27 +11,36 @@ broker is stopped and started (`streamrec kafka stop` / `start`). Every STREAMRE
 seconds (15): resident memory of every process by role, disk used by each store, the event log's
 numbers (`streamrec eventlog stats --json`), the stream's batch latency (`stream_metrics`) and the
 API's p99. At the end the producer stops, the stream drains, and every acknowledged event is
-looked up in the event log; bench/soak_verdicts.py judges the run.
+looked up in the event log; bench/soak_verdicts.py judges the run (the instruments are in
+bench/soak_probes.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 
-from bench.scale_bench import _descendants, _processes
+from bench.soak_probes import (
+    API_USER_BASE,
+    GET_EVERY_S,
+    POST_EVERY_S,
+    ApiLoad,
+    Proc,
+    batches_since,
+    cli,
+    disk_mb,
+    healthy,
+    rss_by_role,
+    wait_for,
+)
 from bench.soak_verdicts import loss, parse_acked, parse_eventlog_stats, percentile, summary_line, verdicts
 from producer.replay import looped
 from streamrec.event_log import event_log_dir, open_table
@@ -39,12 +48,10 @@ from streamrec.history import window
 from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, parse_duration
-from streamrec.sink import dead_letters, default_url, stream_metrics
+from streamrec.sink import dead_letters, default_url
 
 RATE = 500.0  # events/s, issue 22
 SPLIT_AT = 0.8
-API_USER_BASE = 2_000_000_000  # POST /events users: far above every looped user id
-GET_EVERY_S, POST_EVERY_S = 1 / 3, 5.0
 KILL_AT, BROKER_AT = 1 / 3, 2 / 3
 DATA_STORES = ("topic", "event log", "state store", "sink DB", "models")
 DATA_ROLES = ("retrain JVM",)  # trains on all the data so far (local mode: executors in that JVM)
@@ -66,238 +73,7 @@ def log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# -- processes ------------------------------------------------------------------------------------
-
-
-class Proc:
-    """One long-running CLI command in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, env: dict, logs: Path, *args: str):
-        self.name, self.env, self.logs, self.args = name, env, logs, args
-        self.starts = 0
-        self.p: subprocess.Popen | None = None
-        self.expected_exit = False
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log = self.logs / f"{self.name}-{self.starts}.log"
-        self.expected_exit = False
-        with open(self.log, "wb") as out:
-            self.p = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", *self.args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.p.pid if self.p is not None and self.p.poll() is None else None
-
-    def exited(self) -> int | None:
-        return None if self.p is None else self.p.poll()
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.p is not None else ""
-
-    def tail(self, n: int = 3) -> str:
-        return " | ".join(self.text().strip().splitlines()[-n:])
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (driver, JVM, Python workers), as a crash would."""
-        if self.p is None:
-            return
-        self.expected_exit = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.p.pid, signal.SIGKILL)
-        self.p.wait()
-
-    def stop(self, timeout: float = 120.0) -> int | None:
-        """SIGTERM to the command (it stops cleanly), SIGKILL to the group past the timeout."""
-        if self.p is None or self.p.poll() is not None:
-            return None if self.p is None else self.p.returncode
-        self.expected_exit = True
-        with contextlib.suppress(ProcessLookupError):
-            self.p.send_signal(signal.SIGTERM)
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return self.p.returncode
-
-
-def _cli(env: dict, *args: str, timeout: float = 900) -> str:
-    res = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"streamrec {' '.join(args)} failed: {res.stderr.strip()[-1500:]}")
-    return res.stdout
-
-
-def rss_by_role(procs: dict[str, int | None]) -> dict[str, float]:
-    """MB resident per process and role: each command's Python process, its Spark JVM and its
-    Python workers; the broker. Sums over the process tree below each command. A JVM's child with
-    the JVM's own command line is a fork not yet exec'd (the JVM starting a Python worker): it is
-    left out, or one sample would count the JVM's memory once per such child (seen: 6.6 GB for a
-    1.7 GB JVM)."""
-    table = _processes()
-    out: dict[str, float] = {}
-    for name, root in procs.items():
-        if root is None or root not in table:
-            continue
-        for pid in _descendants(table, {root}):
-            parent, cmd, kb = table[pid]
-            java = b"java" in cmd.split(b"\0", 1)[0]
-            if java and pid != root and parent in table and table[parent][1] == cmd:
-                continue
-            role = name if pid == root else f"{name} JVM" if java else f"{name} workers"
-            out[role] = out.get(role, 0.0) + kb / 1024
-    return {k: round(v) for k, v in out.items()}
-
-
-# -- stores ---------------------------------------------------------------------------------------
-
-
-def _du(path: Path, skip: set[str] = frozenset()) -> int:
-    """Bytes allocated on disk under `path` (as du counts them); files may vanish meanwhile."""
-    total = 0
-    if path.is_file():
-        with contextlib.suppress(OSError):
-            return path.stat().st_blocks * 512
-    for root, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if d not in skip]
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_blocks * 512
-    return total
-
-
-def stores(home: Path, broker: LocalKafka) -> dict[str, list[tuple[Path, set[str]]]]:
-    """Each store's paths (and directory names left out), as the project lays them out."""
-    sink_db = Path(default_url(home).removeprefix("sqlite:///"))
-    checkpoints = home / "checkpoints"
-    data = broker.data_dir
-    return {
-        "topic": [(p, set()) for p in sorted(data.glob("ratings-*"))],
-        "broker other": [(p, set()) for p in sorted(broker.root.iterdir()) if p != data]
-        + [(p, set()) for p in sorted(data.iterdir()) if not p.name.startswith("ratings-")],
-        "event log": [(event_log_dir(home), set())],
-        "checkpoints": [(checkpoints, {"state"})],
-        "state store": [(p, set()) for p in sorted(checkpoints.glob("*/state"))],
-        "sink DB": [(p, set()) for p in sorted(sink_db.parent.glob(sink_db.name + "*"))],
-        "models": [(home / "models", set())],
-        "streamed items": [(home / "items", set())],
-        "Spark checkpoints": [(home / "spark", set())],
-        "Spark scratch": [(home / "spark-local", set())],
-    }
-
-
-def disk_mb(home: Path, broker: LocalKafka) -> dict[str, float]:
-    out = {}
-    for name, paths in stores(home, broker).items():
-        with contextlib.suppress(OSError):  # a directory that appeared or went meanwhile
-            out[name] = round(sum(_du(p, skip) for p, skip in paths if p.exists()) / 2**20, 2)
-    return out
-
-
-# -- the API load ---------------------------------------------------------------------------------
-
-
-class ApiLoad(threading.Thread):
-    """A few GETs per second of known users' lists, a rating POSTed every few seconds."""
-
-    def __init__(
-        self, base: str, key: str, known: list[int], live_users: list[int], stride: int, passes: callable
-    ):
-        super().__init__(daemon=True)
-        self.base, self.known, self.live_users, self.stride, self.passes = (
-            base,
-            known,
-            live_users,
-            stride,
-            passes,
-        )
-        self.headers = {"Authorization": f"Bearer {key}"}
-        self.stop_event = threading.Event()
-        self.requests: list[tuple[float, str, float, int]] = []  # (monotonic, route, ms, status; 0 = error)
-        self.accepted = 0  # events POST /events answered 202 for
-        self.posted = Counter()  # (user_id, movie_id, rating) of those
-        self.rng = random.Random(22)
-
-    def _user(self) -> int:
-        if self.rng.random() < 0.5:
-            return self.rng.choice(self.known)  # in v1's training data
-        p = self.rng.randrange(max(1, self.passes()))  # a looped user already replayed
-        return self.rng.choice(self.live_users) + p * self.stride
-
-    def run(self) -> None:
-        n_post, next_post = 0, time.monotonic()
-        with httpx.Client(base_url=self.base, headers=self.headers, timeout=30.0) as client:
-            while not self.stop_event.is_set():
-                t = time.monotonic()
-                if t >= next_post:
-                    n_post += 1
-                    event = {
-                        "user_id": API_USER_BASE + n_post,
-                        "movie_id": self.rng.choice(POPULAR),
-                        "rating": self.rng.choice([3.0, 4.0, 4.5, 5.0]),
-                    }
-                    status = self._call(client, "POST /events", "post", "/events", json=event)
-                    if status == 202:
-                        self.accepted += 1
-                        self.posted[(event["user_id"], event["movie_id"], event["rating"])] += 1
-                    next_post = t + POST_EVERY_S
-                else:
-                    self._call(client, "GET /recommendations", "get", f"/recommendations/{self._user()}")
-                self.stop_event.wait(max(0.0, GET_EVERY_S - (time.monotonic() - t)))
-
-    def _call(self, client: httpx.Client, route: str, method: str, url: str, **kw) -> int:
-        t0 = time.monotonic()
-        try:
-            status = getattr(client, method)(url, **kw).status_code
-        except httpx.HTTPError:
-            status = 0
-        self.requests.append((t0, route, (time.monotonic() - t0) * 1000, status))
-        return status
-
-
-POPULAR = [1, 50, 110, 260, 296, 318, 356, 480, 527, 589, 593, 1196, 2571, 2959]
-
-
 # -- the run --------------------------------------------------------------------------------------
-
-
-def _batches_since(engine: sa.Engine, since: float) -> list[tuple[float, str, float]]:
-    """(wall time, query, per-batch p95 ms) of the stream's batches recorded after `since`."""
-    m = stream_metrics.c
-    try:
-        with engine.connect() as c:
-            rows = c.execute(
-                sa.select(m.at, m.query, m.latency_p95_ms).where(
-                    m.at > since, m.batch_id >= 0, m.latency_p95_ms.is_not(None)
-                )
-            ).all()
-    except sa.exc.SQLAlchemyError:  # the table is not there yet, or the DB is busy: next time
-        return []
-    return [(float(a), q, float(p)) for a, q, p in rows]
-
-
-def _wait_for(what: str, check, timeout: float, proc: Proc | None = None) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if check():
-            return time.monotonic() - t0
-        if proc is not None and proc.exited() is not None:
-            raise RuntimeError(f"{proc.name} exited ({proc.exited()}) before {what}: {proc.tail(5)}")
-        time.sleep(1)
-    raise RuntimeError(f"no {what} after {timeout:.0f} s")
 
 
 def run(minutes: float | None = None) -> dict:
@@ -350,23 +126,23 @@ def _run(tmp: Path, cfg: dict, duration: float) -> dict:
     api: ApiLoad | None = None
     try:
         t = time.monotonic()
-        _cli(env, "kafka", "start")
+        cli(env, "kafka", "start")
         log(
             f"broker on port {port} ({time.monotonic() - t:.0f} s); training v1 (train --split-at {SPLIT_AT})"
         )
         t = time.monotonic()
-        _cli(env, "train", "--split-at", str(SPLIT_AT))
+        cli(env, "train", "--split-at", str(SPLIT_AT))
         result["train_s"] = round(time.monotonic() - t, 1)
-        key = _cli(env, "apikey", "create", "soak", "--scopes", "read,write").strip().splitlines()[-1]
+        key = cli(env, "apikey", "create", "soak", "--scopes", "read,write").strip().splitlines()[-1]
         log(f"v1 trained in {result['train_s']:.0f} s; starting the stream")
         stream.start()
         engine = sa.create_engine(default_url(home))
-        _wait_for(
-            "stream batch", lambda: _batches_since(engine, 0) or "streaming " in stream.text(), 600, stream
+        wait_for(
+            "stream batch", lambda: batches_since(engine, 0) or "streaming " in stream.text(), 600, stream
         )
         serve.start()
         base = f"http://127.0.0.1:{serve_port}"
-        _wait_for("API", lambda: _healthy(base), 300, serve)
+        wait_for("API", lambda: healthy(base), 300, serve)
         t0 = time.monotonic()
         wall0 = time.time()
         replay.start()
@@ -392,7 +168,7 @@ def _run(tmp: Path, cfg: dict, duration: float) -> dict:
             with contextlib.suppress(Exception):
                 p.stop(30)
         with contextlib.suppress(Exception):
-            _cli(env, "kafka", "stop", timeout=120)
+            cli(env, "kafka", "stop", timeout=120)
         result["logs_tail"] = {f"{p.name}": p.tail(4) for p in procs if p.p is not None}
     result["verdicts"] = verdicts(result)
     result["summary"] = summary_line(result)
@@ -402,13 +178,6 @@ def _run(tmp: Path, cfg: dict, duration: float) -> dict:
     for raw in ("api_ms", "batch_p95_ms"):
         result.pop(raw, None)
     return result
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _event(result: dict, t0: float, what: str, at: float | None = None, **extra) -> None:
@@ -440,16 +209,16 @@ def _soak(
             _event(result, t0, "stream SIGKILLed (driver, JVM, workers)")
             stream.start()
             restarted_at = time.time()
-        if restarted_at and _batches_since(engine, restarted_at):  # its first batch since the restart
+        if restarted_at and batches_since(engine, restarted_at):  # its first batch since the restart
             _event(result, t0, "stream back", first_batch_after_s=round(time.time() - restarted_at, 1))
             restarted_at = None
         if not restarted_broker and elapsed >= BROKER_AT * duration:
             restarted_broker = True
             t = time.monotonic()
             try:
-                _cli(env, "kafka", "stop", timeout=180)
+                cli(env, "kafka", "stop", timeout=180)
                 stopped = time.monotonic() - t
-                _cli(env, "kafka", "start", timeout=180)
+                cli(env, "kafka", "start", timeout=180)
                 down = round(time.monotonic() - t, 1)
                 _event(
                     result, t0, "broker restarted", at=t, stopped_in_s=round(stopped, 1), back_after_s=down
@@ -457,7 +226,7 @@ def _soak(
             except (RuntimeError, subprocess.TimeoutExpired) as exc:  # recorded; the run goes on
                 _event(result, t0, f"broker restart failed: {str(exc)[-300:]}", at=t)
                 with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                    _cli(env, "kafka", "start", timeout=180)
+                    cli(env, "kafka", "start", timeout=180)
         for p in (stream, serve, replay, retrain):  # a supervisor would restart what died: say it, restart
             if p.exited() is not None and not p.expected_exit:
                 _event(
@@ -473,7 +242,8 @@ def _soak(
                     )
                 p.start()
         if now >= next_sample:
-            next_sample += cfg["sample_s"]
+            # after a fault that held the loop, the next sample a half period on, not a catch-up burst
+            next_sample = max(next_sample + cfg["sample_s"], time.monotonic() + cfg["sample_s"] / 2)
             s = _sample(
                 result,
                 home,
@@ -508,12 +278,12 @@ def _sample(result, home, broker, env, engine, t0, wall0, since_wall, pids, api,
         "disk_mb": disk_mb(home, broker),
     }
     try:
-        stats = parse_eventlog_stats(_cli(env, "eventlog", "stats", "--json", timeout=120))
+        stats = parse_eventlog_stats(cli(env, "eventlog", "stats", "--json", timeout=120))
         s["eventlog"] = {k: stats[k] for k in ("events", "data_files", "bytes", "version")}
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         s["eventlog"] = None
         s["eventlog_error"] = str(exc)[-200:]
-    batches = _batches_since(engine, since_wall)
+    batches = batches_since(engine, since_wall)
     s["stream_p95_ms"] = {}
     for q in sorted({q for _, q, _ in batches}):
         ps = [p for _, qq, p in batches if qq == q]
