@@ -54,7 +54,10 @@ RATE = 500.0  # events/s, issue 22
 SPLIT_AT = 0.8
 KILL_AT, BROKER_AT = 1 / 3, 2 / 3
 DATA_STORES = ("topic", "event log", "state store", "sink DB", "models")
-DATA_ROLES = ("retrain JVM",)  # trains on all the data so far (local mode: executors in that JVM)
+# Processes that hold the data by design, judged per event: the retrain's JVM (local mode: the
+# executors, whose ALS blocks hold every rating it trains on) and the API, whose ratings index
+# keeps every user's ratings to leave them out of lists (serving.ratings_index).
+DATA_ROLES = ("retrain JVM", "serve")
 DRAIN_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 600.0  # a retrain finishes its run before it stops
 

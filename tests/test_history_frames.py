@@ -30,7 +30,8 @@ def _log_events(rows: list[tuple[int, int, float, int]], first_offset: int) -> p
     n = len(rows)
     return pd.DataFrame({"user_id": u, "movie_id": m, "rating": r, "timestamp": t, "topic": "ratings",
                          "partition": 0, "offset": range(first_offset, first_offset + n),
-                         "kafka_ts": 1.7e9 + np.arange(first_offset, first_offset + n), "reason": None})  # fmt: skip
+                         "kafka_ts": 1.7e9 + np.arange(first_offset, first_offset + n),
+                         "reason": None})  # fmt: skip
 
 
 def test_the_spark_history_is_the_pandas_history_split_cut_log_snapshot_and_ties(
