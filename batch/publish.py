@@ -181,6 +181,8 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
         log(f"refitting both models on all {counts['ratings']:,} ratings for serving")
         model = fit(spark, ratings, params)
         ranking = fit_ranking(spark, ratings, rparams, model.items.ids)
+    else:  # the blend's ranking fit left the validation users out: serve one that has them
+        ranking = fit_ranking(spark, train, rparams, model.items.ids)
     if not np.array_equal(ranking.user_ids, model.user_ids):
         raise RuntimeError("the two models saw different users; this is a bug")
     user_support = counts_by(ratings, "user_id").reindex(model.user_ids, fill_value=0).to_numpy()

@@ -1,6 +1,9 @@
 """The history read by Spark (streamrec.history_frames, batch.frames) is the pandas history:
 the same window, snapshot and latest rating per pair, with a bounded share on the driver."""
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,3 +108,25 @@ def test_splits_and_samples_are_seeded_and_bounded(spark):
     newest = rows_of(new, everyone)
     assert len(newest) == len(ratings) - int(np.floor(0.75 * len(ratings)))
     assert newest.timestamp.min() >= old.agg({"timestamp": "max"}).first()[0]
+
+
+def test_training_brings_a_sample_of_stated_size_to_the_driver(spark, tmp_path, monkeypatch):
+    """With the samples capped below the data's users, the metrics are scored on exactly that many
+    users and the blend on at most that many validation users; the model still covers everyone
+    (its factors come from Spark, not from the sample)."""
+    from batch.publish import TrainOptions, default_spec, run_training
+    from streamrec.model_store import ModelStore
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    monkeypatch.delenv("STREAMREC_SPARK_STORAGE", raising=False)
+    monkeypatch.setattr("batch.frames.EVAL_USERS_MAX", 120)
+    monkeypatch.setattr("batch.frames.CALIBRATION_USERS_MAX", 40)
+    store = ModelStore(tmp_path / "models")
+    res = run_training(spark, TrainOptions(default_spec(BUNDLED_DATA), refit_full=False), store)
+    assert res["evaluation"]["holdout_users"] == 120
+    assert res["evaluation"]["validation_users"] > 40  # a fifth of 610 users left out of the fit
+    assert max(row["users"] for row in res["blend"]["validation"]) <= 40
+    assert 0 < res["metrics"]["users"] <= 120 and res["metrics"]["popularity"]["users"] <= 120
+    assert len(store.load(res["version"]).user_ids) > 400  # every training user has vectors
+    checkpoints = Path(urlparse(spark.sparkContext.getCheckpointDir()).path)
+    assert checkpoints.is_dir() and not list(checkpoints.glob("rdd-*"))  # ALS's checkpoints: deleted
