@@ -130,3 +130,40 @@ def test_training_brings_a_sample_of_stated_size_to_the_driver(spark, tmp_path, 
     assert len(store.load(res["version"]).user_ids) > 400  # every training user has vectors
     checkpoints = Path(urlparse(spark.sparkContext.getCheckpointDir()).path)
     assert checkpoints.is_dir() and not list(checkpoints.glob("rdd-*"))  # ALS's checkpoints: deleted
+
+
+def test_the_streams_seed_leaves_out_trending_windows_retention_would_delete(spark, tmp_path):
+    """The first start's aggregates come from Spark: all-time tables over every history event, and
+    only the trending windows `--keep-trending` keeps (decades of weeks x movies otherwise)."""
+    from streaming.aggregates import WindowSpec
+    from streaming.job import Context, StreamConfig, bootstrap_aggregates
+    from streaming.retention import DAY, Retention
+    from streamrec.movielens import load_movies
+    from streamrec.sink import Sink
+    from tests.streamcheck import table
+
+    spec = HistorySpec(str(BUNDLED_DATA), split_at=0.8)
+    events = load_history(spec)
+    movies = load_movies(BUNDLED_DATA).set_index("movie_id")
+    ctx = Context(spec, movies["title"], movies["genres"])
+    url = f"sqlite:///{tmp_path / 'sink.db'}"
+    cfg = StreamConfig(bootstrap="-", sink_url=url, state_dir=tmp_path, event_log_dir=tmp_path / "log",
+                       model_root=tmp_path / "models", data=BUNDLED_DATA,
+                       retention=Retention(trending_s=60 * DAY))  # fmt: skip
+    sink = Sink(url)
+    sink.create_schema()
+    assert bootstrap_aggregates(sink, ctx, cfg, history_frame(spark, spec)) == len(events)
+    assert bootstrap_aggregates(sink, ctx, cfg, history_frame(spark, spec)) is None  # once
+    sink.close()
+    counts = table(url, "SELECT movie_id, n_ratings FROM movie_stats", ["movie_id", "n"])
+    assert (
+        counts.set_index("movie_id")["n"].sort_index().tolist()
+        == events.movie_id.value_counts().sort_index().tolist()
+    )
+    size = WindowSpec().size_s
+    ends = table(url, "SELECT DISTINCT window_end FROM trending", ["end"])["end"]
+    newest = int(events.timestamp.max())
+    kept = {
+        s + size for s in events.timestamp - events.timestamp % size if s + size >= newest - 60 * DAY - size
+    }
+    assert set(ends) == kept and 8 <= len(kept) <= 11  # the last ~60 days of weekly windows, no older
