@@ -195,7 +195,8 @@ def run_size(n: int, tmp: Path, mode: str = "local", code: Path | None = None) -
         out["rev"] = BEFORE_REV
     try:
         for step, args in [("train", ["train", "--split-at", "0.8"]), ("replay", ["replay"]),
-                           ("stream", ["stream", "--available-now", "--quiet", "--max-offsets-per-trigger", str(DRAIN_BATCH)]),
+                           ("stream", ["stream", "--available-now", "--quiet",
+                                       "--max-offsets-per-trigger", str(DRAIN_BATCH)]),
                            ("retrain", ["retrain", "--once", "--force"])]:  # fmt: skip
             out[step] = _step(env, *args)
             if "error" in out[step]:
