@@ -228,7 +228,7 @@ def run(
     cluster = cluster if cluster is not None else _sizes("STREAMREC_BENCH_SCALE_CLUSTER", "1e6,5e6")
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="streamrec-scale-") as tmp, contextlib.ExitStack() as stack:
-        for mode, sizes in (("before", before), ("local", local), ("cluster", cluster)):
+        for mode, sizes in (("local", local), ("before", before), ("cluster", cluster)):
             if not sizes:
                 continue
             code = stack.enter_context(before_checkout(Path(tmp))) if mode == "before" else None
