@@ -97,7 +97,7 @@ def _roles_kb(root: int) -> dict[str, int]:
     mine = _descendants(procs, {root})
     executors = _descendants(procs, {p for p, (_, cmd, _) in procs.items() if b"ExecutorBackend" in cmd})
     kb = dict.fromkeys(ROLES, 0)
-    for pid in mine | executors:
+    for pid in (mine | executors) & procs.keys():  # a process may exit between the two reads
         _, cmd, rss = procs[pid]
         java = b"java" in cmd.split(b"\0", 1)[0]
         broker = java and b"kafka.Kafka" in cmd
