@@ -86,6 +86,22 @@ def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> 
         return _train_and_publish(spark, opts, store, raw, ratings, t0)
     finally:
         ratings.unpersist()
+        drop_rdd_checkpoints(spark)
+
+
+def drop_rdd_checkpoints(spark) -> None:
+    """Delete the RDD checkpoints ALS wrote during the run (every checkpointInterval iterations):
+    they only cut lineage inside one fit, Spark never deletes them by itself, and `retrain --every`
+    keeps one SparkContext for weeks (the soak found its checkpoint directory growing per run)."""
+    import shutil
+    from urllib.parse import urlparse
+
+    where = spark.sparkContext.getCheckpointDir()
+    if not where:
+        return
+    root = Path(urlparse(where).path) if where.startswith("file:") else Path(where)
+    for rdd in root.glob("rdd-*") if root.is_dir() else []:
+        shutil.rmtree(rdd, ignore_errors=True)
 
 
 def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, ratings, t0: float) -> dict:
@@ -165,6 +181,8 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
         log(f"refitting both models on all {counts['ratings']:,} ratings for serving")
         model = fit(spark, ratings, params)
         ranking = fit_ranking(spark, ratings, rparams, model.items.ids)
+    else:  # the blend's ranking fit left the validation users out: serve one that has them
+        ranking = fit_ranking(spark, train, rparams, model.items.ids)
     if not np.array_equal(ranking.user_ids, model.user_ids):
         raise RuntimeError("the two models saw different users; this is a bug")
     user_support = counts_by(ratings, "user_id").reindex(model.user_ids, fill_value=0).to_numpy()

@@ -100,7 +100,64 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
                      "dotted: the design before (history on the driver)",
                      fontsize=9)  # fmt: skip
         save(fig, "scale")
+    soak = results.get("soak")
+    if soak and soak.get("samples"):
+        save(_soak_figure(soak, plt), "soak")
     return made
+
+
+def _soak_figure(soak: dict, plt):
+    """The soak over time: resident memory per process, disk per store, the event log's files,
+    the stream's batch p95 and the API's p99 per sample; the faults as vertical lines."""
+    samples = soak["samples"]
+    t = [s["t"] / 60 for s in samples]
+    fig, axes = plt.subplots(5, 1, figsize=(9, 13), sharex=True)
+
+    def lines(ax, key: str, scale: float = 1.0) -> None:
+        for name in sorted({k for s in samples for k in s[key]}):
+            pts = [(s["t"] / 60, s[key][name] * scale) for s in samples if name in s[key]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1.2)
+        if ax.get_lines():
+            ax.legend(fontsize=7, ncol=3, loc="upper left")
+
+    lines(axes[0], "rss_mb")
+    axes[0].set(title="Resident memory per process", ylabel="MB")
+    lines(axes[1], "disk_mb")
+    axes[1].set(title="Disk used per store", ylabel="MB")
+    axes[1].set_yscale("symlog", linthresh=1)
+    logs = [(s["t"] / 60, s["eventlog"]) for s in samples if s.get("eventlog")]
+    axes[2].plot(
+        [x for x, _ in logs], [e["data_files"] for _, e in logs], color="#3b75af", label="data files"
+    )
+    axes[2].set(title="Event log", ylabel="data files")
+    events = axes[2].twinx()
+    events.plot([x for x, _ in logs], [e["events"] / 1e6 for _, e in logs], color="#e07b39", label="events")
+    events.set_ylabel("events (millions)")
+    axes[2].legend(fontsize=7, loc="upper left")
+    events.legend(fontsize=7, loc="upper right")
+    lines(axes[3], "stream_p95_ms", 1 / 1000)
+    axes[3].set(title="Stream: p95 of the batches' p95 end-to-end latency, per sample", ylabel="seconds")
+    api = [(x, s["api_p99_ms"]) for x, s in zip(t, samples, strict=True) if s.get("api_p99_ms") is not None]
+    axes[4].plot([x for x, _ in api], [v for _, v in api], color="#c44e52", label="API p99")
+    axes[4].set(title="API: p99 per sample (GET /recommendations, POST /events)", ylabel="ms",
+                xlabel="minutes into the soak")  # fmt: skip
+    for ax in axes:
+        for e in soak.get("events", []):
+            if "SIGKILL" in e["what"] or "broker restarted" in e["what"]:
+                ax.axvline(e["t"] / 60, color="#888", linestyle="--", linewidth=1)
+        for m in _swaps(samples):
+            ax.axvline(m, color="#1f9d55", linestyle=":", linewidth=0.8)
+    rate = soak["settings"]["rate"]
+    fig.suptitle(f"Soak, {soak['duration_s'] / 60:.0f} min at {rate:,.0f} events/s; dashed: stream SIGKILL, "
+                 "broker restart; dotted green: a new model version", fontsize=9)  # fmt: skip
+    return fig
+
+
+def _swaps(samples: list[dict]) -> list[float]:
+    """Minutes at which CURRENT changed between two samples."""
+    return [
+        b["t"] / 60 for a, b in zip(samples, samples[1:], strict=False) if a.get("model") != b.get("model")
+    ]
 
 
 def scale_modes(sc: dict) -> dict[str, list[dict]]:

@@ -1,7 +1,8 @@
 """Run every benchmark and rewrite docs/benchmarks.md. `make bench` (about 1.5 hours on 2 cores, 45
 minutes of it the scale run's 25M ratings; without them STREAMREC_BENCH_SCALE=1e6,5e6);
 `python -m bench.run_all quality` (or replay, train, blas, stream, items, live, api, scale) runs one part
-and keeps the others."""
+and keeps the others. `python -m bench.run_all soak` runs the soak (an hour by default,
+STREAMREC_BENCH_SOAK_MINUTES); only when named, never in the default set."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bench import (
     quality_bench,
     replay_bench,
     scale_bench,
+    soak_bench,
     stream_bench,
     train_bench,
 )
@@ -72,6 +74,10 @@ def main() -> None:
         if spark is not None:
             spark.stop()  # its memory is not the scale steps'
         save("scale", scale_bench.merge(results.get("scale"), scale_bench.run()))
+    if "soak" in which:  # only when named: an hour of its own processes (bench/soak_bench.py)
+        if spark is not None:
+            spark.stop()
+        save("soak", {**soak_bench.run(), "machine": machine()})
     write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
     if "train" in results:
         write_readme_results(results, PROJECT_ROOT / "README.md")

@@ -27,6 +27,10 @@ from streamrec.settings import FRACTION, POSITIVE, data_option, kafka_options, r
 @click.option("--split-at", type=FRACTION, default=None,
               help="replay only events after this quantile of event time (the live part)")  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="stop after N events")
+@click.option("--loop", is_flag=True,
+              help="send the selection again and again until stopped (or --limit events in all): pass p "
+                   "adds p x 10^d to user ids (d: digits of the largest id), so every pass brings new "
+                   "users, and each event's time is when it is sent (the soak benchmark's load)")  # fmt: skip
 @click.option("--skip-invalid", is_flag=True, help="skip and count invalid rows")
 @click.option(
     "--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)"
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         # The safe default: what CURRENT (and so the stream's seeded aggregates) has not seen.
         split_at, since = current.spec.split_at, current.spec.until
         print(f"replaying what {current.version} was not trained on (it saw {current.cut} of the data)")
-    events = window(ratings, since=since, until=until, split_at=split_at, part="after", limit=args.limit)
+    limit = None if args.loop else args.limit  # looped: --limit counts every pass's events
+    events = window(ratings, since=since, until=until, split_at=split_at, part="after", limit=limit)
     if current and not args.allow_overlap:
         refuse_overlap(events, ratings, current)
     if report.n_skipped:
@@ -64,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = ensure_broker(args)
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM flushes and reports, like Ctrl-C
     res = replay(events, bootstrap, args.topic, partitions=args.partitions, rate=args.rate,
-                 speedup=args.speedup, progress=args.progress, client=args.client)  # fmt: skip
+                 speedup=args.speedup, progress=args.progress, client=args.client, loop=args.loop,
+                 limit=args.limit)  # fmt: skip
+    of = f"{res.sent / len(events):.1f} passes of {len(events):,}" if args.loop else f"{len(events):,}"
     summary = (
-        f"replayed {res.confirmed:,} of {len(events):,} events to {args.topic}@{bootstrap} "
+        f"replayed {res.confirmed:,} of {of} events to {args.topic}@{bootstrap} "
         f"in {res.seconds:.1f}s ({res.rate:,.0f} events/s)"
     )
     if res.error:

@@ -2,11 +2,13 @@
 
 Pacing: as fast as possible (default), a fixed --rate in events/s, or --speedup X which divides
 event-time gaps by X. Delivery: acks=all, idempotent producer, retries; the count of confirmed
-events is the count of the broker's acknowledgements, taken after a final flush.
+events is the count of the broker's acknowledgements, taken after a final flush. A looped replay
+(--loop, the soak benchmark's load) sends the selection again and again, new users every pass.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -19,7 +21,7 @@ from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from streamrec.errors import InvalidRequest
-from streamrec.events import encode
+from streamrec.events import MAX_ID, encode
 from streamrec.kafka_admin import ensure_topic, producer
 
 # Throughput settings (see docs/benchmarks.md): big batches and a short linger amortise
@@ -62,26 +64,60 @@ class _Pacer:
         self.rate, self.speedup = rate, speedup
         self.t0_event = int(timestamps[0]) if len(timestamps) else 0
         self.timestamps = timestamps
+        # A looped replay's pass p starts p event-time spans (+1 s) after the first (--speedup).
+        self.span = int(timestamps[-1]) - self.t0_event + 1 if len(timestamps) else 0
 
     def due(self, i: int) -> float | None:
         if self.rate is not None:
             return i / self.rate
         if self.speedup is not None:
-            return (int(self.timestamps[i]) - self.t0_event) / self.speedup
+            n = len(self.timestamps)
+            return ((i // n) * self.span + int(self.timestamps[i % n]) - self.t0_event) / self.speedup
         return None
 
 
-def _paced(
-    events: pd.DataFrame, pacer: _Pacer, wait: Callable[[float], object]
-) -> Iterator[tuple[bytes, bytes]]:
-    """Each event's (key, value) when it is due; `wait(seconds)` idles until then (both clients)."""
+def loop_stride(max_user_id: int) -> int:
+    """How far apart a looped replay's passes put user ids: the power of ten above the largest
+    (610 -> 1000, so pass 3's user 42 is user 3042): every pass's users are new."""
+    return 10 ** len(str(max(int(max_user_id), 1)))
+
+
+def looped(events: pd.DataFrame) -> Iterator[tuple[int, int, float, int]]:
+    """(user_id, movie_id, rating, timestamp) of `events`, pass after pass: pass p adds
+    p x loop_stride to every user id; it ends before a user id would pass the contract's MAX_ID.
+    Timestamps are the selection's own (a looped replay stamps each event when it sends it)."""
     cols = [events[c].to_numpy().tolist() for c in ("user_id", "movie_id", "rating", "timestamp")]
+    if not cols[0]:
+        return
+    stride, top = loop_stride(max(cols[0])), max(cols[0])
+    for p in itertools.count():
+        if top + p * stride > MAX_ID:
+            return
+        for u, m, r, t in zip(*cols, strict=True):
+            yield u + p * stride, m, r, t
+
+
+def _paced(
+    events: pd.DataFrame,
+    pacer: _Pacer,
+    wait: Callable[[float], object],
+    loop: bool = False,
+    limit: int | None = None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """Each event's (key, value) when it is due; `wait(seconds)` idles until then (both clients).
+    `loop`: pass after pass (`looped`), each event stamped with the time it is sent, at most
+    `limit` events in all."""
+    if loop:
+        rows: Iterator = itertools.islice(looped(events), limit)
+    else:
+        cols = [events[c].to_numpy().tolist() for c in ("user_id", "movie_id", "rating", "timestamp")]
+        rows = zip(*cols, strict=True)
     start = time.monotonic()
-    for i, event in enumerate(zip(*cols, strict=True)):
+    for i, (u, m, r, t) in enumerate(rows):
         due = pacer.due(i)
         if due is not None and (left := start + due - time.monotonic()) > 0:
             wait(left)
-        yield encode(*event)
+        yield encode(u, m, r, int(time.time()) if loop else t)
 
 
 CLIENTS = ("auto", "confluent", "kafka-python")
@@ -106,6 +142,8 @@ def replay(
     speedup: float | None = None,
     progress: bool | None = None,
     client: str = "auto",
+    loop: bool = False,
+    limit: int | None = None,
     **producer_config,
 ) -> ReplayResult:
     """Publish events (already in event-time order) and wait until every send is confirmed.
@@ -114,6 +152,8 @@ def replay(
     is exact however a send fails: at once (a full buffer, an oversized record), later (delivery
     timeout), or never acknowledged before the final flush gave up (a long broker outage).
     `client`: "confluent" (librdkafka), "kafka-python", or "auto" (the first when installed).
+    `loop`: send `events` pass after pass (new user ids each pass, event time = send time; see
+    `looped`) until interrupted or `limit` events in all.
     Both: acks=all, idempotence, key = user id, the same murmur2 partitioner (a user's events
     land on one partition whichever client sent them, so per-user order holds).
     `producer_config` overrides the client's settings (its own names)."""
@@ -121,9 +161,11 @@ def replay(
         raise InvalidRequest(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
     pacer = _Pacer(events["timestamp"].to_numpy(), rate, speedup)
     ensure_topic(bootstrap, topic, partitions=partitions)
+    if loop and len(events) == 0:
+        raise InvalidRequest("nothing to loop: the selection is empty")
     if (default_client() if client == "auto" else client) == "confluent":
-        return _replay_confluent(events, bootstrap, topic, pacer, progress, producer_config)
-    n = len(events)
+        return _replay_confluent(events, bootstrap, topic, pacer, progress, producer_config, loop, limit)
+    n = limit if loop else len(events)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[BaseException] = []
     acked = [0]  # incremented on the producer's I/O thread, read after the flush
@@ -145,7 +187,7 @@ def replay(
     try:
         with producer(bootstrap, timeout=min(10.0, flush_s), **config) as p:
             try:
-                for key, value in _paced(events, pacer, time.sleep):
+                for key, value in _paced(events, pacer, time.sleep, loop, limit):
                     sent += 1  # attempted
                     try:
                         p.send(topic, key=key, value=value).add_callback(on_ack).add_errback(on_error)
@@ -186,7 +228,8 @@ CONFLUENT_TUNING = {
 
 
 def _replay_confluent(events: pd.DataFrame, bootstrap: str, topic: str, pacer: _Pacer,
-                      progress: bool | None, overrides: dict) -> ReplayResult:  # fmt: skip
+                      progress: bool | None, overrides: dict, loop: bool = False,
+                      limit: int | None = None) -> ReplayResult:  # fmt: skip
     from confluent_kafka import KafkaException, Producer
 
     conf = {
@@ -203,7 +246,7 @@ def _replay_confluent(events: pd.DataFrame, bootstrap: str, topic: str, pacer: _
     }
     flush_s = conf["delivery.timeout.ms"] / 1000 + 5
     p = Producer(conf)
-    n = len(events)
+    n = limit if loop else len(events)
     show = sys.stderr.isatty() if progress is None else progress
     failures: list[str] = []
     acked = [0]
@@ -218,7 +261,7 @@ def _replay_confluent(events: pd.DataFrame, bootstrap: str, topic: str, pacer: _
     start = time.monotonic()
     bar = tqdm(total=n, unit="ev", unit_scale=True, disable=not show, smoothing=0.1)
     try:
-        for key, value in _paced(events, pacer, p.poll):  # poll: serve delivery reports while waiting
+        for key, value in _paced(events, pacer, p.poll, loop, limit):  # poll: serve reports while waiting
             sent += 1  # attempted
             while True:
                 try:

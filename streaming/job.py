@@ -156,7 +156,7 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig, history) -
             return None
         events = 0
         if history is not None:
-            d = history_deltas(history, ctx, cfg.window)
+            d = history_deltas(history, ctx, cfg)
             if d is not None:
                 apply_deltas(sink, d, ctx.titles)
                 events = int(d.movie["n"].sum())
@@ -167,11 +167,19 @@ def bootstrap_aggregates(sink: Sink, ctx: Context, cfg: StreamConfig, history) -
     return events
 
 
-def history_deltas(history, ctx: Context, spec: WindowSpec):
+def history_deltas(history, ctx: Context, cfg: StreamConfig):
     """The history's aggregates as one batch's deltas (None when it holds no event), grouped by
-    a Spark groupBy: history rows are valid events without Kafka coordinates."""
+    a Spark groupBy: history rows are valid events without Kafka coordinates. Trending windows
+    the retention (`--keep-trending`) would delete at once are not computed: the driver would
+    hold windows x movies of them, O(history)."""
     from pyspark.sql import functions as F
 
+    newest = history.agg(F.max("timestamp")).first()[0]
+    if newest is None:
+        return None
+    # Retention keeps windows ending after watermark - trending_s, and the watermark is at most
+    # the newest event time: a window more is kept, never one less.
+    keep_from = int(newest - cfg.retention.trending_s - cfg.window.size_s)
     rows = history.select(
         "user_id", "movie_id", "rating", "timestamp",
         F.lit(None).cast("string").alias("reason"), F.lit(0.0).alias("kafka_ts"),
@@ -179,9 +187,8 @@ def history_deltas(history, ctx: Context, spec: WindowSpec):
         F.lit(None).cast("long").alias("offset"), F.lit(None).cast("string").alias("value"),
         F.lit(None).cast("string").alias("raw_base64"),
     )  # fmt: skip
-    return batch_deltas(
-        rows, genres_frame(history.sparkSession, ctx.genres_of), None, spec, shuffle=True
-    ).deltas
+    genres = genres_frame(history.sparkSession, ctx.genres_of)
+    return batch_deltas(rows, genres, None, cfg.window, shuffle=True, trending_from=keep_from).deltas
 
 
 def seed_rows(history, items: ItemVectorWriter) -> pd.DataFrame:

@@ -67,14 +67,26 @@ def keyed_rows(batch, genres, watermark: int | None, spec: WindowSpec):
 
 
 def batch_deltas(
-    batch, genres, watermark: int | None, spec: WindowSpec, shuffle: bool = False
+    batch,
+    genres,
+    watermark: int | None,
+    spec: WindowSpec,
+    shuffle: bool = False,
+    trending_from: int | None = None,
 ) -> BatchResult:
     """One Spark job. Default: each partition's records are grouped where they are read (pandas
     in the executors' Python workers) and the driver merges the partial groups, at most one row
     per key and partition; `shuffle=True` groups with a Spark `groupBy` instead (a shuffle:
-    two stages, which cost more than they save on a small batch: docs/benchmarks.md)."""
+    two stages, which cost more than they save on a small batch: docs/benchmarks.md).
+    `trending_from` (shuffle only): trending windows ending before it are left out (the history's
+    seed: retention would delete them at once, and there are windows x movies of them)."""
     if shuffle:
-        g = keyed_rows(batch, genres, watermark, spec).groupBy("kind", "a", "b", "s").agg(*_aggs()).toPandas()
+        from pyspark.sql import functions as F
+
+        keyed = keyed_rows(batch, genres, watermark, spec)
+        if trending_from is not None:
+            keyed = keyed.where((F.col("kind") != "t") | (F.col("a") + spec.size_s >= trending_from))
+        g = keyed.groupBy("kind", "a", "b", "s").agg(*_aggs()).toPandas()
     else:
         from pyspark.sql.functions import broadcast
 

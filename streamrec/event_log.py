@@ -47,6 +47,7 @@ SCHEMA = pa.schema([("user_id", pa.int32()), ("movie_id", pa.int32()), ("rating"
                     ("timestamp", pa.int64()), ("topic", pa.string()), ("partition", pa.int32()),
                     ("offset", pa.int64()), ("kafka_ts", pa.float64())])  # fmt: skip
 COLUMNS = SCHEMA.names
+ARRIVAL = ("kafka_ts", "offset")  # the order events arrived in (ties of event time go by it)
 
 
 def is_table(root: Path) -> bool:
@@ -188,20 +189,26 @@ def committed_files(root: Path, version: int | None = None) -> list[Path]:
 
 
 def read_event_log(root: Path | None = None, version: int | None = None) -> pd.DataFrame:
-    """Committed events as (user_id, movie_id, rating, timestamp): the table's snapshot `version`
+    """Committed events as (user_id, movie_id, rating, timestamp) in arrival order (Kafka time,
+    then offset: a table's files come in no set order, and a re-rating at an equal event time is
+    decided by arrival, as streamrec.history_frames decides it): the table's snapshot `version`
     (default latest, with a not yet migrated legacy log); empty when none yet."""
     root = root or event_log_dir()
-    if version is not None:
-        frame = open_table(root, version).to_pandas(columns=RATING_COLUMNS)
-        return frame.astype(RATING_DTYPES)
+    cols = [*RATING_COLUMNS, *ARRIVAL]
     parts = []
-    if root.is_dir() and legacy_files(root):
-        parts.append(read_legacy(legacy_files(root), SCHEMA).select(RATING_COLUMNS).to_pandas())
-    if is_table(root):
-        parts.append(open_table(root).to_pandas(columns=RATING_COLUMNS))
+    if version is not None:
+        parts.append(open_table(root, version).to_pandas(columns=cols))
+    else:
+        if root.is_dir() and legacy_files(root):
+            parts.append(read_legacy(legacy_files(root), SCHEMA).select(cols).to_pandas())
+        if is_table(root):
+            parts.append(open_table(root).to_pandas(columns=cols))
     if not parts:
         return empty_ratings()
-    return pd.concat(parts, ignore_index=True).astype(RATING_DTYPES)
+    frame = pd.concat(parts, ignore_index=True)
+    frame[list(ARRIVAL)] = frame[list(ARRIVAL)].fillna(0)  # a legacy row without them: first
+    frame = frame.sort_values(list(ARRIVAL), kind="stable", ignore_index=True)
+    return frame[RATING_COLUMNS].astype(RATING_DTYPES)
 
 
 def count_events(root: Path | None = None, version: int | None = None) -> int:

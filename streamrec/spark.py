@@ -68,6 +68,10 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         # fell from ~450 to ~270 ms per batch. Backward compatible with existing checkpoints.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
+        # Shuffle files and unpersisted blocks are deleted once the driver's GC finds them
+        # unreferenced; a `retrain --every` JVM can idle for its whole interval without one
+        # (Spark's default forces one every 30 min).
+        "spark.cleaner.periodicGC.interval": "5min",
     }
     if (master or "").startswith("spark://"):
         # A standalone master gives an application every free core unless capped: a running

@@ -126,6 +126,23 @@ def test_speedup_divides_event_time_gaps(kafka, topic, ratings):
     assert 1.2 < res.seconds < 6.0
 
 
+def test_loop_sends_the_selection_again_with_new_users_and_the_send_time(kafka, topic, ratings):
+    """--loop: pass after pass of the selection (here the 5 newest events), each pass's users
+    shifted by the stride, every event stamped with the time it was sent; --limit counts all."""
+    before = int(time.time())
+    done = cli("replay", "--loop", "--limit", "15", "--split-at", "0.99995", "--topic", topic,
+               "--bootstrap-servers", kafka)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    live = window(ratings, split_at=0.99995)
+    assert len(live) == 6 and "replayed 15 of 2.5 passes of 6 events" in done.stdout
+    got = [json.loads(r.value) for r in consume_all(kafka, topic, 15)]
+    stride = 1000  # the bundled data's largest user id is 610
+    want = [(u + p * stride, m, r) for p in range(3) for u, m, r in
+            zip(live.user_id, live.movie_id, live.rating, strict=True)][:15]  # fmt: skip
+    assert sorted((e["user_id"], e["movie_id"], e["rating"]) for e in got) == sorted(want)
+    assert all(before <= e["timestamp"] <= time.time() + 1 for e in got)
+
+
 def test_unreachable_broker_fails_fast_with_a_clear_message(topic):
     start = time.monotonic()
     done = cli("replay", "--limit", "10", "--topic", topic, "--bootstrap-servers", "localhost:1")

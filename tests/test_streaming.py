@@ -26,6 +26,7 @@ from batch.publish import TrainOptions, default_spec, run_training
 from batch.train import Params, RankingParams
 from producer.replay import replay
 from streaming.job import StreamConfig, run_stream
+from streaming.retention import DAY, Retention
 from streamrec.event_log import committed_files, count_events, read_event_log
 from streamrec.events import encode, validate
 from streamrec.history import latest_per_pair, load_history, window
@@ -69,11 +70,17 @@ def history(base_model):
     return load_history(model.meta.history)
 
 
+# The bundled history spans decades of event time and these tests check `trending` exactly over
+# all of it (the session's CLI setting, STREAMREC_STREAM_KEEP_TRENDING, for configs built here).
+KEEP_ALL = Retention(trending_s=36_500 * DAY)
+
+
 def make_cfg(tmp: Path, kafka: str, topic: str, model_root: Path, **kw) -> StreamConfig:
     return StreamConfig(
         bootstrap=kafka, sink_url=kw.pop("sink_url", f"sqlite:///{tmp / 'sink.db'}"), state_dir=tmp,
         event_log_dir=tmp / "eventlog", model_root=model_root, data=BUNDLED_DATA, topic=topic,
-        available_now=kw.pop("available_now", True), trigger_s=0.5, quiet=True, **kw,
+        available_now=kw.pop("available_now", True), trigger_s=0.5, quiet=True,
+        retention=kw.pop("retention", KEEP_ALL), **kw,
     )  # fmt: skip
 
 
@@ -298,7 +305,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
 
     rng = random.Random(2026)
     producer_thread = threading.Thread(
-        target=replay, args=(live, kafka, topic), kwargs={"rate": 40, "progress": False}, daemon=True
+        target=replay, args=(live, kafka, topic), kwargs={"rate": 25, "progress": False}, daemon=True
     )
     kills = []
     for attempt in range(5):
@@ -331,7 +338,7 @@ def test_sigkill_five_times_during_a_paced_replay_loses_nothing(spark, kafka, to
     assert sum(p in ("after a batch", "mid-batch") for p, _ in kills) >= 2, kills  # mid-stream kills too
     cfg = StreamConfig(bootstrap=kafka, sink_url=sink_url, state_dir=home, event_log_dir=home / "eventlog",
                        model_root=home / "models", data=BUNDLED_DATA, topic=topic, available_now=True,
-                       quiet=True, item_foldin=True)  # fmt: skip
+                       quiet=True, item_foldin=True, retention=KEEP_ALL)  # fmt: skip
     run_stream(spark, cfg)
     all_events = pd.concat([history, live], ignore_index=True)
     assert_aggregates_exact(sink_url, all_events, movies, cfg.window)

@@ -1,0 +1,28 @@
+"""A looped replay's events, without a broker: new user ids every pass, the contract's id bound."""
+
+import pandas as pd
+
+from producer.replay import _Pacer, loop_stride, looped
+from streamrec.events import MAX_ID
+
+
+def test_the_stride_is_the_power_of_ten_above_the_largest_user_id():
+    assert [loop_stride(n) for n in (1, 9, 10, 610, 999, 1000)] == [10, 10, 100, 1000, 1000, 10000]
+
+
+def test_each_pass_shifts_user_ids_by_the_stride_and_keeps_the_rest():
+    events = pd.DataFrame({"user_id": [3, 610], "movie_id": [1, 2], "rating": [4.0, 2.5],
+                           "timestamp": [10, 20]})  # fmt: skip
+    rows = [next(it) for it in [looped(events)] for _ in range(6)]
+    assert rows == [(3, 1, 4.0, 10), (610, 2, 2.5, 20), (1003, 1, 4.0, 10), (1610, 2, 2.5, 20),
+                    (2003, 1, 4.0, 10), (2610, 2, 2.5, 20)]  # fmt: skip
+
+
+def test_the_loop_ends_before_a_user_id_would_pass_the_contract():
+    events = pd.DataFrame({"user_id": [147_483_647], "movie_id": [1], "rating": [3.0], "timestamp": [1]})
+    assert [u for u, *_ in looped(events)] == [147_483_647, 1_147_483_647, MAX_ID]  # stride 10^9
+
+
+def test_speedup_pacing_continues_across_passes():
+    pacer = _Pacer(pd.Series([100, 110, 130]).to_numpy(), None, 10.0)
+    assert [pacer.due(i) for i in range(5)] == [0.0, 1.0, 3.0, 3.1, 4.1]
