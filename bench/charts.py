@@ -78,7 +78,7 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
     if any(len(runs) > 1 for runs in modes.values()):
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
         colors = {"train": "#3b75af", "replay": "#e07b39", "stream": "#1f9d55", "retrain": "#c44e52"}
-        for mode, style in (("local", "-"), ("cluster", "--")):
+        for mode, style in (("local", "-"), ("cluster", "--"), ("before", ":")):
             for step, color in colors.items():
                 done = [r for r in modes.get(mode, []) if "seconds" in r.get(step, {})]
                 if len(done) < 2:
@@ -96,7 +96,8 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         right.set_title("Peak resident memory of the step (all its processes)")
         right.axhline(24, color="#888", linestyle=":", linewidth=1, label="this machine's RAM")
         right.legend(fontsize=7, ncol=2)
-        fig.suptitle("Synthetic data in ml-25m's proportions; solid: local mode, dashed: 2-worker cluster",
+        fig.suptitle("Synthetic data in ml-25m's proportions; solid: local mode, dashed: 2-worker cluster, "
+                     "dotted: the design before (history on the driver)",
                      fontsize=9)  # fmt: skip
         save(fig, "scale")
     soak = results.get("soak")
@@ -161,4 +162,8 @@ def _swaps(samples: list[dict]) -> list[float]:
 
 def scale_modes(sc: dict) -> dict[str, list[dict]]:
     """{mode: runs}; results from before the cluster run had one mode."""
-    return {sc["mode"]: sc["runs"]} if "runs" in sc else {m: sc[m] for m in ("local", "cluster") if m in sc}
+    return (
+        {sc["mode"]: sc["runs"]}
+        if "runs" in sc
+        else {m: sc[m] for m in ("local", "cluster", "before") if m in sc}
+    )

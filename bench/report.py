@@ -619,7 +619,8 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
              "Synthetic MovieLens-format data with ml-25m's users and movies per rating (power-law "
              "popularity and activity, timestamps over years), through the unchanged CLI, each step its "
              "own process: train both models on the oldest 80 %, replay the newest 20 % "
-             "(confluent-kafka, acks=all), drain it with `stream --available-now` (one batch), retrain "
+             "(confluent-kafka, acks=all), drain it with `stream --available-now` (batches of at most "
+             "500,000 events), retrain "
              "with the event log. In local mode, and on `streamrec cluster up` (a standalone master, 2 "
              "workers in their own mount namespaces, 3 KRaft brokers, all on this machine; each "
              "application 2 one-core executors of 1 GB, the defaults). Seconds and the peak resident "
@@ -628,7 +629,10 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
              "`python -m bench.run_all scale` (sizes: `STREAMREC_BENCH_SCALE`, "
              "`STREAMREC_BENCH_SCALE_CLUSTER`).", ""]  # fmt: skip
     for mode, runs in modes.items():
-        title = "**Local mode**" if mode == "local" else "**On the 2-worker cluster**"
+        rev = runs[0].get("rev", "?") if runs else "?"
+        title = {"local": "**Local mode**", "cluster": "**On the 2-worker cluster**",
+                 "before": f"**Local mode, the design before** (commit {rev}: the history read with "
+                           "pandas on the driver)"}[mode]  # fmt: skip
         lines += [title, "", "| ratings | train | replay | stream drain | retrain |", "|---|---|---|---|---|"]
         for r in runs:
             if "error" in r:  # the cluster did not come up
@@ -671,7 +675,48 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
                   f"drain of the newest 20 % grows {grow('stream', 'seconds')} in time and "
                   f"{grow('stream', 'peak_rss_mb')} in memory; the retrain {grow('retrain', 'seconds')} "
                   f"and {grow('retrain', 'peak_rss_mb')}.", ""]  # fmt: skip
+    lines += _scale_targets(modes)
     lines += [SCALE_NOTES, ""]
+    return lines
+
+
+def _completed(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if all("seconds" in r.get(s, {}) and "error" not in r[s] for s in STEPS_ORDER)]
+
+
+def _scale_targets(modes: dict[str, list[dict]]) -> list[str]:
+    """Issue 22's targets: the Python driver's and the driver JVM's peak grow <= 1.5x from the
+    smallest to the largest size, and retrain at 25M <= 0.7x the design before's 948 s."""
+    now = _completed(modes.get("local", []))
+    if len(now) < 2 or "before" not in modes:
+        return []
+    lo, hi = now[0], now[-1]
+    lines = [f"**The history on the executors** (issue 22): peak memory by process, this design, "
+             f"{lo['ratings']:,} -> {hi['ratings']:,} ratings (target: the Python driver and the "
+             f"driver JVM each grow <= 1.5x), and beside it the design before at the sizes it ran:", "",
+             "| step | Python driver | growth | driver JVM | growth | before: Python driver | before: JVM |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    old = {r["ratings"]: r for r in _completed(modes["before"])}
+    for s in ("train", "stream", "retrain"):
+        a, b = lo[s]["peak_mb"], hi[s]["peak_mb"]
+        prior = old.get(hi["ratings"]) or (old[max(old)] if old else None)
+        before = (f"{prior[s]['peak_mb']['driver']:,} MB | {prior[s]['peak_mb']['jvm']:,} MB "
+                  f"(at {prior['ratings']:,})") if prior else "| "  # fmt: skip
+        grow = {k: f"{b[k] / a[k]:.2f}x" if a[k] else "n/a" for k in ("driver", "jvm")}
+        lines.append(f"| {s} | {a['driver']:,} -> {b['driver']:,} MB | {grow['driver']} | "
+                     f"{a['jvm']:,} -> {b['jvm']:,} MB | {grow['jvm']} | {before} |")  # fmt: skip
+    lines.append("")
+    same = [(old[r["ratings"]], r) for r in now if r["ratings"] in old]
+    if same:
+        head = "| ratings | " + " | ".join(STEPS_ORDER) + " |"
+        lines += ["Same sizes, same run, before -> now (seconds; peak of all the step's processes):", "",
+                  head, "|---|" + "---|" * len(STEPS_ORDER)]  # fmt: skip
+        for b, a in same:
+            cells = [f"{b[s]['seconds']:,.0f} -> {a[s]['seconds']:,.0f} s, "
+                     f"{b[s]['peak_rss_mb']:,} -> {a[s]['peak_rss_mb']:,} MB"
+                     for s in STEPS_ORDER]  # fmt: skip
+            lines.append(f"| {a['ratings']:,} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 

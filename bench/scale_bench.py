@@ -35,6 +35,14 @@ from streamrec.movielens import GENRES_100K
 USERS_PER_RATING, MOVIES_PER_RATING = 162_541 / 25_000_095, 59_047 / 25_000_095
 STEPS = ("train", "replay", "stream", "retrain")
 STEP_TIMEOUT_S = float(os.environ.get("STREAMREC_BENCH_SCALE_STEP_TIMEOUT", 2400))  # a step longer is a miss
+# The design before the history moved to the executors (pandas on the driver), run side by side
+# from a worktree of that commit: STREAMREC_BENCH_SCALE_BEFORE sizes, STREAMREC_BENCH_SCALE_BEFORE_REV.
+BEFORE_REV = os.environ.get("STREAMREC_BENCH_SCALE_BEFORE_REV", "d33d248")
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("local", "before", "cluster")
+# The drain's batches are capped, so the stream's driver memory shows what the history costs it,
+# not one batch holding all of the replayed 20 % (5M events at 25M).
+DRAIN_BATCH = 500_000
 
 
 def write_dataset(n: int, root: Path) -> Path:
@@ -89,7 +97,7 @@ def _roles_kb(root: int) -> dict[str, int]:
     mine = _descendants(procs, {root})
     executors = _descendants(procs, {p for p, (_, cmd, _) in procs.items() if b"ExecutorBackend" in cmd})
     kb = dict.fromkeys(ROLES, 0)
-    for pid in mine | executors:
+    for pid in (mine | executors) & procs.keys():  # a process may exit between the two reads
         _, cmd, rss = procs[pid]
         java = b"java" in cmd.split(b"\0", 1)[0]
         broker = java and b"kafka.Kafka" in cmd
@@ -104,6 +112,7 @@ def _step(env: dict, *args: str) -> dict:
     every 0.5 s), in total and per role."""
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], env=env, text=True,
+                            cwd=env.get("PYTHONPATH") or None,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     peak, peaks = 0, dict.fromkeys(ROLES, 0)
     stop = threading.Event()
@@ -144,17 +153,36 @@ def _cli(env: dict, *args: str) -> str:
     return res.stdout
 
 
-def run_size(n: int, tmp: Path, mode: str = "local") -> dict:
+@contextlib.contextmanager
+def before_checkout(tmp: Path, rev: str = BEFORE_REV):
+    """A worktree of `rev` (the jars shared), removed at the end: the design before, run as is."""
+    path = tmp / f"before-{rev}"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev], check=True,
+                   capture_output=True)  # fmt: skip
+    (path / ".cache").symlink_to(REPO / ".cache")
+    try:
+        yield path
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True
+        )
+
+
+def run_size(n: int, tmp: Path, mode: str = "local", code: Path | None = None) -> dict:
     """All four steps at `n` ratings, in local mode or against `streamrec cluster up` (its own
-    home: a Spark master with 2 isolated workers, 3 brokers; stopped and purged at the end)."""
+    home: a Spark master with 2 isolated workers, 3 brokers; stopped and purged at the end).
+    `code`: run the CLI from that checkout (mode "before": local mode, the earlier design)."""
     t0 = time.monotonic()
     data = tmp / f"synthetic-{n}"
     if not data.exists():  # one dataset per size, shared by both modes
         write_dataset(n, tmp)
     generated = time.monotonic() - t0
-    home = tmp / f"home-{mode}-{n}"
+    label = "before" if code is not None else mode
+    home = tmp / f"home-{label}-{n}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env |= {"STREAMREC_HOME": str(home), "STREAMREC_DATA": str(data)}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     if mode == "cluster":
         for line in _cli(env, "cluster", "up").splitlines():  # export NAME=value
             name, _, value = line.removeprefix("export ").partition("=")
@@ -163,17 +191,20 @@ def run_size(n: int, tmp: Path, mode: str = "local") -> dict:
     else:
         env["STREAMREC_KAFKA_PORT"] = str(free_port_pair())
     out = {"ratings": n, "generate_s": round(generated, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if code is not None:
+        out["rev"] = BEFORE_REV
     try:
         for step, args in [("train", ["train", "--split-at", "0.8"]), ("replay", ["replay"]),
-                           ("stream", ["stream", "--available-now", "--quiet"]),
+                           ("stream", ["stream", "--available-now", "--quiet",
+                                       "--max-offsets-per-trigger", str(DRAIN_BATCH)]),
                            ("retrain", ["retrain", "--once", "--force"])]:  # fmt: skip
             out[step] = _step(env, *args)
             if "error" in out[step]:
-                print(f"scale {mode} {n:,}: {step} failed after {out[step]['seconds']:.0f} s: "
+                print(f"scale {label} {n:,}: {step} failed after {out[step]['seconds']:.0f} s: "
                       f"{out[step]['error'][-300:]}", flush=True)  # fmt: skip
                 break
             roles = ", ".join(f"{r} {mb:,}" for r, mb in out[step]["peak_mb"].items() if mb)
-            print(f"scale {mode} {n:,}: {step} {out[step]['seconds']:.0f} s, "
+            print(f"scale {label} {n:,}: {step} {out[step]['seconds']:.0f} s, "
                   f"peak {out[step]['peak_rss_mb']:,} MB ({roles})", flush=True)  # fmt: skip
     finally:
         stop = ["cluster", "down", "--purge"] if mode == "cluster" else ["kafka", "stop"]
@@ -186,18 +217,25 @@ def _sizes(name: str, default: str) -> list[int]:
     return [int(float(s)) for s in os.environ.get(name, default).split(",") if s.strip()]
 
 
-def run(local: list[int] | None = None, cluster: list[int] | None = None) -> dict:
-    """Local mode at STREAMREC_BENCH_SCALE sizes (default 1M, 5M, 25M), then the 2-worker cluster
-    at STREAMREC_BENCH_SCALE_CLUSTER sizes (default 1M, 5M)."""
+def run(
+    local: list[int] | None = None, cluster: list[int] | None = None, before: list[int] | None = None
+) -> dict:
+    """Local mode at STREAMREC_BENCH_SCALE sizes (default 1M, 5M, 25M), the design before
+    (BEFORE_REV, local mode) at STREAMREC_BENCH_SCALE_BEFORE sizes (default 1M, 5M), then the
+    2-worker cluster at STREAMREC_BENCH_SCALE_CLUSTER sizes (default 1M, 5M)."""
     local = local if local is not None else _sizes("STREAMREC_BENCH_SCALE", "1e6,5e6,25e6")
+    before = before if before is not None else _sizes("STREAMREC_BENCH_SCALE_BEFORE", "1e6,5e6")
     cluster = cluster if cluster is not None else _sizes("STREAMREC_BENCH_SCALE_CLUSTER", "1e6,5e6")
     out: dict = {}
-    with tempfile.TemporaryDirectory(prefix="streamrec-scale-") as tmp:
-        for mode, sizes in (("local", local), ("cluster", cluster)):
+    with tempfile.TemporaryDirectory(prefix="streamrec-scale-") as tmp, contextlib.ExitStack() as stack:
+        for mode, sizes in (("local", local), ("before", before), ("cluster", cluster)):
+            if not sizes:
+                continue
+            code = stack.enter_context(before_checkout(Path(tmp))) if mode == "before" else None
             out[mode] = []
             for n in sorted(sizes):
                 try:
-                    out[mode].append(run_size(n, Path(tmp), mode))
+                    out[mode].append(run_size(n, Path(tmp), "local" if mode == "before" else mode, code))
                 except RuntimeError as exc:  # `cluster up` failed: said, and the next size tried
                     out[mode].append({"ratings": n, "error": str(exc)[-600:]})
                     print(f"scale {mode} {n:,}: {exc}", flush=True)
@@ -209,7 +247,7 @@ def merge(old: dict | None, new: dict) -> dict:
     size can be re-measured alone: STREAMREC_BENCH_SCALE=25e6 STREAMREC_BENCH_SCALE_CLUSTER=)."""
     if not old or "runs" in old:  # nothing yet, or the one-mode layout of an older run: replaced
         return new
-    out = {m: list(old.get(m, [])) for m in ("local", "cluster") if m in old or m in new}
+    out = {m: list(old.get(m, [])) for m in MODES if m in old or m in new}
     for mode, runs in new.items():
         fresh = {r["ratings"] for r in runs}
         out[mode] = sorted(
