@@ -80,7 +80,7 @@ def write_charts(results: dict, out: Path) -> dict[str, Path]:
         colors = {"train": "#3b75af", "replay": "#e07b39", "stream": "#1f9d55", "retrain": "#c44e52"}
         for mode, style in (("local", "-"), ("cluster", "--"), ("before", ":")):
             for step, color in colors.items():
-                done = [r for r in modes.get(mode, []) if "seconds" in r.get(step, {})]
+                done = [r for r in modes.get(mode, []) if "error" not in r.get(step, {"error": 1})]
                 if len(done) < 2:
                     continue
                 x = [r["ratings"] for r in done]
