@@ -751,7 +751,9 @@ SCALE_NOTES = (
     "20M-rating initial state, and every later batch of 500,000 events touches most of the 162,000 "
     "users' state and lists again (ten batches instead of the one the design before ran), so the "
     "run's 25M retrain never ran; `train` on all 25M ratings (the retrain's count, no event log) "
-    "was measured alone instead (`train on all ratings` above). The cluster rows are still the "
+    "was measured instead (`train on all ratings` above, beside the *before* 5M run: its 1,565 s "
+    "is no fair time; its Python driver, 739 MB, stands against 10,434 MB for the design before's "
+    "25M retrain on 2026-11-30). The cluster rows are still the "
     "design before's (2026-11-30)."
 )
 
