@@ -121,7 +121,7 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
     # small data), a seeded sample otherwise; every figure below is scored on them.
     judges = pick(distinct_users(ratings), EVAL_USERS_MAX, opts.params.seed)
     train_rows, test_rows = rows_of(train, judges), rows_of(test, judges)
-    n_train = sum(counts_by(train, "movie_id"))
+    n_train = train.count()
     params, tuning = opts.params, None
     if opts.tune_grid:
         how = f"{opts.folds} folds" if opts.folds >= 2 else "a validation split"

@@ -405,6 +405,12 @@ def _models(home: Path) -> list[dict]:
     return out
 
 
+
+def _triples(rows) -> Counter:
+    """(user, movie, rating) of event-log rows, counted: what a producer sent, comparable."""
+    return Counter(zip(rows["user_id"].tolist(), rows["movie_id"].tolist(),
+                       [float(r) for r in rows["rating"].tolist()], strict=True))  # fmt: skip
+
 def check_loss(home: Path, live, runs: list[dict], posted: Counter) -> dict:
     """Every acknowledged event in the event log: the producer's by (user, movie, rating) against
     the first `acked` events of its looped sequence (exact when every run ended cleanly, else by
@@ -415,14 +421,7 @@ def check_loss(home: Path, live, runs: list[dict], posted: Counter) -> dict:
     dupes = int(log_rows.duplicated(["partition", "offset"]).sum())
     ours = log_rows[log_rows["user_id"] < API_USER_BASE]
     theirs = log_rows[log_rows["user_id"] >= API_USER_BASE]
-    found = Counter(
-        zip(
-            ours["user_id"].tolist(),
-            ours["movie_id"].tolist(),
-            [float(r) for r in ours["rating"].tolist()],
-            strict=True,
-        )
-    )
+    found = _triples(ours)
     exact = all(r["complete"] for r in runs)
     expected: Counter = Counter()
     for r in runs:
@@ -432,14 +431,7 @@ def check_loss(home: Path, live, runs: list[dict], posted: Counter) -> dict:
     if not exact:  # a run died: which of its sends were acknowledged is not known one by one
         producer["lost"] = max(0, producer["expected"] - producer["found"])
         producer["extra"] = 0
-    api_found = Counter(
-        zip(
-            theirs["user_id"].tolist(),
-            theirs["movie_id"].tolist(),
-            [float(r) for r in theirs["rating"].tolist()],
-            strict=True,
-        )
-    )
+    api_found = _triples(theirs)
     api = loss(posted, api_found)
     return {
         "exact": exact,
