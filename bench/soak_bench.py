@@ -405,11 +405,11 @@ def _models(home: Path) -> list[dict]:
     return out
 
 
-
 def _triples(rows) -> Counter:
     """(user, movie, rating) of event-log rows, counted: what a producer sent, comparable."""
     return Counter(zip(rows["user_id"].tolist(), rows["movie_id"].tolist(),
                        [float(r) for r in rows["rating"].tolist()], strict=True))  # fmt: skip
+
 
 def check_loss(home: Path, live, runs: list[dict], posted: Counter) -> dict:
     """Every acknowledged event in the event log: the producer's by (user, movie, rating) against
