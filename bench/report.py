@@ -675,7 +675,7 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
                   f"drain of the newest 20 % grows {grow('stream', 'seconds')} in time and "
                   f"{grow('stream', 'peak_rss_mb')} in memory; the retrain {grow('retrain', 'seconds')} "
                   f"and {grow('retrain', 'peak_rss_mb')}.", ""]  # fmt: skip
-    lines += _scale_targets(modes)
+    lines += _scale_targets({**modes, "direct": sc.get("direct", [])})
     lines += [SCALE_NOTES, ""]
     return lines
 
@@ -720,6 +720,16 @@ def _scale_targets(modes: dict[str, list[dict]]) -> list[str]:
                      f"{a['driver']:,} -> {b['driver']:,} MB | {grow['driver']} | "
                      f"{a['jvm']:,} -> {b['jvm']:,} MB | {grow['jvm']} | {before} |")  # fmt: skip
     lines.append("")
+    for d in modes.get("direct", []):
+        if _ok(d, "retrain"):
+            r, bar = d["retrain"], RETRAIN_BEFORE_S * 0.7
+            lines += [f"**Retrain at {d['ratings']:,} ratings** on an event log of {d['log']['events']:,} "
+                      f"events written straight into the table ({d['log']['appends']} appends; "
+                      f"`STREAMREC_BENCH_SCALE_DIRECT_LOG`), measured {d['date']}: {r['seconds']:,.0f} s "
+                      f"against the target of <= {bar:,.0f} s (0.7 x the design before's "
+                      f"{RETRAIN_BEFORE_S:,} s): **{'met' if r['seconds'] <= bar else 'missed'}**; "
+                      f"peak Python driver {r['peak_mb']['driver']:,} MB (the design before: "
+                      f"{RETRAIN_BEFORE_DRIVER_MB:,} MB), JVM {r['peak_mb']['jvm']:,} MB.", ""]  # fmt: skip
     same = [(old[r["ratings"]], r) for r in runs if r["ratings"] in old]
     if same:
         head = "| ratings | " + " | ".join(STEPS_ORDER) + " |"
@@ -735,6 +745,8 @@ def _scale_targets(modes: dict[str, list[dict]]) -> list[str]:
 
 
 STEPS_ORDER = ("train", "replay", "stream", "retrain")
+RETRAIN_BEFORE_S = 948  # the design before's retrain at 25M (2026-11-30), issue 22's baseline
+RETRAIN_BEFORE_DRIVER_MB = 10_434  # and its Python driver's peak
 SCALE_NOTES = (
     "Reading the figures (2026-12-02, issue 22). **The history moved to the executors**: `train`, "
     "`retrain` and the stream's first start read the MovieLens image and the event log's snapshot as "

@@ -39,10 +39,14 @@ STEP_TIMEOUT_S = float(os.environ.get("STREAMREC_BENCH_SCALE_STEP_TIMEOUT", 2400
 # from a worktree of that commit: STREAMREC_BENCH_SCALE_BEFORE sizes, STREAMREC_BENCH_SCALE_BEFORE_REV.
 BEFORE_REV = os.environ.get("STREAMREC_BENCH_SCALE_BEFORE_REV", "d33d248")
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("local", "before", "cluster")
+MODES = ("local", "before", "cluster", "direct")
 # The drain's batches are capped, so the stream's driver memory shows what the history costs it,
 # not one batch holding all of the replayed 20 % (5M events at 25M).
 DRAIN_BATCH = 500_000
+# Sizes whose event log is written straight into the table (the newest 20 %, DRAIN_BATCH events
+# per append, as the drain's batches would be), then `retrain`: the retrain's figure without the
+# stream's drain, which at 25M does not finish within STEP_TIMEOUT_S (docs/benchmarks.md).
+DIRECT_LOG = os.environ.get("STREAMREC_BENCH_SCALE_DIRECT_LOG", "")
 
 
 def write_dataset(n: int, root: Path) -> Path:
@@ -145,6 +149,50 @@ def _step(env: dict, *args: str) -> dict:
     return res
 
 
+def write_event_log(data: Path, home: Path, batch: int = DRAIN_BATCH) -> dict:
+    """The newest 20 % of `data` appended to home's event log by the stream's own writer
+    (streamrec.event_log.write_batch), `batch` events per append with Kafka-like coordinates:
+    the table a drain of the replay leaves, without the stream. Returns its size and time."""
+    from streamrec.event_log import event_log_dir, write_batch
+    from streamrec.history import window
+    from streamrec.movielens import load_ratings
+
+    t = time.monotonic()
+    ratings, _ = load_ratings(data)
+    live = window(ratings, split_at=0.8)
+    del ratings
+    events = live.assign(topic="ratings", partition=0, offset=np.arange(len(live), dtype=np.int64),
+                         kafka_ts=time.time() + np.arange(len(live)) / 1e4)  # fmt: skip
+    root = event_log_dir(home)
+    for i, start in enumerate(range(0, len(events), batch)):
+        write_batch(root, i, events.iloc[start : start + batch])
+    return {"seconds": round(time.monotonic() - t, 1), "events": len(events), "appends": i + 1}
+
+
+def run_direct(n: int, tmp: Path) -> dict:
+    """`retrain --once --force --split-at 0.8` at `n` ratings on an event log written directly
+    (write_event_log), with no model before it (so the gate's comparison with CURRENT is skipped:
+    the scoring of at most EVAL_USERS_MAX users' holdout)."""
+    data = tmp / f"synthetic-{n}"
+    if not data.exists():
+        write_dataset(n, tmp)
+    home = tmp / f"home-direct-{n}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    env |= {"STREAMREC_HOME": str(home), "STREAMREC_DATA": str(data)}
+    out = {"ratings": n, "date": time.strftime("%Y-%m-%d %H:%M"), "log": write_event_log(data, home)}
+    print(f"scale direct {n:,}: event log of {out['log']['events']:,} events in {out['log']['appends']} "
+          f"appends ({out['log']['seconds']:.0f} s)", flush=True)  # fmt: skip
+    try:
+        out["retrain"] = _step(env, "retrain", "--once", "--force", "--split-at", "0.8")
+        r = out["retrain"]
+        roles = ", ".join(f"{k} {mb:,}" for k, mb in r["peak_mb"].items() if mb)
+        print(f"scale direct {n:,}: retrain {r['seconds']:.0f} s, peak {r['peak_rss_mb']:,} MB ({roles})"
+              + (f"; failed: {r['error'][-300:]}" if "error" in r else ""), flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
 def _cli(env: dict, *args: str) -> str:
     res = subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=env, text=True,
                          capture_output=True)  # fmt: skip
@@ -239,6 +287,8 @@ def run(
                 except RuntimeError as exc:  # `cluster up` failed: said, and the next size tried
                     out[mode].append({"ratings": n, "error": str(exc)[-600:]})
                     print(f"scale {mode} {n:,}: {exc}", flush=True)
+        if direct := _sizes("STREAMREC_BENCH_SCALE_DIRECT_LOG", DIRECT_LOG):
+            out["direct"] = [run_direct(n, Path(tmp)) for n in sorted(direct)]
     return out
 
 
