@@ -14,6 +14,7 @@ import pandas as pd
 
 from streamrec.errors import InvalidRequest
 from streamrec.history_frames import to_pandas
+from streamrec.movielens import RATING_DTYPES
 
 # Users whose ratings reach the driver to score the holdout (RMSE, lists, popularity, the gate's
 # comparison with CURRENT): all of them up to this many, else a seeded sample. 10,000 users give
@@ -29,11 +30,10 @@ def as_frame(spark, ratings, columns: tuple[str, ...] = ("user_id", "movie_id", 
     """A Spark DataFrame of ratings; pandas input is handed to Spark once (the offline tools)."""
     if not isinstance(ratings, pd.DataFrame):
         return ratings
-    types = {"user_id": "int", "movie_id": "int", "rating": "float", "timestamp": "long"}
+    spark_type = {"int32": "int", "float32": "float", "int64": "long"}
     cols = [c for c in columns if c in ratings.columns]
-    numpy = {"int": "int32", "float": "float32", "long": "int64"}
-    frame = ratings[cols].astype({c: numpy[types[c]] for c in cols})
-    return spark.createDataFrame(frame, ", ".join(f"{c} {types[c]}" for c in cols))
+    frame = ratings[cols].astype({c: RATING_DTYPES[c] for c in cols})
+    return spark.createDataFrame(frame, ", ".join(f"{c} {spark_type[RATING_DTYPES[c]]}" for c in cols))
 
 
 def distinct_users(df) -> np.ndarray:

@@ -119,29 +119,52 @@ def _step(env: dict, *args: str) -> dict:
                             cwd=env.get("PYTHONPATH") or None,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     peak, peaks = 0, dict.fromkeys(ROLES, 0)
+    timeline: list[str] = []  # every 5 s: seconds in, MB by role (kept with STREAMREC_BENCH_SCALE_LOGS)
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
+        i = 0
         while not stop.is_set():
             kb = _roles_kb(proc.pid)
             peak = max(peak, sum(kb.values()))
             for role, v in kb.items():
                 peaks[role] = max(peaks[role], v)
+            if i % 10 == 0:
+                mb = " ".join(f"{r} {v // 1024}" for r, v in kb.items() if v)
+                timeline.append(f"{time.monotonic() - start:7.1f} rss MB: {mb}\n")
+            i += 1
             stop.wait(0.5)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    out_lines: list[str] = []
+    err_lines: list[str] = []  # stderr, each line stamped with the seconds since the start
+
+    def read(pipe, lines: list[str], stamp: bool) -> None:
+        for line in pipe:
+            lines.append(f"{time.monotonic() - start:7.1f} {line}" if stamp else line)
+
+    threads = [threading.Thread(target=sample, daemon=True),
+               threading.Thread(target=read, args=(proc.stdout, out_lines, False), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, err_lines, True), daemon=True)]  # fmt: skip
+    for t in threads:
+        t.start()
     try:
-        out, err = proc.communicate(timeout=STEP_TIMEOUT_S)
+        proc.wait(timeout=STEP_TIMEOUT_S)
+        timed_out = ""
     except subprocess.TimeoutExpired:
         for pid in _descendants(_processes(), {proc.pid}):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\ntimed out after {STEP_TIMEOUT_S:,.0f} s"
+        proc.wait()
+        timed_out = f"\ntimed out after {STEP_TIMEOUT_S:,.0f} s"
     stop.set()
-    sampler.join()
+    for t in threads:
+        t.join(30)
+    out, err = "".join(out_lines), "".join(err_lines) + timed_out
+    if keep := os.environ.get("STREAMREC_BENCH_SCALE_LOGS"):  # each step's whole output, to read later
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        merged = "".join(sorted(err_lines + timeline, key=lambda ln: float(ln.split(None, 1)[0])))
+        (Path(keep) / f"{time.strftime('%H%M%S')}-{args[0]}.log").write_text(out + "\n" + merged + timed_out)
     res = {"seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak / 1024),
            "peak_mb": {r: round(v / 1024) for r, v in peaks.items()}, "out": out.strip()[-300:]}  # fmt: skip
     if proc.returncode != 0:  # recorded, not raised: a size this machine cannot take is a result too

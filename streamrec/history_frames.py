@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from . import logs
 from .history import HistorySpec, split_index
+from .movielens import RATING_DTYPES
 from .settings import spark_storage
 
 LOG = logs.get("history")
@@ -46,8 +47,7 @@ ORDER = ("timestamp", "src", "o1", "o2")
 def to_pandas(df) -> pd.DataFrame:
     """Rows of a (small) Spark DataFrame with the ratings' dtypes; an empty one keeps its columns."""
     out = df.toPandas()
-    dtypes = {"user_id": "int32", "movie_id": "int32", "rating": "float32", "timestamp": "int64"}
-    return out.astype({c: t for c, t in dtypes.items() if c in out.columns})
+    return out.astype({c: t for c, t in RATING_DTYPES.items() if c in out.columns})
 
 
 def image_dir() -> Path:

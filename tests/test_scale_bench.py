@@ -1,0 +1,47 @@
+"""The scale benchmark's own instruments (bench/scale_bench.py), on the bundled data: the event log
+it writes without the stream, and how it runs and logs one step. No broker, no Spark."""
+
+import pandas as pd
+
+from bench import scale_bench
+from streamrec.event_log import count_events, event_log_dir, open_table
+from streamrec.history import window
+from streamrec.movielens import load_ratings
+from streamrec.settings import BUNDLED_DATA
+
+
+def test_the_direct_event_log_holds_the_newest_fifth_in_batch_sized_appends(tmp_path):
+    res = scale_bench.write_event_log(BUNDLED_DATA, tmp_path, batch=7_000)
+    root = event_log_dir(tmp_path)
+    live = window(load_ratings(BUNDLED_DATA)[0], split_at=0.8)
+    assert res["events"] == len(live) == count_events(root)
+    assert res["appends"] == -(-len(live) // 7_000)
+    table = open_table(root)
+    assert table.version() == res["appends"]  # one commit creating the table, then one per append
+    got = table.to_pandas(columns=["user_id", "movie_id", "rating", "timestamp", "offset"]).sort_values(
+        "offset"
+    )
+    pd.testing.assert_frame_equal(
+        got.drop(columns="offset").reset_index(drop=True),
+        live[["user_id", "movie_id", "rating", "timestamp"]].reset_index(drop=True),
+        check_dtype=False,
+    )
+    # Written again (a re-run over the same home): every batch id is already in, nothing appended.
+    scale_bench.write_event_log(BUNDLED_DATA, tmp_path, batch=7_000)
+    assert count_events(root) == len(live)
+
+
+def test_a_step_records_time_memory_and_with_logs_its_stamped_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMREC_BENCH_SCALE_LOGS", str(tmp_path / "logs"))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STREAMREC_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(scale_bench.REPO),
+    }
+    res = scale_bench._step(env, "eventlog", "stats", "--json")
+    assert "error" not in res and '"events": 0' in res["out"]
+    assert res["seconds"] > 0 and res["peak_mb"]["driver"] > 10  # a Python process was sampled
+    (log,) = (tmp_path / "logs").glob("*-eventlog.log")
+    assert '"events": 0' in log.read_text()
+    failed = scale_bench._step(env, "eventlog", "stats", "--no-such-flag")
+    assert "error" in failed and "no-such-flag" in failed["error"]
