@@ -19,7 +19,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamrec import logs
-from streamrec.item_overlay import ItemOverlay, content_overlay, load_priors, write_overlay, write_priors
+from streamrec.item_overlay import (
+    ItemOverlay,
+    content_overlay,
+    load_priors,
+    prune_priors,
+    write_overlay,
+    write_priors,
+)
 from streamrec.model_store import ModelStore
 from streamrec.sink import Sink, item_raters, item_vectors
 
@@ -124,6 +131,8 @@ class ItemVectorWriter:
             servable[known] = model.items.servable[pos[known]]
         ids, vectors = model.content.vectors(self.movies[~servable], self.tags)
         write_priors(self.directory, model.version, ids, vectors)
+        # Retention: the priors of versions the store has pruned go with them.
+        prune_priors(self.directory, set(self.store.versions()) | {model.version})
 
     def swap(self, sink: Sink, version: str, now: float) -> None:
         """A new version is live: drop what it serves from training, re-solve the other streamed

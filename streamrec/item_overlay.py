@@ -250,6 +250,18 @@ def write_priors(directory: Path, version: str, ids: np.ndarray, vectors: np.nda
     return path
 
 
+def prune_priors(directory: Path, keep: set[str]) -> list[str]:
+    """Delete the priors of versions not in `keep` (those the model store no longer holds): one
+    file per published version would otherwise pile up for as long as the stream runs."""
+    gone = []
+    for path in Path(directory).glob(f"{PRIORS_PREFIX}*.npz"):
+        version = path.name.removeprefix(PRIORS_PREFIX).removesuffix(".npz")
+        if version not in keep:
+            path.unlink(missing_ok=True)
+            gone.append(version)
+    return sorted(gone)
+
+
 def load_priors(directory: str | Path, version: str) -> dict[int, np.ndarray]:
     """movie id -> content vector for `version` (empty when the version has no content map)."""
     path = Path(directory) / f"{PRIORS_PREFIX}{version}.npz"

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from batch.metrics import ndcg_per_user, relevant_sets
 from streamrec.foldin import ItemFactors
 from streamrec.item_foldin import ItemSide, fold_in_item, fold_in_items
-from streamrec.item_overlay import ItemOverlay, item_side_of, overlay_scorer, rater_vectors
+from streamrec.item_overlay import (
+    ItemOverlay,
+    item_side_of,
+    load_priors,
+    overlay_scorer,
+    prune_priors,
+    rater_vectors,
+    write_priors,
+)
 from streamrec.ranking import ImplicitFactors
 from streamrec.scorer import Blend, Scorer
 
@@ -117,6 +125,20 @@ def test_overlay_rows_round_trip_through_the_sink_format_and_npz(tmp_path):
     merged = ov.merged(ItemOverlay("v2", np.array([3]), np.ones((1, 2), np.float32), one, np.zeros(1),
                                    np.array([1]), np.array(["stream"])))  # fmt: skip
     assert merged.source.tolist() == ["stream", "stream"] and merged.support.tolist() == [1, 3]
+
+
+def test_priors_are_kept_only_for_the_versions_the_store_still_holds(tmp_path):
+    for v in ("v0001", "v0002", "v0003"):
+        write_priors(tmp_path, v, np.array([5, 6]), np.ones((2, 3)) * int(v[1:]))
+    (tmp_path / "overlay-1.npz").write_bytes(b"x")  # not a priors file: never touched
+    assert prune_priors(tmp_path, {"v0002", "v0003"}) == ["v0001"]
+    assert load_priors(tmp_path, "v0001") == {}
+    np.testing.assert_array_equal(load_priors(tmp_path, "v0003")[6], np.full(3, 3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "overlay-1.npz",
+        "priors-v0002.npz",
+        "priors-v0003.npz",
+    ]
 
 
 # -- on the trained model ---------------------------------------------------------------------
