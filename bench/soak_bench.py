@@ -53,11 +53,16 @@ from streamrec.sink import dead_letters, default_url
 RATE = 500.0  # events/s, issue 22
 SPLIT_AT = 0.8
 KILL_AT, BROKER_AT = 1 / 3, 2 / 3
-DATA_STORES = ("topic", "event log", "state store", "sink DB", "models")
+# Stores that are data, judged per event. Spark's scratch is one since the hour of 2026-12-02: its
+# peak is the retrain's shuffle files and spilled blocks of the ratings it trains on (per event
+# it fell 17 % over that run's second half while its MB grew 30 %).
+DATA_STORES = ("topic", "event log", "state store", "sink DB", "models", "Spark scratch")
 # Processes that hold the data by design, judged per event: the retrain's JVM (local mode: the
-# executors, whose ALS blocks hold every rating it trains on) and the API, whose ratings index
-# keeps every user's ratings to leave them out of lists (serving.ratings_index).
-DATA_ROLES = ("retrain JVM", "serve")
+# executors, whose ALS blocks hold every rating it trains on), the retrain's Python driver (the
+# factors of every user it writes to factors.npz: O(users), and every pass of the soak's replay
+# brings new users) and the API, whose ratings index keeps every user's ratings to leave them out
+# of lists (serving.ratings_index).
+DATA_ROLES = ("retrain JVM", "retrain", "serve")
 DRAIN_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 600.0  # a retrain finishes its run before it stops
 

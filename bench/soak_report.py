@@ -81,12 +81,14 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
         "(client side, every request). Growth: each process's resident memory (by role: the "
         "command's Python process, its Spark JVM, its Python workers), each store that is not data "
         "and the event log's file count, peak of the run's third quarter against the fourth; the "
-        "stores that are data (topic, event log, state store, sink, models) and the retrain's Spark "
-        "JVM (it holds every rating it trains on: the history and the whole event log) by bytes per "
-        f"event in the log. Below {MIN_RSS_MB:g} MB (a process) or {MIN_DISK_MB:g} MB (a store) not "
-        "judged.",
+        f"stores that are data ({', '.join(s.get('data_stores', []))}) and the processes that hold "
+        f"data ({', '.join(s.get('data_roles', []))}: what the retrain trains on and writes, the API's "
+        f"ratings index) by bytes per event in the log. Below {MIN_RSS_MB:g} MB (a process) or "
+        f"{MIN_DISK_MB:g} MB (a store) not judged.",
         "",
     ]
+    if s.get("notes"):  # the reading of this run, kept with its figures
+        lines += [s["notes"], ""]
     if "soak" in img:
         lines += [f"![Soak over time]({img['soak']})", ""]
     lines += [
