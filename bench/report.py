@@ -610,7 +610,9 @@ def _step_cell(r: dict, step: str) -> str:
             "timed out" if "timed out" in v["error"] else (v["error"].strip().splitlines() or ["?"])[-1][:80]
         )
         return f"**failed** after {v['seconds']:,.0f} s ({reason})"
-    return f"{v['seconds']:,.0f} s, {v['peak_rss_mb']:,} MB"
+    cap = r.get("drain_batch")  # recorded since 2026-12-02 (the rows of 2026-11-30 had no cap)
+    batches = f" (batches <= {cap:,})" if step == "stream" and cap else ""
+    return f"{v['seconds']:,.0f} s, {v['peak_rss_mb']:,} MB{batches}"
 
 
 def _scale(sc: dict, img: dict[str, str]) -> list[str]:
@@ -620,7 +622,7 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
              "popularity and activity, timestamps over years), through the unchanged CLI, each step its "
              "own process: train both models on the oldest 80 %, replay the newest 20 % "
              "(confluent-kafka, acks=all), drain it with `stream --available-now` (batches of at most "
-             "500,000 events), retrain "
+             "the events each cell names), retrain "
              "with the event log. In local mode, and on `streamrec cluster up` (a standalone master, 2 "
              "workers in their own mount namespaces, 3 KRaft brokers, all on this machine; each "
              "application 2 one-core executors of 1 GB, the defaults). Seconds and the peak resident "

@@ -41,8 +41,10 @@ BEFORE_REV = os.environ.get("STREAMREC_BENCH_SCALE_BEFORE_REV", "d33d248")
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("local", "before", "cluster", "direct")
 # The drain's batches are capped, so the stream's driver memory shows what the history costs it,
-# not one batch holding all of the replayed 20 % (5M events at 25M).
-DRAIN_BATCH = 500_000
+# not one batch holding all of the replayed 20 % (5M events at 25M). Each row records its cap:
+# sizes compare on the driver's memory only at the same cap (STREAMREC_BENCH_SCALE_DRAIN_BATCH;
+# 200,000 is all of the 1M size's replay in one batch).
+DRAIN_BATCH = int(float(os.environ.get("STREAMREC_BENCH_SCALE_DRAIN_BATCH", 500_000)))
 # Sizes whose event log is written straight into the table (the newest 20 %, DRAIN_BATCH events
 # per append, as the drain's batches would be), then `retrain`: the retrain's figure without the
 # stream's drain, which at 25M does not finish within STEP_TIMEOUT_S (docs/benchmarks.md).
@@ -261,7 +263,8 @@ def run_size(n: int, tmp: Path, mode: str = "local", code: Path | None = None) -
         env |= {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_SPARK_EXECUTOR")}
     else:
         env["STREAMREC_KAFKA_PORT"] = str(free_port_pair())
-    out = {"ratings": n, "generate_s": round(generated, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = {"ratings": n, "generate_s": round(generated, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
+           "drain_batch": DRAIN_BATCH}  # fmt: skip
     if code is not None:
         out["rev"] = BEFORE_REV
     try:
