@@ -36,6 +36,9 @@ def as_frame(spark, ratings, columns: tuple[str, ...] = ("user_id", "movie_id", 
     return spark.createDataFrame(frame, ", ".join(f"{c} {spark_type[RATING_DTYPES[c]]}" for c in cols))
 
 
+PICK_STREAM = 1  # pick's stream of a seed, apart from holdout_of's (the seed itself)
+
+
 def distinct_users(df) -> np.ndarray:
     """Sorted user ids (O(users) on the driver)."""
     ids = df.select("user_id").distinct().toPandas()["user_id"].to_numpy(np.int64)
@@ -43,11 +46,17 @@ def distinct_users(df) -> np.ndarray:
 
 
 def pick(ids: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """All of `ids` when there are at most `limit`, else a seeded sample of `limit` (sorted)."""
+    """All of `ids` when there are at most `limit`, else a seeded sample of `limit` (sorted).
+
+    Drawn from its own stream of `seed`: a sample without replacement is a prefix of one seeded
+    permutation, so with `seed` itself the holdout's judges (this) and the blend's validation
+    users (batch.metrics.holdout_of, same ids and seed) were prefixes of the same permutation,
+    nested instead of independent; at 162,541 users every judge was a validation user, and the
+    warm list metrics had no user left (the 25M scale run, 2026-12-02)."""
     ids = np.asarray(ids)
     if len(ids) <= limit:
         return np.sort(ids)
-    return np.sort(np.random.default_rng(seed).choice(ids, limit, replace=False))
+    return np.sort(np.random.default_rng([seed, PICK_STREAM]).choice(ids, limit, replace=False))
 
 
 def _users_frame(spark, users: np.ndarray):
