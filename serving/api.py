@@ -39,7 +39,7 @@ from .limits import BodyLimit, RateLimit, TokenBucket, client_address
 from .metrics import Metrics
 from .read_token import MAX_LENGTH as TOKEN_MAX_LENGTH
 from .read_token import PATTERN as TOKEN_PATTERN
-from .read_token import BadToken, encode, parse
+from .read_token import encode, joined
 from .service import ServeConfig, Service, parse_genres
 
 STATIC = Path(__file__).parent / "static"
@@ -312,7 +312,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             "whichever replica took the POST; not read in time: a `notes` entry says the list may be stale",
         ),
         x_streamrec_after: str = Header(
-            None, json_schema_extra=TOKEN_SCHEMA, description="the read token, as the `after` parameter"
+            None,
+            json_schema_extra=TOKEN_SCHEMA,
+            description="the read token, as the `after` parameter (both given: both are waited for)",
         ),
     ):
         """A user's top-k: the stream's list when fresh for CURRENT and no event of the user is
@@ -322,12 +324,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         split into the popularity prior and the rated movies' contributions ("because you
         rated")."""
         genre_filter = service.lists.genre_filter(parse_genres(genres))
-        if after is not None and x_streamrec_after is not None and after != x_streamrec_after:
-            raise BadToken("the after parameter and the X-Streamrec-After header give different read tokens")
-        token = after if after is not None else x_streamrec_after
+        # Both given: waited for together, as a comma-joined token (a partition's largest offset).
+        offsets = joined((after, x_streamrec_after))
         note = None
-        if token is not None:  # a read token: wait for those offsets only (no Kafka request)
-            offsets = parse(token)
+        if offsets is not None:  # a read token: wait for those offsets only (no Kafka request)
             if tail is None or not await tail.read(offsets, cfg.read_token_wait):
                 tailing = tail is not None and tail.status().connected
                 note = TOKEN_NOTE.format(cfg.read_token_wait) if tailing else NO_TAIL_NOTE

@@ -7,7 +7,8 @@ went to partitions 0 and 2; offset 123 is the last of them in partition 0). A cl
 `GET /recommendations/{id}` as `?after=` (or the `X-Streamrec-After` header); the server waits,
 at most `--read-token-wait` seconds, until its own tail of the topic has read past those offsets
 (serving.topic_tail), so the list reflects those events on any replica. Tokens of several POSTs
-may be joined with a comma: a partition named twice takes its largest offset.
+may be joined with a comma: a partition named twice takes its largest offset; so are the
+parameter and the header when a request gives both.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def parse(token: str) -> dict[int, int]:
             )
         partition, offset = int(m[1]), int(m[2])
         out[partition] = max(offset, out.get(partition, -1))
+    return out
+
+
+def joined(tokens: Iterable[str | None]) -> dict[int, int] | None:
+    """Several tokens (the `after` parameter and the header) as one: each parsed, a partition
+    named twice takes its largest offset, as in a comma-joined token; None when none is given."""
+    out: dict[int, int] | None = None
+    for token in tokens:
+        if token is None:
+            continue
+        out = out or {}
+        for partition, offset in parse(token).items():
+            out[partition] = max(offset, out.get(partition, -1))
     return out
 
 

@@ -166,7 +166,7 @@ class LocalCluster:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
                 info = json.load(r)
-        except OSError:
+        except (OSError, ValueError):  # not up yet: refused, or an empty page while it starts
             return []
         return [w for w in info.get("workers", []) if w.get("state") == "ALIVE"]
 
