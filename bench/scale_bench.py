@@ -45,10 +45,6 @@ MODES = ("local", "before", "cluster", "direct")
 # sizes compare on the driver's memory only at the same cap (STREAMREC_BENCH_SCALE_DRAIN_BATCH;
 # 200,000 is all of the 1M size's replay in one batch).
 DRAIN_BATCH = int(float(os.environ.get("STREAMREC_BENCH_SCALE_DRAIN_BATCH", 500_000)))
-# Sizes whose event log is written straight into the table (the newest 20 %, DRAIN_BATCH events
-# per append, as the drain's batches would be), then `retrain`: the retrain's figure without the
-# stream's drain, which at 25M does not finish within STEP_TIMEOUT_S (docs/benchmarks.md).
-DIRECT_LOG = os.environ.get("STREAMREC_BENCH_SCALE_DIRECT_LOG", "")
 
 
 def write_dataset(n: int, root: Path) -> Path:
@@ -189,9 +185,10 @@ def write_event_log(data: Path, home: Path, batch: int = DRAIN_BATCH) -> dict:
     events = live.assign(topic="ratings", partition=0, offset=np.arange(len(live), dtype=np.int64),
                          kafka_ts=time.time() + np.arange(len(live)) / 1e4)  # fmt: skip
     root = event_log_dir(home)
-    for i, start in enumerate(range(0, len(events), batch)):
+    starts = range(0, len(events), batch)
+    for i, start in enumerate(starts):
         write_batch(root, i, events.iloc[start : start + batch])
-    return {"seconds": round(time.monotonic() - t, 1), "events": len(events), "appends": i + 1}
+    return {"seconds": round(time.monotonic() - t, 1), "events": len(events), "appends": len(starts)}
 
 
 def run_direct(n: int, tmp: Path) -> dict:
@@ -313,7 +310,9 @@ def run(
                 except RuntimeError as exc:  # `cluster up` failed: said, and the next size tried
                     out[mode].append({"ratings": n, "error": str(exc)[-600:]})
                     print(f"scale {mode} {n:,}: {exc}", flush=True)
-        if direct := _sizes("STREAMREC_BENCH_SCALE_DIRECT_LOG", DIRECT_LOG):
+        # Sizes whose event log is written straight into the table, then `retrain`: its figure
+        # without the drain, which at 25M does not finish within STEP_TIMEOUT_S.
+        if direct := _sizes("STREAMREC_BENCH_SCALE_DIRECT_LOG", ""):
             out["direct"] = [run_direct(n, Path(tmp)) for n in sorted(direct)]
     return out
 
