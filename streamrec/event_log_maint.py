@@ -1,15 +1,23 @@
 """Keeping the event log's table small and its snapshots honest: compaction, vacuum, the log's
 pruning, stats.
 
-Compaction rewrites the many small per-batch files into files of up to TARGET_FILE_BYTES (the
-same rows: a new table version, older versions unchanged). Vacuum then deletes the data files
-no snapshot worth keeping needs: it keeps the latest version, every version a kept model names
-(`history.event_log_version`; the model store prunes old models, so older snapshots go with
-them) and, for GRACE_HOURS, files a compaction replaced (a reader that listed them a moment ago
-still finds them) and files a running writer has not committed yet. Last, the Delta log (one
-JSON commit per batch, up to 86,400 a day) loses the commits and checkpoints below a checkpoint
-at or before the oldest version that must stay loadable (that of the oldest kept model, or the
-latest): every version from there on still loads, older ones no longer do (a clear DataError).
+Compaction rewrites the many small per-batch files into files of up to `target_bytes` (the same
+rows: a new table version, older versions unchanged): an eighth of the table, at most
+TARGET_FILE_BYTES. A fixed 32 MB target rewrote a table smaller than that whole at every
+compaction (a file below the target is merged again), so the bytes written per event grew with
+the table, and each rewrite stayed on disk for the grace and for every kept model that pinned it
+(the hour's soak of 2026-12-02: 8x the live table on disk). Scaled, a file is merged again only
+once the table has about doubled: each event is rewritten O(log(table)) times, and a table has
+at most ~16 compacted files below the cap (delta-rs leaves a bin of one file alone).
+
+Vacuum then deletes the data files no snapshot worth keeping needs: it keeps the latest version,
+every version a kept model names (`history.event_log_version`; the model store prunes old models,
+so older snapshots go with them) and, for GRACE_HOURS, files a compaction replaced (a reader that
+listed them a moment ago still finds them) and files a running writer has not committed yet.
+Last, the Delta log (one JSON commit per batch, up to 86,400 a day) loses the commits and
+checkpoints below a checkpoint at or before the oldest version that must stay loadable (that of
+the oldest kept model, or the latest): every version from there on still loads, older ones no
+longer do (a clear DataError).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ LOG = logs.get("eventlog")
 
 # Files this big are left alone, so a compaction rewrites at most this much + the new small files.
 TARGET_FILE_BYTES = 32 * 1024 * 1024
+MIN_TARGET_BYTES = 1024 * 1024  # below this, a file's fixed costs (footer, one more to list) dominate
+TIERS = 8  # the target is the table's bytes / TIERS
 # Files a compaction replaced stay this long for readers that listed them before; so do files not
 # in the log yet, which a running writer (the stream's append, a compaction) may be about to
 # commit: a grace of 0 beside a running writer deleted such a file, so only tests use 0.
@@ -70,9 +80,19 @@ def stats(root: Path) -> Stats:
     actions = add_actions(table)
     lo = pc.min(actions["min.timestamp"]).as_py() if actions.num_rows else None
     hi = pc.max(actions["max.timestamp"]).as_py() if actions.num_rows else None
-    size = int(pc.sum(actions["size_bytes"]).as_py() or 0) + sum(f.stat().st_size for f in legacy)
+    size = table_bytes(table) + sum(f.stat().st_size for f in legacy)
     log_files = sum(1 for f in (root / "_delta_log").iterdir() if f.is_file())
     return Stats(count_events(root), actions.num_rows + len(legacy), size, table.version(), lo, hi, log_files)
+
+
+def table_bytes(table) -> int:
+    actions = add_actions(table)
+    return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+
+
+def target_bytes(table_size: int) -> int:
+    """Compaction's target file size for a table of `table_size` bytes (see the module's doc)."""
+    return int(min(TARGET_FILE_BYTES, max(MIN_TARGET_BYTES, table_size // TIERS)))
 
 
 def kept_versions(root: Path, model_root: Path | None) -> list[int]:
@@ -102,7 +122,8 @@ def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE
     migrated = migrate(root)
     table = open_table(root)
     before = len(table.file_uris())
-    metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES)
+    target = target_bytes(table_bytes(table))
+    metrics = table.optimize.compact(target_size=target)
     keep = kept_versions(root, model_root)
     removed = vacuum(root, keep, grace_hours)
     table = open_table(root)  # after the vacuum's own commits
@@ -113,6 +134,7 @@ def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE
         "files_before": before,
         "files_after": len(open_table(root).file_uris()),
         "files_compacted": int(metrics.get("numFilesRemoved", 0)),
+        "target_bytes": target,
         "files_deleted": len(removed),
         "kept_versions": keep,
         "log_files_deleted": len(pruned),
