@@ -103,6 +103,13 @@ def training_options_decorator(f: Callable) -> Callable:
         click.option("--force", is_flag=True, help="publish even if the quality gate refuses"),
         click.option("--keep", type=POSITIVE, default=5, help="model versions to keep"),
         click.option(
+            "--eval-sample-ratings",
+            type=click.IntRange(min=0),
+            default=5_000_000,
+            help="above this many ratings, the holdout's fits, the blend and tuning run on a seeded "
+            "user sample of about this many (the served models still learn from all; 0: never sample)",
+        ),
+        click.option(
             "--candidate",
             is_flag=True,
             help="publish without making it CURRENT: the stream shadow-scores it on live events "
@@ -211,7 +218,8 @@ def training_options(args: argparse.Namespace, inherit_cut: bool = False):
         else None
     )
     return TrainOptions(spec, params, ranking, rgrid, args.split, args.test_fraction, grid, args.folds,
-                        args.force, args.keep, candidate=args.candidate)  # fmt: skip
+                        args.force, args.keep, candidate=args.candidate,
+                        eval_sample_ratings=args.eval_sample_ratings)  # fmt: skip
 
 
 def summary_line(res: dict) -> str:

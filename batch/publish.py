@@ -65,6 +65,9 @@ class TrainOptions:
     keep: int = 5
     refit_full: bool = True
     candidate: bool = False  # publish without making it CURRENT (shadow-scored by the stream)
+    # Evaluate on a user sample of about this many ratings when there are more (0: on all);
+    # only with refit_full, else the evaluated model is the one served.
+    eval_sample_ratings: int = 5_000_000
 
 
 def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> dict:
@@ -105,9 +108,10 @@ def drop_rdd_checkpoints(spark) -> None:
 
 
 def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, ratings, t0: float) -> dict:
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from .frames import EVAL_USERS_MAX, counts_by, distinct_users, pick, rows_of, split_frame
+    from .frames import evaluation_sample
 
     head = raw.agg(F.count("*"), F.max("timestamp")).first()
     size = ratings.agg(F.count("*"), F.countDistinct("user_id"), F.countDistinct("movie_id")).first()
@@ -116,10 +120,28 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
     if counts["ratings"] == 0:  # a data error (exit 1), not a quality-gate refusal (exit 3)
         raise DataError("no ratings in the selected history (--until / --split-at): nothing to train on")
     newest = int(head[1])
-    train, test = split_frame(ratings, opts.split, opts.test_fraction, opts.params.seed)
+    # The evaluation's fits run on a bounded user sample (the served models are refit on all below).
+    limit = opts.eval_sample_ratings if opts.refit_full else 0
+    basis, sample = evaluation_sample(ratings, counts["ratings"], limit, opts.params.seed)
+    if sample is not None:
+        basis = basis.persist(StorageLevel.DISK_ONLY)
+        log(f"evaluating on the ratings of a seeded {sample['user_fraction']:.1%} of users (about "
+            f"{limit:,} of {counts['ratings']:,}); the served models are fit on all of them")  # fmt: skip
+    try:
+        return _evaluate_and_publish(spark, opts, store, ratings, basis, sample, counts, newest, t0)
+    finally:
+        if sample is not None:
+            basis.unpersist()
+
+
+def _evaluate_and_publish(spark, opts: TrainOptions, store: ModelStore, ratings, basis, sample: dict | None,
+                          counts: dict, newest: int, t0: float) -> dict:  # fmt: skip
+    from .frames import EVAL_USERS_MAX, counts_by, distinct_users, pick, rows_of, split_frame
+
+    train, test = split_frame(basis, opts.split, opts.test_fraction, opts.params.seed)
     # The driver's share of the holdout: the ratings of at most EVAL_USERS_MAX users (all of them on
     # small data), a seeded sample otherwise; every figure below is scored on them.
-    judges = pick(distinct_users(ratings), EVAL_USERS_MAX, opts.params.seed)
+    judges = pick(distinct_users(basis), EVAL_USERS_MAX, opts.params.seed)
     train_rows, test_rows = rows_of(train, judges), rows_of(test, judges)
     n_train = train.count()
     params, tuning = opts.params, None
@@ -151,7 +173,7 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
     # (and gated) below scores the other users' holdout only; RMSE does not depend on the blend.
     # After a time split their training rows already are their first ratings, and their newer rows
     # belong to the period the gate measures: those are left out.
-    history = ratings if opts.split == "random" else train
+    history = basis if opts.split == "random" else train
     blend, blend_meta, ranking, val_users = choose_blend(spark, model, train, rparams, params.seed,
                                                          history=history)  # fmt: skip
     warm = np.setdiff1d(np.intersect1d(model.user_ids, ranking.user_ids), val_users)
@@ -171,8 +193,10 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
     )  # fmt: skip
 
     current = store.current_version()
-    gate = _gate(current, _same_holdout(store, current, scorer, warm_users, train_rows, test_rows)
-                 or _recorded_holdout(store, current, metrics),
+    # A model evaluated on a sample is compared with CURRENT's figures from the same protocol only:
+    # scored beside CURRENT (refit on all ratings) it would lose by its smaller training set.
+    same = None if sample else _same_holdout(store, current, scorer, warm_users, train_rows, test_rows)
+    gate = _gate(current, same or _recorded_holdout(store, current, metrics, sample),
                  counts, store.metadata(current).counts if current else None)  # fmt: skip
     if not gate["passed"] and not opts.force:
         raise QualityGateFailed(f"not published: {gate['reason']} (--force overrides)")
@@ -212,6 +236,7 @@ def _train_and_publish(spark, opts: TrainOptions, store: ModelStore, raw, rating
                 "seed": params.seed,
                 "validation_users": len(val_users),
                 "holdout_users": len(judges),  # whose holdout rows the metrics score (EVAL_USERS_MAX)
+                "sample": sample,  # the users the evaluation's fits ran on (None: all)
             },  # fmt: skip
             "counts": counts,
             "history": opts.spec.to_dict(),
@@ -296,17 +321,25 @@ def _rmse(scorer: Scorer, users: Users, rows: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean(err**2))) if len(err) else float("nan")
 
 
-def _recorded_holdout(store: ModelStore, current: str | None, metrics: dict) -> dict | None:
+def _recorded_holdout(store: ModelStore, current: str | None, metrics: dict, sample: dict | None = None
+                      ) -> dict | None:  # fmt: skip
     """CURRENT's recorded holdout figures beside the candidate's: the same holdout when the data
-    did not grow (same data, same seed, same split). NDCG only when CURRENT's is a ranking
-    model's (a version from before it recorded its explicit model's lists there)."""
+    did not grow (same data, same seed, same split), or, for a candidate evaluated on a user
+    `sample`, CURRENT's figures from a sample of the same size (None when only one of the two
+    evaluations was sampled, or at another size: not comparable). NDCG only when CURRENT's is a
+    ranking model's (a version from before it recorded its explicit model's lists there)."""
     if current is None or store.check(current):
         return None
-    old = store.metadata(current).metrics
+    meta = store.metadata(current)
+    old = meta.metrics
     if old.get("rmse") is None:
         return None
+    theirs = (meta.raw.get("evaluation") or {}).get("sample")
+    if (theirs or {}).get("limit") != (sample or {}).get("limit"):  # one of them sampled, or sizes differ
+        return None
+    basis = f"a user sample of about {sample['limit']:,} ratings each" if sample else "the data did not grow"
     lists = "explicit_lists" in old
-    return {"basis": f"{current}'s recorded holdout (the data did not grow)",
+    return {"basis": f"{current}'s recorded holdout ({basis})",
             "rmse": metrics["rmse"], "current_rmse": old["rmse"],
             "ndcg_at_10": metrics["ndcg_at_10"] if lists else None,
             "current_ndcg_at_10": old["ndcg_at_10"] if lists else None}  # fmt: skip

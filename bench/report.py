@@ -736,6 +736,15 @@ def _scale_targets(modes: dict[str, list[dict]]) -> list[str]:
                       f"{RETRAIN_BEFORE_S:,} s): **{'met' if r['seconds'] <= bar else 'missed'}**; "
                       f"peak Python driver {r['peak_mb']['driver']:,} MB (the design before: "
                       f"{RETRAIN_BEFORE_DRIVER_MB:,} MB), JVM {r['peak_mb']['jvm']:,} MB.", ""]  # fmt: skip
+            for a in d.get("again", []):
+                result = (f"{a['seconds']:,.0f} s (**{'met' if a['seconds'] <= bar else 'missed'}**), peak "
+                          f"Python driver {a['peak_mb']['driver']:,} MB, JVM {a['peak_mb']['jvm']:,} MB"
+                          if _ok({"r": a}, "r") else f"failed: {a.get('error', '')[-200:]}")  # fmt: skip
+                lines += [
+                    f"- again in the same home (the CSV's Parquet image and CURRENT exist: a "
+                    f"`retrain --every` loop's later runs), JVM heap {a['driver_memory']}: {result}."
+                ]
+            lines += [""] if d.get("again") else []
     same = [(old[r["ratings"]], r) for r in runs if r["ratings"] in old]
     if same:
         head = "| ratings | " + " | ".join(STEPS_ORDER) + " |"

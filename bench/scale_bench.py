@@ -206,13 +206,35 @@ def run_direct(n: int, tmp: Path) -> dict:
           f"appends ({out['log']['seconds']:.0f} s)", flush=True)  # fmt: skip
     try:
         out["retrain"] = _step(env, "retrain", "--once", "--force", "--split-at", "0.8")
-        r = out["retrain"]
-        roles = ", ".join(f"{k} {mb:,}" for k, mb in r["peak_mb"].items() if mb)
-        print(f"scale direct {n:,}: retrain {r['seconds']:.0f} s, peak {r['peak_rss_mb']:,} MB ({roles})"
-              + (f"; failed: {r['error'][-300:]}" if "error" in r else ""), flush=True)  # fmt: skip
+        _said(n, "retrain", out["retrain"])
+        # Again in the same home, as a `retrain --every` loop's later runs (the Parquet image of the
+        # CSV exists, CURRENT too): once per STREAMREC_BENCH_SCALE_DIRECT_AGAIN heap (e.g. "6g,3g":
+        # the JVM's RSS fills the heap it is given; a smaller one says what it needs).
+        out["again"] = []
+        for heap in [
+            h.strip()
+            for h in os.environ.get("STREAMREC_BENCH_SCALE_DIRECT_AGAIN", "").split(",")
+            if h.strip()
+        ]:
+            step = _step(
+                env | {"STREAMREC_SPARK_DRIVER_MEMORY": heap},
+                "retrain",
+                "--once",
+                "--force",
+                "--split-at",
+                "0.8",
+            )
+            out["again"].append({"driver_memory": heap, **step})
+            _said(n, f"retrain again (heap {heap})", step)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return out
+
+
+def _said(n: int, what: str, r: dict) -> None:
+    roles = ", ".join(f"{k} {mb:,}" for k, mb in r["peak_mb"].items() if mb)
+    print(f"scale direct {n:,}: {what} {r['seconds']:.0f} s, peak {r['peak_rss_mb']:,} MB ({roles})"
+          + (f"; failed: {r['error'][-300:]}" if "error" in r else ""), flush=True)  # fmt: skip
 
 
 def _cli(env: dict, *args: str) -> str:

@@ -147,6 +147,37 @@ def test_training_brings_a_sample_of_stated_size_to_the_driver(spark, tmp_path, 
     assert checkpoints.is_dir() and not list(checkpoints.glob("rdd-*"))  # ALS's checkpoints: deleted
 
 
+def test_above_the_limit_the_evaluation_fits_a_user_sample_the_served_model_all(spark, tmp_path, monkeypatch):
+    """The holdout's fits run on whole users of a seeded sample of about the stated size; the
+    published model is refit on every user; the gate compares like with like: a sampled
+    evaluation with CURRENT's recorded sampled one, never with a full one (nor scored beside a
+    CURRENT that learned from five times the data)."""
+    from batch.publish import TrainOptions, default_spec, run_training
+    from streamrec.model_store import ModelStore
+
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    monkeypatch.delenv("STREAMREC_SPARK_STORAGE", raising=False)
+    store = ModelStore(tmp_path / "models")
+    spec = default_spec(BUNDLED_DATA)
+    full = run_training(spark, TrainOptions(spec, force=True), store)
+    assert full["evaluation"]["sample"] is None  # 100,836 ratings are below the default limit
+    everyone = len(store.load(full["version"]).user_ids)
+
+    sampled = run_training(spark, TrainOptions(spec, eval_sample_ratings=40_000), store)
+    s = sampled["evaluation"]["sample"]
+    assert s["limit"] == 40_000 and s["of_ratings"] == full["counts"]["ratings"]
+    assert abs(s["user_fraction"] - 40_000 / s["of_ratings"]) < 1e-6
+    assert 0.25 * everyone < sampled["evaluation"]["holdout_users"] < 0.6 * everyone  # whole users, ~40 %
+    assert len(store.load(sampled["version"]).user_ids) == everyone  # served: refit on all users
+    assert sampled["gate"]["comparison"] is None  # CURRENT's evaluation was on all: not comparable
+
+    again = run_training(spark, TrainOptions(spec, eval_sample_ratings=40_000), store)
+    c = again["gate"]["comparison"]
+    assert c["basis"].startswith(f"{sampled['version']}'s recorded holdout (a user sample")
+    assert c["current_rmse"] == sampled["metrics"]["rmse"] and c["rmse"] == again["metrics"]["rmse"]
+    assert again["evaluation"]["holdout_users"] == sampled["evaluation"]["holdout_users"]  # seeded
+
+
 def test_the_streams_seed_leaves_out_trending_windows_retention_would_delete(spark, tmp_path):
     """The first start's aggregates come from Spark: all-time tables over every history event, and
     only the trending windows `--keep-trending` keeps (decades of weeks x movies otherwise)."""

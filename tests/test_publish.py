@@ -11,14 +11,14 @@ def same(rmse=0.85, current_rmse=0.85, ndcg=0.30, current_ndcg=0.30) -> dict:
             "current_ndcg_at_10": current_ndcg}  # fmt: skip
 
 
-def recorded_store(tmp_path, metrics: dict) -> ModelStore:
-    """A store whose CURRENT v0001 recorded `metrics` on its own holdout."""
+def recorded_store(tmp_path, metrics: dict, sample: dict | None = None) -> ModelStore:
+    """A store whose CURRENT v0001 recorded `metrics` on its own holdout (of a user `sample`)."""
     import numpy as np
 
     store = ModelStore(tmp_path)
     staged = store.staging_dir()
     np.savez(staged / "factors.npz", item_ids=np.arange(3))
-    store.publish(staged, {"metrics": metrics})
+    store.publish(staged, {"metrics": metrics, "evaluation": {"sample": sample}})
     assert json.loads((tmp_path / "v0001" / "metadata.json").read_text())["metrics"] == metrics
     return store
 
@@ -68,3 +68,19 @@ def test_implausible_counts_are_refused_even_with_equal_scores():
     g = _gate("v0001", same(), {"users": 610, "movies": 9_724, "ratings": 40_000}, ok)
     assert g["passed"] is False and "ratings" in g["reason"] and "fewer than half" in g["reason"]
     assert _gate("v0001", None, transposed, None)["passed"]  # CURRENT without counts: nothing to compare
+
+
+def test_a_sampled_evaluation_is_compared_with_one_of_the_same_size_only(tmp_path):
+    """Figures from a fit on a user sample and from a fit on all users are not comparable (the
+    smaller training set loses by construction): no comparison then, not a false refusal."""
+    metrics = {"rmse": 0.85, "ndcg_at_10": 0.30, "explicit_lists": {}}
+    worse = {"rmse": 0.85, "ndcg_at_10": 0.20}
+    five = {"limit": 5_000_000, "user_fraction": 0.2, "of_ratings": 25_000_000}
+    sampled = recorded_store(tmp_path / "sampled", metrics, five)
+    g = _gate("v0001", _recorded_holdout(sampled, "v0001", worse, {**five, "user_fraction": 0.19}))
+    assert g["passed"] is False and "user sample of about 5,000,000" in g["reason"]
+    assert _recorded_holdout(sampled, "v0001", worse, {**five, "limit": 1_000_000}) is None
+    assert _recorded_holdout(sampled, "v0001", worse) is None  # the candidate on all, CURRENT not
+    full = recorded_store(tmp_path / "full", metrics)
+    assert _recorded_holdout(full, "v0001", worse, five) is None
+    assert _gate("v0001", _recorded_holdout(full, "v0001", worse))["passed"] is False

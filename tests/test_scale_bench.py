@@ -45,3 +45,21 @@ def test_a_step_records_time_memory_and_with_logs_its_stamped_output(tmp_path, m
     assert '"events": 0' in log.read_text()
     failed = scale_bench._step(env, "eventlog", "stats", "--no-such-flag")
     assert "error" in failed and "no-such-flag" in failed["error"]
+
+
+def test_the_report_judges_each_direct_retrain_against_the_target():
+    from bench.report import RETRAIN_BEFORE_S, _scale_targets
+
+    def step(seconds: float) -> dict:
+        return {"seconds": seconds, "peak_rss_mb": 3800, "peak_mb": {"driver": 800, "jvm": 3000}}
+
+    bar = RETRAIN_BEFORE_S * 0.7
+    direct = {"ratings": 25_000_000, "date": "d", "log": {"events": 5, "appends": 1},
+              "retrain": step(bar + 1), "again": [{"driver_memory": "6g", **step(bar - 1)},
+                        {"driver_memory": "3g", **step(9.0), "error": "OutOfMemoryError"}]}  # fmt: skip
+    small = {"ratings": 1_000_000, **{s: step(10.0) for s in ("train", "stream", "retrain")}}
+    big = {**small, "ratings": 5_000_000}
+    text = "\n".join(_scale_targets({"local": [small, big], "before": [small], "direct": [direct]}))
+    assert f"{bar + 1:,.0f} s against the target" in text and "**missed**" in text
+    assert "JVM heap 6g: " + f"{bar - 1:,.0f} s (**met**)" in text
+    assert "JVM heap 3g: failed: OutOfMemoryError" in text
