@@ -47,19 +47,26 @@ def test_a_step_records_time_memory_and_with_logs_its_stamped_output(tmp_path, m
     assert "error" in failed and "no-such-flag" in failed["error"]
 
 
-def test_the_report_judges_each_direct_retrain_against_the_target():
+def test_the_report_judges_the_25m_direct_retrains_and_their_growth_from_the_smallest():
     from bench.report import RETRAIN_BEFORE_S, _scale_targets
 
-    def step(seconds: float) -> dict:
-        return {"seconds": seconds, "peak_rss_mb": 3800, "peak_mb": {"driver": 800, "jvm": 3000}}
+    def step(seconds: float, driver: int = 800, jvm: int = 3000) -> dict:
+        return {"seconds": seconds, "peak_rss_mb": driver + jvm, "peak_mb": {"driver": driver, "jvm": jvm}}
 
     bar = RETRAIN_BEFORE_S * 0.7
     direct = {"ratings": 25_000_000, "date": "d", "log": {"events": 5, "appends": 1},
-              "retrain": step(bar + 1), "again": [{"driver_memory": "6g", **step(bar - 1)},
-                        {"driver_memory": "3g", **step(9.0), "error": "OutOfMemoryError"}]}  # fmt: skip
+              "retrain": step(bar + 1, jvm=6000), "again": [{"driver_memory": "6g", **step(bar - 1)},
+                        {"driver_memory": "2g", **step(9.0), "error": "OutOfMemoryError"}]}  # fmt: skip
+    one = {"ratings": 1_000_000, "date": "d", "log": {"events": 2, "appends": 1},
+           "retrain": step(60.0, 500, 2000), "again": [{"driver_memory": "6g", **step(50.0, 400, 2000)},
+                     {"driver_memory": "2g", **step(55.0, 400, 1500)}]}  # fmt: skip
     small = {"ratings": 1_000_000, **{s: step(10.0) for s in ("train", "stream", "retrain")}}
     big = {**small, "ratings": 5_000_000}
-    text = "\n".join(_scale_targets({"local": [small, big], "before": [small], "direct": [direct]}))
-    assert f"{bar + 1:,.0f} s against the target" in text and "**missed**" in text
+    text = "\n".join(_scale_targets({"local": [small, big], "before": [small], "direct": [direct, one]}))
+    assert f"fresh home: {bar + 1:,.0f} s (**missed**)" in text
     assert "JVM heap 6g: " + f"{bar - 1:,.0f} s (**met**)" in text
-    assert "JVM heap 3g: failed: OutOfMemoryError" in text
+    assert "JVM heap 2g: failed: OutOfMemoryError" in text
+    assert "fresh home: 60 s, peak" in text  # no verdict below 25M: the target is the 25M retrain's
+    assert "| first run (fresh home) | 500 -> 800 MB | 1.60x | 2,000 -> 6,000 MB | 3.00x |" in text
+    assert "| again, JVM heap 6g | 400 -> 800 MB | 2.00x | 2,000 -> 3,000 MB | 1.50x |" in text
+    assert "again, JVM heap 2g |" not in text  # failed at 25M: no growth to show
