@@ -237,11 +237,17 @@ def test_a_new_current_version_is_served_without_a_restart(api, trained):
     for f in (model.path).iterdir():
         if f.name != "metadata.json":
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, staged / f.name)
+    lists = api.app.state.service.lists
+    before = lists.current()
     new = store.publish(staged, {k: v for k, v in meta.items() if k not in ("version", "files")})
     try:
         body = api.get("/recommendations/1", params={"k": 3}).json()
         assert body["model_version"] == new != model.version
         assert [m["version"] for m in api.get("/models").json() if m["current"]] == [new]
+        # Same data: the swap kept the titles and the ratings index (rebuilding it read all the
+        # history while requests waited); a version on other data would rebuild them.
+        after = lists.current()
+        assert after.base.version == new and after.ratings is before.ratings and after.movies is before.movies
     finally:
         store.set_current(model.version)
 
@@ -352,3 +358,21 @@ def test_live_eval_is_served_per_version_and_source_and_counted_in_metrics(api, 
     assert f'streamrec_live_eval_hits_total{{model_version="{model.version}",source="stream"}} 6.0' in text
     listed = {m["version"]: m for m in api.get("/models").json()}
     assert listed[model.version]["live_hit_rate"] == pytest.approx(0.3)
+
+
+def test_the_data_key_changes_with_the_cut_and_with_a_file_rewritten_in_place(tmp_path):
+    import os
+
+    from serving.lists import data_key
+    from streamrec.history import HistorySpec
+
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n")
+    spec = HistorySpec(str(tmp_path), split_at=0.8)
+    key = data_key(spec)
+    assert (
+        data_key(HistorySpec(str(tmp_path), split_at=0.8, event_log_version=7)) == key
+    )  # the log's snapshot
+    assert data_key(HistorySpec(str(tmp_path), split_at=0.9)) != key
+    st = (tmp_path / "movies.csv").stat()
+    os.utime(tmp_path / "movies.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert data_key(spec) != key
