@@ -12,6 +12,7 @@ from streamrec.errors import StreamrecError
 from streamrec.history import TIME
 from streamrec.settings import (
     DURATION,
+    EVAL_SAMPLE_RATINGS,
     FLOATS,
     FRACTION,
     INTS,
@@ -105,7 +106,7 @@ def training_options_decorator(f: Callable) -> Callable:
         click.option(
             "--eval-sample-ratings",
             type=click.IntRange(min=0),
-            default=5_000_000,
+            default=EVAL_SAMPLE_RATINGS,
             help="above this many ratings, the holdout's fits, the blend and tuning run on a seeded "
             "user sample of about this many (the served models still learn from all; 0: never sample)",
         ),

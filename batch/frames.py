@@ -23,11 +23,6 @@ EVAL_USERS_MAX = 10_000
 # Validation users whose histories reach the driver to calibrate the cold-start blend (it then
 # scores at most batch.train.BLEND_USERS_MAX of them per bucket).
 CALIBRATION_USERS_MAX = 10_000
-# Ratings the evaluation's own fits (the explicit holdout fit, the ranking fit without the
-# validation fifth, the blend, tuning) run on, at most about: above it, those of a seeded sample of
-# users. The served models are refit on every rating either way (TrainOptions.refit_full); on
-# 25M ratings the evaluation's fits on all of them took 581 of the retrain's 1,098 s (2026-12-02).
-EVAL_SAMPLE_RATINGS = 5_000_000
 EVAL_SAMPLE_SALT = 3  # the sample's hash stream, apart from the split's (seed) and the folds' (seed + 7)
 _SPLIT_BUCKETS = 1_000_000  # resolution of the hash that assigns a rating to a split or a fold
 

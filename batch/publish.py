@@ -21,6 +21,7 @@ from streamrec.ids import rows_of_known
 from streamrec.model_store import CONTENT_NPZ, ModelStore, write_npz
 from streamrec.movielens import load_movies
 from streamrec.scorer import Scorer, Users
+from streamrec.settings import EVAL_SAMPLE_RATINGS
 
 from .train import (
     VALIDATION_USERS,
@@ -67,7 +68,7 @@ class TrainOptions:
     candidate: bool = False  # publish without making it CURRENT (shadow-scored by the stream)
     # Evaluate on a user sample of about this many ratings when there are more (0: on all);
     # only with refit_full, else the evaluated model is the one served.
-    eval_sample_ratings: int = 5_000_000
+    eval_sample_ratings: int = EVAL_SAMPLE_RATINGS
 
 
 def run_training(spark, opts: TrainOptions, store: ModelStore | None = None) -> dict:

@@ -357,9 +357,8 @@ def data_key(spec: HistorySpec) -> tuple:
     ratings index's base come from (not the event log's snapshot: the index reads the log as it
     grows). Two versions with the same key share them."""
     folder = Path(spec.data)
-    files = sorted(
-        (f.name, st.st_size, st.st_mtime_ns) for f in folder.iterdir() if (st := f.stat()) and f.is_file()
-    )
+    found = folder.iterdir() if folder.is_dir() else ()  # a missing folder fails where it is read
+    files = sorted((f.name, st.st_size, st.st_mtime_ns) for f in found if f.is_file() and (st := f.stat()))
     return (str(folder.resolve()), spec.until, spec.split_at, tuple(files))
 
 

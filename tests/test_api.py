@@ -376,3 +376,5 @@ def test_the_data_key_changes_with_the_cut_and_with_a_file_rewritten_in_place(tm
     st = (tmp_path / "movies.csv").stat()
     os.utime(tmp_path / "movies.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert data_key(spec) != key
+    missing = HistorySpec(str(tmp_path / "gone"))  # no error here: loading the titles says what is wrong
+    assert data_key(missing)[-1] == ()
