@@ -274,9 +274,8 @@ def calibrate_blend(scorer: Scorer, ratings: pd.DataFrame, k: int = 10) -> tuple
         exclude = [g.to_numpy() for _, g in inputs.groupby("user_id")["movie_id"]]  # sorted like users
         relevant = [rel[u] for u in users.ids]
         row = {"n": n, "users": len(users)}
-        for w in BLEND_WEIGHTS:
-            trial = replace(scorer, blend=Blend((1,), (w,)))
-            rows = trial.rank_rows(users, k, exclude)
+        ranked = scorer.rank_rows_per_weight(users, k, BLEND_WEIGHTS, exclude)
+        for w, rows in zip(BLEND_WEIGHTS, ranked, strict=True):
             row[str(w)] = float(ndcg_per_user(ids_of(scorer, rows), relevant, k).mean())
         row["chosen"] = max(BLEND_WEIGHTS, key=lambda w: row[str(w)])  # this bucket's own best
         table.append(row)

@@ -116,6 +116,39 @@ def test_ranking_in_chunks_of_users_equals_ranking_all_at_once(seed, cells):
         assert a.tolist() == b.tolist() and np.allclose(sa, sb) and np.allclose(pa, pb)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([6, 40]), st.integers(1, 7))
+def test_ranking_under_every_weight_at_once_equals_one_blend_per_weight(seed, n_items, cells):
+    """The blend calibration's shortcut (personal scores and masks once, a float32 pass, then
+    float64 order) gives the lists of one scorer per weight: unservable movies, each user's own
+    movies and users with nothing personal (only unknown movies) included."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    items = ItemFactors(np.arange(100, 100 + n_items), rng.normal(size=(n_items, 2)).astype(np.float32),
+                        support=rng.integers(1, 50, n_items), min_support=8)  # fmt: skip
+    ranking = ImplicitFactors(rng.normal(size=(n_items, 3)).astype(np.float32), 0.1, 1.0, 0.0)
+    s = Scorer(items, ranking, 0.1)
+    unknown = 100 + n_items + np.arange(3)  # ids unknown to the model; users 9 and 10 rated only those
+    movies = np.concatenate([rng.integers(100, 100 + n_items, 40), unknown, unknown[:1]])
+    users = s.fold_in(np.r_[rng.integers(0, 9, 40), 9, 9, 10, 10], movies, rng.integers(1, 11, 44) / 2)
+    assert (users.n_used == 0).sum() >= 2
+    exclude = [rng.choice(items.ids, rng.integers(0, 4), replace=False) for _ in range(len(users))]
+    weights = (0.0, 0.1, 1.0, 1e3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("streamrec.scorer.SCORE_CELLS", cells * n_items)  # `cells` users per chunk
+        at_once = s.rank_rows_per_weight(users, 5, weights, exclude)
+    for w, rows in zip(weights, at_once, strict=True):
+        one = replace(s, blend=Blend((1,), (w,)))
+        expected = one.rank_rows(users, 5, exclude)
+        scores = _masked(one, users, exclude)
+        assert ((rows >= 0) == (expected >= 0)).all()  # as many movies per list
+        # the same k best scores, best first (movies of equal score, as the prior's ties, may swap)
+        got, want = (np.take_along_axis(scores, np.maximum(r, 0), 1)[r >= 0] for r in (rows, expected))
+        assert np.array_equal(got, want)
+        assert (rows == expected).mean() > 0.8  # ties are rare: not merely some equal-scored set
+
+
 def _masked(s: Scorer, users, exclude) -> np.ndarray:
     m = s.scores(users)
     for j, ids in enumerate(exclude):
