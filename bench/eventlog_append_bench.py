@@ -59,7 +59,7 @@ def run(batches: int = 300, events: int = 1000) -> dict:
         assert not write_batch(delta, batches - 1, frame)  # a replayed batch: the check only
         t_replay = time.perf_counter() - t
         t = time.perf_counter()
-        done = compact(delta, Path(d) / "no-models", grace_hours=0)
+        done = compact(delta, Path(d) / "no-models", grace=0)
         t_compact = time.perf_counter() - t
         t = time.perf_counter()
         n = len(read_event_log(delta))  # the compacted table

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from .errors import DataError
 from .event_log_legacy import batch_path, legacy_files, read_legacy, remove_legacy
@@ -35,7 +36,17 @@ MIGRATION_APP = "streamrec-legacy-migration"  # committed once, with the legacy 
 # age on checkpoint (its logRetentionDuration, 30 days, knows no model). `eventlog compact` prunes
 # the log instead, only below a checkpoint at or before the oldest version a kept model names
 # (streamrec.event_log_maint.prune_log); checkpoints keep reading the latest version fast.
-TABLE_CONFIG = {"delta.enableExpiredLogCleanup": "false", "delta.checkpointInterval": "100"}
+# The vacuum's grace (streamrec.event_log_maint): a file a compaction replaced stays this long for
+# readers that listed it just before, and so does a file not in the log yet, which a running
+# writer is about to commit. A table property (delta-rs's vacuum takes its argument in whole hours
+# only), so Spark's Delta reader and any other Delta tool see the same. Delta's default, a week,
+# serves time travel to any version; here the versions kept models name are kept regardless
+# (`keep_versions`), and the longest read of a snapshot is a retrain's first pass over it (70 s at
+# 25M ratings on the bench machine). An hour held every file of the hour's soak on disk.
+GRACE_MINUTES = 15
+GRACE_PROPERTY = "delta.deletedFileRetentionDuration"
+TABLE_CONFIG = {"delta.enableExpiredLogCleanup": "false", "delta.checkpointInterval": "100",
+                GRACE_PROPERTY: f"interval {GRACE_MINUTES} minutes"}  # fmt: skip
 
 
 def event_log_dir(root: Path | None = None) -> Path:
@@ -115,12 +126,22 @@ def _arrow(events: pd.DataFrame) -> pa.Table:
 
 def _append(root: Path, rows: pa.Table, app: str, version: int) -> None:
     txn = CommitProperties(app_transactions=[Transaction(app_id=app, version=version)])
-    target = _writers.get(root) if is_table(root) else None
-    if target is None:
-        _writers.pop(root, None)  # a table deleted (stream --reset) and created again
-    write_deltalake(
-        target or str(root), rows, mode="append", configuration=TABLE_CONFIG, commit_properties=txn
-    )
+    for attempt in (1, 2):
+        target = _writers.get(root) if is_table(root) else None
+        if target is None:
+            _writers.pop(root, None)  # a table deleted (stream --reset) and created again
+        try:
+            write_deltalake(
+                target or str(root), rows, mode="append", configuration=TABLE_CONFIG, commit_properties=txn
+            )
+            return
+        except CommitFailedError:
+            # A concurrent metadata commit (`eventlog compact --grace-minutes` setting the grace)
+            # fails an append that loaded the table before it, and commits nothing: load the
+            # table again and append once more (a second failure fails the batch).
+            if attempt == 2 or target is None:
+                raise
+            _writers.pop(root, None)
 
 
 def migrate(root: Path) -> int:

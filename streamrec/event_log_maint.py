@@ -12,8 +12,9 @@ at most ~16 compacted files below the cap (delta-rs leaves a bin of one file alo
 
 Vacuum then deletes the data files no snapshot worth keeping needs: it keeps the latest version,
 every version a kept model names (`history.event_log_version`; the model store prunes old models,
-so older snapshots go with them) and, for GRACE_HOURS, files a compaction replaced (a reader that
-listed them a moment ago still finds them) and files a running writer has not committed yet.
+so older snapshots go with them) and, for the grace (the table's deletedFileRetentionDuration,
+GRACE_MINUTES unless set), files a compaction replaced (a reader that listed them a moment ago
+still finds them) and files a running writer has not committed yet.
 Last, the Delta log (one JSON commit per batch, up to 86,400 a day) loses the commits and
 checkpoints below a checkpoint at or before the oldest version that must stay loadable (that of
 the oldest kept model, or the latest): every version from there on still loads, older ones no
@@ -34,6 +35,8 @@ from . import logs
 from .errors import DataError
 from .event_log import (
     CHECKPOINT_FILE,
+    GRACE_MINUTES,
+    GRACE_PROPERTY,
     add_actions,
     count_events,
     is_table,
@@ -49,10 +52,11 @@ LOG = logs.get("eventlog")
 TARGET_FILE_BYTES = 32 * 1024 * 1024
 MIN_TARGET_BYTES = 1024 * 1024  # below this, a file's fixed costs (footer, one more to list) dominate
 TIERS = 8  # the target is the table's bytes / TIERS
-# Files a compaction replaced stay this long for readers that listed them before; so do files not
-# in the log yet, which a running writer (the stream's append, a compaction) may be about to
-# commit: a grace of 0 beside a running writer deleted such a file, so only tests use 0.
-GRACE_HOURS = 1
+# The grace (GRACE_MINUTES, streamrec.event_log) is at least a minute outside tests: files not in
+# the log yet, which a running writer (the stream's append, a compaction) may be about to commit,
+# are kept that long too, and a grace of 0 beside a running writer deleted such a file.
+_INTERVAL = re.compile(r"interval\s+(\d+)\s+(second|minute|hour|day|week)s?")
+_MINUTES = {"second": 1 / 60, "minute": 1, "hour": 60, "day": 1440, "week": 10080}
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,16 @@ def stats(root: Path) -> Stats:
     actions = add_actions(table)
     lo = pc.min(actions["min.timestamp"]).as_py() if actions.num_rows else None
     hi = pc.max(actions["max.timestamp"]).as_py() if actions.num_rows else None
-    size = table_bytes(table) + sum(f.stat().st_size for f in legacy)
+    size = _bytes(actions) + sum(f.stat().st_size for f in legacy)
     log_files = sum(1 for f in (root / "_delta_log").iterdir() if f.is_file())
     return Stats(count_events(root), actions.num_rows + len(legacy), size, table.version(), lo, hi, log_files)
 
 
 def table_bytes(table) -> int:
-    actions = add_actions(table)
+    return _bytes(add_actions(table))
+
+
+def _bytes(actions) -> int:
     return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
 
 
@@ -115,26 +122,48 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE_HOURS) -> dict:
+def grace_minutes(root: Path) -> float | None:
+    """The table's grace in minutes (its deletedFileRetentionDuration), None when it has none or
+    one this module cannot read (Delta's default then is a week)."""
+    value = open_table(root).metadata().configuration.get(GRACE_PROPERTY)
+    m = _INTERVAL.fullmatch((value or "").strip().lower())
+    return int(m[1]) * _MINUTES[m[2]] if m else None
+
+
+def set_grace(root: Path, minutes: int | None = None) -> float:
+    """Make the table's grace `minutes` (None: keep the table's, or set GRACE_MINUTES on a table
+    created without one). A change is a metadata commit: a stream's append that loaded the
+    table before it fails once and is retried (streamrec.event_log). Returns the grace."""
+    current = grace_minutes(root)
+    wanted = minutes if minutes is not None else (current if current is not None else GRACE_MINUTES)
+    if current != wanted:
+        open_table(root).alter.set_table_properties({GRACE_PROPERTY: f"interval {wanted} minutes"},
+                                                    raise_if_not_exists=False)  # fmt: skip
+    return wanted
+
+
+def compact(root: Path, model_root: Path | None = None, grace: int | None = None) -> dict:
     """Migrate a legacy log (once), compact the small files, vacuum, checkpoint, prune the log.
-    Returns what it did."""
+    `grace` in minutes (None: the table's, see `set_grace`). Returns what it did."""
     t0 = time.monotonic()
     migrated = migrate(root)
+    grace_min = set_grace(root, grace)
     table = open_table(root)
     before = len(table.file_uris())
     target = target_bytes(table_bytes(table))
     metrics = table.optimize.compact(target_size=target)
     keep = kept_versions(root, model_root)
-    removed = vacuum(root, keep, grace_hours)
+    removed = vacuum(root, keep)
     table = open_table(root)  # after the vacuum's own commits
     table.create_checkpoint()  # a fresh snapshot reads one checkpoint, not every commit since
-    pruned = prune_log(root, [*keep, table.version()], grace_hours)
+    pruned = prune_log(root, [*keep, table.version()], grace_min)
     return {
         "migrated_events": migrated,
         "files_before": before,
         "files_after": len(open_table(root).file_uris()),
         "files_compacted": int(metrics.get("numFilesRemoved", 0)),
         "target_bytes": target,
+        "grace_minutes": grace_min,
         "files_deleted": len(removed),
         "kept_versions": keep,
         "log_files_deleted": len(pruned),
@@ -144,15 +173,17 @@ def compact(root: Path, model_root: Path | None = None, grace_hours: int = GRACE
     }
 
 
-def vacuum(root: Path, keep_versions: list[int], grace_hours: int = GRACE_HOURS) -> list[str]:
-    """Delete data files that neither the latest version, nor a kept version, nor the grace
-    window needs. Never runs on a legacy log (vacuum deletes files the Delta log does not know)."""
+def vacuum(root: Path, keep_versions: list[int]) -> list[str]:
+    """Delete data files that neither the latest version, nor a kept version, nor the table's grace
+    (`set_grace`) needs: files a compaction replaced go once their removal is older than the grace,
+    files the log does not know once they are. Never runs on a legacy log (vacuum deletes files
+    the Delta log does not know)."""
     if legacy_files(root):
         raise RuntimeError(f"{root} still holds a legacy event log: migrate it first")
     table = open_table(root)
     current = table.version()
     keep = sorted({v for v in keep_versions if v <= current})
-    return table.vacuum(retention_hours=grace_hours, dry_run=False, enforce_retention_duration=False,
+    return table.vacuum(retention_hours=None, dry_run=False, enforce_retention_duration=False,
                         full=True, keep_versions=keep or None)  # fmt: skip
 
 
@@ -160,14 +191,14 @@ def vacuum(root: Path, keep_versions: list[int], grace_hours: int = GRACE_HOURS)
 _LOG_FILE = re.compile(r"(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)")
 
 
-def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> list[str]:
+def prune_log(root: Path, needed: list[int], grace_minutes: float = GRACE_MINUTES) -> list[str]:
     """Delete the `_delta_log` files (commits, checkpoints) below the newest checkpoint at or before
     the oldest `needed` version (or the latest), so that every version from that one on still
     loads: a reader starts from the newest checkpoint at or before its version and replays the
     commits after it, all kept. Writes that checkpoint when it is missing. Returns the names
     deleted, oldest first (a crash midway leaves an unbroken log from some version on).
 
-    The grace, by file mtimes: the checkpoint pruned below must be older than `grace_hours`, so
+    The grace, by file mtimes: the checkpoint pruned below must be older than `grace_minutes`, so
     a reader that listed the log before it existed (and replays from an older checkpoint) has
     had that long to finish; files younger than the grace are never deleted either.
 
@@ -188,7 +219,7 @@ def prune_log(root: Path, needed: list[int], grace_hours: int = GRACE_HOURS) -> 
             open_table(root, oldest).create_checkpoint()
         except DataError:  # it no longer loads: prune below an older checkpoint, if any
             LOG.warning("event log version %d does not load: no checkpoint written for it", oldest)
-    cutoff = time.time() - grace_hours * 3600
+    cutoff = time.time() - grace_minutes * 60
     files = sorted((int(m[1]), f.name) for f in log.iterdir() if (m := _LOG_FILE.fullmatch(f.name)))
     checkpoints = [v for v, name in reversed(files) if v <= oldest and CHECKPOINT_FILE.fullmatch(name)]
     boundary = next((v for v in checkpoints if _mtime(log / f"{v:020d}.checkpoint.parquet") <= cutoff), None)

@@ -21,15 +21,16 @@ def eventlog() -> None:
                   "the grace)")  # fmt: skip
 # At least 1: files younger than the grace also cover a running stream's append or compaction,
 # written but not committed yet (0 deleted such files in a test with a concurrent writer).
-@click.option("--grace-hours", type=click.IntRange(min=1), default=1,
+@click.option("--grace-minutes", type=click.IntRange(min=1), default=None,
               help="keep replaced and uncommitted files, and the log a reader may be replaying, this long "
-                   "(readers, running writers)")  # fmt: skip
+                   "(readers, running writers); sets the table's delta.deletedFileRetentionDuration "
+                   "[default: the table's, 15 when it has none]")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def compact_cmd(grace_hours: int, as_json: bool) -> int:
+def compact_cmd(grace_minutes: int | None, as_json: bool) -> int:
     from .event_log import event_log_dir
     from .event_log_maint import compact
 
-    done = compact(event_log_dir(), home() / "models", grace_hours)
+    done = compact(event_log_dir(), home() / "models", grace_minutes)
     if as_json:
         print(json.dumps(done))
     else:

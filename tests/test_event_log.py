@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import write_deltalake
 
 from streamrec.cli import main
 from streamrec.errors import DataError
@@ -22,7 +23,7 @@ from streamrec.event_log import (
     table_version,
     write_batch,
 )
-from streamrec.event_log_maint import compact, kept_versions, stats
+from streamrec.event_log_maint import compact, grace_minutes, kept_versions, set_grace, stats
 from streamrec.history import HistorySpec, load_history
 from tests.store_support import current_model
 
@@ -111,7 +112,7 @@ def test_compaction_bounds_the_files_and_vacuum_keeps_what_kept_models_name(tmp_
     current_model(home, event_log=str(log), event_log_version=kept)
     current_model(home, event_log=str(tmp_path / "another-log"), event_log_version=5)  # not this log
     assert kept_versions(log, home / "models") == [kept]
-    done = compact(log, home / "models", grace_hours=0)
+    done = compact(log, home / "models", grace=0)
     assert (done["files_before"], done["files_after"], done["kept_versions"]) == (6, 1, [kept])
     assert done["files_deleted"] == 3  # batches 4-6's small files: neither the latest nor kept need them
     pd.testing.assert_frame_equal(read_event_log(log, kept), before)  # a kept model can retrain
@@ -166,7 +167,7 @@ def test_a_snapshot_goes_with_the_last_model_version_that_named_it(tmp_path):
     for b in range(1, 4):
         write_batch(log, b, _events(2, first_offset=2 * b))
     current_model(tmp_path, event_log=str(log), event_log_version=1)
-    compact(log, tmp_path / "models", grace_hours=0)  # batch 1's file: in no version but 1-3 now
+    compact(log, tmp_path / "models", grace=0)  # batch 1's file: in no version but 1-3 now
     assert len(read_event_log(log, 1)) == 2
     write_batch(log, 4, _events(2, first_offset=8))
     latest = table_version(log)
@@ -174,7 +175,7 @@ def test_a_snapshot_goes_with_the_last_model_version_that_named_it(tmp_path):
     assert kept_versions(log, tmp_path / "models") == [1, latest]
     ModelStore(tmp_path / "models").prune(keep=1)
     assert kept_versions(log, tmp_path / "models") == [latest]
-    compact(log, tmp_path / "models", grace_hours=0)
+    compact(log, tmp_path / "models", grace=0)
     assert count_events(log) == len(read_event_log(log, latest)) == 8
     with pytest.raises(DataError, match="pruned"):  # version 1 is gone with the model that named it
         read_event_log(log, 1)
@@ -201,10 +202,10 @@ def test_compaction_prunes_the_log_below_the_oldest_kept_version_and_time_travel
         return sorted(f.name for f in (log / "_delta_log").iterdir())
 
     n_before = len(log_files())
-    held = compact(log, models)  # the grace (an hour): every log file is younger, none goes
+    held = compact(log, models)  # the grace (15 minutes): every log file is younger, none goes
     assert (held["log_files_deleted"], held["oldest_version"]) == (0, 0)
     assert f"{older:020d}.checkpoint.parquet" in log_files()  # written for the oldest kept version
-    done = compact(log, models, grace_hours=0)
+    done = compact(log, models, grace=0)
     assert done["kept_versions"] == [older, kept] and done["oldest_version"] == older
     assert done["log_files_deleted"] == older  # the commits of versions 0-9
     assert [f for f in log_files() if f.endswith(".json")][0] == f"{older:020d}.json"
@@ -236,7 +237,7 @@ def test_compaction_prunes_the_log_below_the_oldest_kept_version_and_time_travel
     write_batch(log, 31, _events(2, first_offset=100))
     ModelStore(models).prune(keep=1)
     assert kept_versions(log, models) == [kept]
-    again = compact(log, models, grace_hours=0)
+    again = compact(log, models, grace=0)
     assert again["oldest_version"] == kept
     assert again["log_files_deleted"] == kept - older + 1  # commits 10-19 and version 10's checkpoint
     assert f"{older:020d}.checkpoint.parquet" not in log_files()
@@ -292,7 +293,7 @@ def test_train_twice_from_one_event_log_version_learns_from_the_same_events(spar
     first = train(None)  # the latest version, recorded
     assert first["history"]["event_log_version"] == table_version(log) == 2
     write_batch(log, 2, _events(40, first_offset=80, ts=1_700_000_002))  # the stream goes on
-    compact(log, store.root, grace_hours=0)  # and compacts: version 2's files stay, a model names it
+    compact(log, store.root, grace=0)  # and compacts: version 2's files stay, a model names it
     again = train(2)
     assert again["history"] == first["history"] and again["counts"] == first["counts"]
     assert again["newest_event_ts"] == first["newest_event_ts"] == 1_700_000_001
@@ -353,7 +354,7 @@ def test_compaction_rewrites_each_event_a_bounded_number_of_times(tmp_path, monk
             write_batch(log, r * 10 + b + 1, frame)
             offset += n
         before = set(add_actions(open_table(log))["path"].to_pylist())
-        compact(log, tmp_path / "models", grace_hours=0)
+        compact(log, tmp_path / "models", grace=0)
         files = add_actions(open_table(log))
         sizes = zip(files["path"].to_pylist(), files["size_bytes"].to_pylist(), strict=True)
         written += sum(size for path, size in sizes if path not in before)
@@ -369,3 +370,45 @@ def test_the_compaction_target_scales_with_the_table_between_bounds():
     assert target_bytes(0) == MIN_TARGET_BYTES
     assert target_bytes(TIERS * 5 * MIN_TARGET_BYTES) == 5 * MIN_TARGET_BYTES
     assert target_bytes(10**12) == TARGET_FILE_BYTES
+
+
+def test_the_grace_is_the_tables_own_setting_in_minutes(tmp_path):
+    """The vacuum's grace is the table's deletedFileRetentionDuration: 15 minutes on a new table,
+    changed by `compact(grace=...)` and kept until changed again, set at the first compaction of a
+    table written without it. A file a compaction replaced stays while its removal is younger."""
+    log, models = tmp_path / "log", tmp_path / "models"
+    for b in range(1, 4):
+        write_batch(log, b, _events(3, first_offset=10 * b))
+    assert grace_minutes(log) == 15
+    done = compact(log, models)
+    assert (done["grace_minutes"], done["files_compacted"], done["files_deleted"]) == (15, 3, 0)
+    assert len(list(log.glob("*.parquet"))) == 4  # the three replaced ones wait out the grace
+    done = compact(log, models, grace=0)  # nothing left to compact: the three go
+    assert (done["grace_minutes"], done["files_deleted"]) == (0, 3) and len(list(log.glob("*.parquet"))) == 1
+    assert compact(log, models)["grace_minutes"] == 0 and grace_minutes(log) == 0
+    old = tmp_path / "old"  # written before the table had the setting: Delta's default is a week
+    write_deltalake(str(old), pq.read_table(next(log.glob("*.parquet"))))
+    assert grace_minutes(old) is None
+    assert compact(old, models)["grace_minutes"] == 15 and grace_minutes(old) == 15
+
+
+def test_an_append_beside_a_grace_change_is_retried_once(tmp_path, monkeypatch):
+    """`eventlog compact --grace-minutes` in another process commits the table's new setting; a
+    stream's append that loaded the table just before conflicts with it (delta-rs: metadata
+    changed), commits nothing, and is appended again on a fresh load: the batch lands once."""
+    import streamrec.event_log as event_log
+
+    write_batch(tmp_path, 1, _events(2))
+    real, calls = event_log.write_deltalake, []
+
+    def after_a_concurrent_change(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            set_grace(tmp_path, 5)  # lands between the writer's load and its commit
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(event_log, "write_deltalake", after_a_concurrent_change)
+    assert write_batch(tmp_path, 2, _events(2, first_offset=2))
+    assert len(calls) == 2  # the first commit failed, the second landed
+    assert count_events(tmp_path) == 4 and grace_minutes(tmp_path) == 5
+    assert not write_batch(tmp_path, 2, _events(2, first_offset=2))  # and only once
