@@ -33,8 +33,9 @@ GET_EVERY_S, POST_EVERY_S = 1 / 3, 5.0
 class Proc:
     """One long-running CLI command in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, env: dict, logs: Path, *args: str):
+    def __init__(self, name: str, env: dict, logs: Path, *args: str, nice: int = 0):
         self.name, self.env, self.logs, self.args = name, env, logs, args
+        self.nice = nice  # > 0: a lower CPU priority (`nice -n`), inherited by its JVM and workers
         self.starts = 0
         self.p: subprocess.Popen | None = None
         self.expected_exit = False
@@ -45,13 +46,16 @@ class Proc:
         self.expected_exit = False
         with open(self.log, "wb") as out:
             self.p = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", *self.args],
+                [*self._niced(), sys.executable, "-m", "streamrec.cli", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+
+    def _niced(self) -> list[str]:
+        return ["nice", "-n", str(self.nice)] if self.nice else []
 
     @property
     def pid(self) -> int | None:

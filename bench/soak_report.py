@@ -41,7 +41,7 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
         f"{cfg['rate']:g}` (the newest 20 % of the bundled ratings again and again, new user ids each "
         f"pass, event time = send time), `retrain --every {cfg['retrain_every_s']:g}s --force` (hot "
         f"swaps; `--force` because a refused gate would mean no swap to soak, the gate's verdicts "
-        f"are recorded below), `serve` with an API key under a light load (a GET "
+        f"are recorded below; {_niceness(cfg)}), `serve` with an API key under a light load (a GET "
         f"/recommendations/{{id}} every {cfg['get_every_s']:.2f} s, a POST /events every "
         f"{cfg['post_every_s']:g} s). The stream was SIGKILLed (driver, JVM and workers) at "
         f"{cfg['kill_at'] * minutes:.1f} min and started again; the broker was stopped and started "
@@ -123,3 +123,8 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _niceness(cfg: dict) -> str:
+    n = cfg.get("retrain_nice", 0)  # runs before 2026-12-02 19:00 recorded none: they ran at 0
+    return f"under `nice -n {n}`, below the stream's CPU priority" if n else "at the stream's CPU priority"
