@@ -169,11 +169,7 @@ def _streamed_ratings(model, batch: pd.DataFrame, user: int, users) -> list[dict
     order = np.lexsort((np.arange(len(movies)), ts, movies))
     last = order[np.r_[movies[order][1:] != movies[order][:-1], True]]  # latest per movie
     if model is not None:
-        pos, known = model.items.rows(movies[last])
-        servable = known.copy()
-        if model.items.servable is not None:
-            servable[known] = model.items.servable[pos[known]]
-        last = last[~servable]
+        last = last[~model.items.serves(movies[last])]
     if len(last) == 0:
         return []
     rvec = users.rank_vectors[0].tolist() if users is not None else None

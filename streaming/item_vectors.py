@@ -74,18 +74,11 @@ class ItemVectorWriter:
         if model is None:  # no version yet: the raters wait for one
             return
         movies = np.unique(ratings["movie_id"].to_numpy(np.int64))
-        served = self._served(model, movies)
+        served = model.items.serves(movies)
         drop_raters(sink, movies[served].tolist())
         solved = solve_all(model, load_raters(sink, model, movies[~served].tolist()), self._priors(model))
         self._upsert(sink, model.version, solved, now)
         self.publish(sink, solved)
-
-    def _served(self, model, movies: np.ndarray) -> np.ndarray:
-        pos, known = model.items.rows(movies)
-        served = known.copy()
-        if model.items.servable is not None:
-            served[known] = model.items.servable[pos[known]]
-        return served
 
     def _priors(self, model) -> dict:
         if self._prior_version != model.version:
@@ -125,11 +118,8 @@ class ItemVectorWriter:
         their item solve is pulled towards (streamrec.item_foldin, `prior_weight`)."""
         if getattr(model, "content", None) is None or self.movies is None:
             return
-        pos, known = model.items.rows(self.movies["movie_id"].to_numpy())
-        servable = known.copy()
-        if model.items.servable is not None:
-            servable[known] = model.items.servable[pos[known]]
-        ids, vectors = model.content.vectors(self.movies[~servable], self.tags)
+        served = model.items.serves(self.movies["movie_id"].to_numpy())
+        ids, vectors = model.content.vectors(self.movies[~served], self.tags)
         write_priors(self.directory, model.version, ids, vectors)
         # Retention: the priors of versions the store has pruned go with them.
         prune_priors(self.directory, set(self.store.versions()) | {model.version})
@@ -142,12 +132,12 @@ class ItemVectorWriter:
             return
         stored = pd.DataFrame([r._asdict() for r in sink.query(sa.select(item_vectors))],
                               columns=[c.name for c in item_vectors.columns])  # fmt: skip
-        servable = self._served(model, stored["movie_id"].to_numpy(np.int64))
+        servable = model.items.serves(stored["movie_id"].to_numpy(np.int64))
         dropped = stored["movie_id"][servable].astype(int).tolist()
         if dropped:
             sink.execute(sa.delete(item_vectors).where(item_vectors.c.movie_id.in_(dropped)))
         rated = np.array([r[0] for r in sink.query(sa.select(item_raters.c.movie_id).distinct())], np.int64)
-        drop_raters(sink, rated[self._served(model, rated)].tolist())
+        drop_raters(sink, rated[model.items.serves(rated)].tolist())
         self.write_priors(model)
         # Only movies the stream has solved before (not the training raters seeded at first start).
         streamed = stored["movie_id"][~servable & (stored["source"] == "stream")].astype(int).tolist()

@@ -48,6 +48,15 @@ class ItemFactors:
     def rank(self) -> int:
         return self.factors.shape[1]
 
+    def serves(self, movie_ids: np.ndarray) -> np.ndarray:
+        """Bool per movie id: the model knows it and may recommend it (`servable`), i.e. it serves
+        the movie from training; the stream folds in the others (streamrec.item_foldin)."""
+        pos, known = self.rows(np.asarray(movie_ids))
+        served = known.copy()
+        if self.servable is not None:
+            served[known] = self.servable[pos[known]]
+        return served
+
     @cached_property
     def servable(self) -> np.ndarray | None:
         """Bool per item: may be recommended (None: every item)."""

@@ -77,3 +77,10 @@ def test_top_k_returns_only_servable_items():
     items = ItemFactors(np.array([1, 2, 3, 4]), factors, support=np.array([5, 1, 2, 9]), min_support=2)
     ids, _ = top_k(items, np.array([1.0]), k=10, exclude=np.array([4]))
     assert ids.tolist() == [3, 1]
+
+
+def test_a_movie_is_served_from_training_when_known_and_rated_enough():
+    f = np.zeros((3, 2), np.float32)
+    items = ItemFactors(np.array([10, 20, 30]), f, support=np.array([5, 1, 3]), min_support=3)
+    assert items.serves(np.array([30, 20, 99, 10])).tolist() == [True, False, False, True]
+    assert ItemFactors(np.array([10, 20]), f[:2]).serves(np.array([20, 99])).tolist() == [True, False]
