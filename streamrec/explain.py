@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ranking import implicit_system
 from .scorer import Scorer
 
 TOP_BECAUSE = 3
@@ -52,23 +53,17 @@ def contributions(
     `items` are movie ids of the listed movies (rows of `scorer`'s catalogue, streamed ones
     included); the user is solved against the version's trained movies, as every list path does."""
     base = scorer.fold_base or scorer
-    f = base.ranking
     movie_ids = np.asarray(movie_ids, np.int64)
     pos, known = base.items.rows(movie_ids)
     n_known = int(known.sum())
-    rated, pos = movie_ids[known], pos[known]
-    p = f.preference(np.asarray(ratings, np.float64)[known])
-    positive = p > 0
-    n_pos = int(positive.sum())
+    a, y, w, n_pos = implicit_system(base.ranking, pos[known], np.asarray(ratings, np.float64)[known])
+    rated, positive = movie_ids[known], w > 0
     rows, _ = scorer.items.rows(np.asarray(items, np.int64))
-    y_items = scorer.ranking.factors64[rows]
     if n_pos == 0:
         return rated[:0], np.zeros((len(rows), 0)), n_known
-    c1 = f.alpha * np.abs(p)
-    y = f.factors64[pos]
-    a = f.gram + (y.T * c1) @ y + f.reg * n_pos * np.eye(f.rank)
-    wy = np.linalg.solve(a, y[positive].T)  # W y_j for the positive inputs: (rank, n_pos)
-    return rated[positive], (y_items @ wy) * (1.0 + c1[positive]), n_known
+    # x = A^-1 Y' w = sum_j w_j A^-1 y_j: movie i's score y_i . x splits into one term per input j.
+    wy = np.linalg.solve(a, y[positive].T)  # A^-1 y_j for the positive inputs: (rank, n_pos)
+    return rated[positive], (scorer.ranking.factors64[rows] @ wy) * w[positive], n_known
 
 
 def explain(scorer: Scorer, movie_ids, ratings, items, top: int = TOP_BECAUSE) -> list[Explanation]:

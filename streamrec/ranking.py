@@ -68,15 +68,25 @@ def implicit_fold_in(f: ImplicitFactors, pos: np.ndarray, ratings: np.ndarray) -
 
     A user with no positive input gets Spark's answer for a zero right-hand side: x = 0.
     """
-    p = f.preference(ratings)
-    n = int((p > 0).sum())
+    a, y, w, n = implicit_system(f, pos, ratings)
     if n == 0:
         return np.zeros(f.rank, np.float32), 0
+    return np.linalg.solve(a, y.T @ w).astype(np.float32), n
+
+
+def implicit_system(
+    f: ImplicitFactors, pos: np.ndarray, ratings: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One user's normal equations A x = Y' w of the fold-in, from their rated rows `pos`:
+    (A, Y their rows' factors, w the weight 1 + c of each positive input and 0 of the others,
+    n positive inputs). Spark's implicit ALS (computeFactors) on one user: A = Y0'Y0 + Y'C Y +
+    reg n I, C = alpha |p|, p the preference; `streamrec.explain` splits the same solve by input."""
+    p = f.preference(ratings)
+    n = int((p > 0).sum())
     c1 = f.alpha * np.abs(p)
     y = f.factors64[np.asarray(pos)]
     a = f.gram + (y.T * c1) @ y + f.reg * n * np.eye(f.rank)
-    b = y.T @ np.where(p > 0, 1.0 + c1, 0.0)
-    return np.linalg.solve(a, b).astype(np.float32), n
+    return a, y, np.where(p > 0, 1.0 + c1, 0.0), n
 
 
 def implicit_fold_in_many(

@@ -195,3 +195,27 @@ def test_ratings_file_reads_and_names_the_bad_line(tmp_path):
         good.write_text(text)
         with pytest.raises(StreamrecError, match=message):
             read_ratings_file(good)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_an_explanations_parts_add_up_to_the_scorers_own_score(seed):
+    """prior + every contribution == the blended score `Scorer.scores` ranks by, for a user with
+    likes, a "no" (below the threshold: in the system, not in the sum) and an unknown movie."""
+    from streamrec.explain import explain
+
+    rng = np.random.default_rng(seed)
+    n_items = 15
+    items = ItemFactors(np.arange(100, 100 + n_items), rng.normal(size=(n_items, 2)).astype(np.float32),
+                        support=rng.integers(1, 50, n_items))  # fmt: skip
+    ranking = ImplicitFactors(rng.normal(size=(n_items, 3)).astype(np.float32), 0.1, 1.5, 2.5)
+    s = Scorer(items, ranking, 0.1, Blend((1, 3), (0.5, 0.1)))
+    movies, ratings = np.array([100, 103, 107, 111, 999]), np.array([5.0, 4.0, 1.0, 4.5, 5.0])
+    listed = np.array([101, 102, 104, 110])
+    user = s.fold_in_one(movies, ratings)
+    rows, _ = items.rows(listed)
+    want = s.scores(user)[0, rows]
+    parts = explain(s, movies, ratings, listed, top=2)
+    got = [e.prior + e.rest + sum(c for _, c in e.because) for e in parts]
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert [e.score for e in explain(s, movies, ratings, listed)] == pytest.approx(want, rel=1e-5, abs=1e-6)
