@@ -695,20 +695,27 @@ TARGET_RATINGS = 25_000_000
 
 def _direct_growth(direct: list[dict]) -> list[str]:
     """The direct retrain's peaks from its smallest to its largest size, per run of the same kind
-    (the first, in a fresh home; then each again-run by JVM heap): one protocol, one run."""
+    (the first, in a fresh home; then each again-run by JVM heap), and with three sizes or more
+    also from the next-to-largest: past the sizes where the driver's samples reach their caps
+    (batch.frames), what still grows is the factors."""
     done = sorted((d for d in direct if _ok(d, "retrain")), key=lambda d: d["ratings"])
     if len(done) < 2:
         return []
-    lo, hi = done[0], done[-1]
+    pairs = [(done[0], done[-1])] + ([(done[-2], done[-1])] if len(done) > 2 else [])
+    return [line for lo, hi in pairs for line in _growth_table(lo, hi)]
 
+
+def _growth_table(lo: dict, hi: dict) -> list[str]:
     def runs(d: dict) -> dict[str, dict]:
         out = {"first run (fresh home)": d["retrain"]}
         out |= {f"again, JVM heap {a['driver_memory']}": a for a in d.get("again", []) if _ok({"r": a}, "r")}
         return out
 
     a_runs, b_runs = runs(lo), runs(hi)
-    lines = [f"Direct retrain from {lo['ratings']:,} to {hi['ratings']:,} ratings (same run, same protocol):",
-             "", "| run | Python driver | growth | JVM | growth |", "|---|---|---|---|---|"]  # fmt: skip
+    when = lo["date"] if lo["date"] == hi["date"] else f"{lo['date']} and {hi['date']}"
+    sizes = f"{lo['ratings']:,} to {hi['ratings']:,}"
+    head = f"Direct retrain from {sizes} ratings (same protocol, measured {when}):"
+    lines = [head, "", "| run | Python driver | growth | JVM | growth |", "|---|---|---|---|---|"]
     for name in [n for n in a_runs if n in b_runs]:
         a, b = a_runs[name]["peak_mb"], b_runs[name]["peak_mb"]
         grow = {k: f"{b[k] / a[k]:.2f}x" if a[k] else "n/a" for k in ("driver", "jvm")}
