@@ -71,6 +71,9 @@ def test_the_report_judges_the_25m_direct_retrains_and_their_growth_from_the_sma
     assert "| again, JVM heap 6g | 400 -> 800 MB | 2.00x | 2,000 -> 3,000 MB | 1.50x |" in text
     assert "again, JVM heap 2g |" not in text  # failed at 25M: no growth to show
     assert "from 5,000,000" not in text  # two sizes: one table
+    # the summary's retrain row: direct 1M -> direct 25M (one protocol), not the local 1M row
+    row = "| retrain | 1,000,000 -> 25,000,000 (event log written directly) | 500 -> 800 MB | 1.60x |"
+    assert row in text
     mid = {**one, "ratings": 10_000_000, "date": "e", "retrain": step(90.0, 700, 4000)}
     text = "\n".join(_scale_targets({"local": [small, big], "before": [small], "direct": [direct, one, mid]}))
     assert "from 1,000,000 to 25,000,000 ratings (same protocol, measured d):" in text
