@@ -17,6 +17,7 @@ the lists already use: a batch Spark replays after a crash is skipped as a whole
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,19 +74,23 @@ def latest_per_rater(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.iloc[order[last]]
 
 
-def store_raters(sink: Sink, rows: pd.DataFrame) -> None:
-    """Upsert a batch's raters; a stored rating with a later event time is kept (re-ratings)."""
+def store_raters(sink: Sink, rows: pd.DataFrame) -> pd.DataFrame:
+    """Upsert a batch's raters; a stored rating with a later event time is kept (re-ratings).
+    Returns the rows as stored (the table's columns), the latest per (movie, rater)."""
+    cols = [c.name for c in item_raters.columns]
     if rows.empty:
-        return
+        return pd.DataFrame(columns=cols)
     rows = latest_per_rater(rows)
     t = item_raters.c
-    sink.upsert(item_raters, [
+    stored = [
         {"movie_id": int(r.movie_id), "user_id": int(r.user_id), "rating": float(r.rating),
          "timestamp": int(r.ts), "model_version": r.model_version or "", "rvec": _blob(r.rvec),
          "evec": _blob(r.evec), "ebias": None if r.ebias is None or np.isnan(r.ebias) else float(r.ebias)}
         for r in rows.itertuples()
-    ], lambda ex: {c: sa.case((ex.timestamp >= t.timestamp, ex[c]), else_=t[c])
-                   for c in _UPDATED})  # fmt: skip
+    ]  # fmt: skip
+    sink.upsert(item_raters, stored, lambda ex: {c: sa.case((ex.timestamp >= t.timestamp, ex[c]), else_=t[c])
+                                                 for c in _UPDATED})  # fmt: skip
+    return pd.DataFrame(stored, columns=cols)
 
 
 def store_seeds(sink: Sink, seeds: pd.DataFrame) -> None:
@@ -109,6 +114,11 @@ def load_raters(sink: Sink, model, movies: list[int] | None) -> dict[int, Raters
         got = [r for i in range(0, len(movies), 900)
                for r in sink.query(stmt.where(item_raters.c.movie_id.in_(movies[i : i + 900])))]  # fmt: skip
     found = pd.DataFrame([r._asdict() for r in got], columns=[c.name for c in item_raters.columns])
+    return group_raters(found, model)
+
+
+def group_raters(found: pd.DataFrame, model) -> dict[int, Raters]:
+    """Rows shaped as `item_raters` (vectors as blobs), grouped per movie, sorted by rater."""
     if found.empty:
         return {}
     found = found.sort_values(["movie_id", "user_id"], kind="stable", ignore_index=True)
@@ -127,6 +137,81 @@ def load_raters(sink: Sink, model, movies: list[int] | None) -> dict[int, Raters
         r.forget_other_versions(model.version)
         out[int(ids[lo])] = r
     return out
+
+
+def merge_raters(old: Raters, new: Raters) -> Raters:
+    """`old` with `new` upserted as `store_raters` does: per rater the later event time wins, a tie
+    goes to `new`; sorted by rater, as `load_raters` returns them."""
+    users = np.concatenate([old.users, new.users])
+    ts = np.concatenate([old.ts, new.ts])
+    src = np.r_[np.zeros(len(old.users), np.int8), np.ones(len(new.users), np.int8)]
+    order = np.lexsort((src, ts, users))
+    last = order[np.r_[users[order][1:] != users[order][:-1], True]]
+
+    def pick(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b])[last]
+
+    return Raters(
+        users[last],
+        pick(old.ratings, new.ratings),
+        ts[last],
+        pick(old.rvec, new.rvec),
+        pick(old.evec, new.evec),
+        pick(old.ebias, new.ebias),
+        pick(old.versions, new.versions),
+    )
+
+
+class RaterCache:
+    """The raters of the streamed movies a batch touched, kept on the driver between batches for
+    one version: a batch reads from `item_raters` only the movies it has not seen since, and lays
+    its own rows over the cached ones. Reading every touched movie's raters back each batch
+    (decoding their vectors) grew with them: on the soak's looped replay `items.apply` went from
+    0.15 to 0.7 s per batch in 20 minutes while holding the sink's write lock (docs/benchmarks.md).
+    Updates are idempotent (the latest event time wins), so a batch retried after a rolled-back
+    transaction leaves the cache as the table. At most `max_rows` raters are kept (least recently
+    touched movies go first: they are read again when touched)."""
+
+    def __init__(self, max_rows: int = 500_000):
+        self.max_rows = max_rows
+        self.version: str | None = None
+        self.movies: OrderedDict[int, Raters] = OrderedDict()
+        self.rows = 0
+
+    def clear(self) -> None:
+        self.movies.clear()
+        self.rows = 0
+
+    def drop(self, movies) -> None:
+        for m in movies:
+            if (r := self.movies.pop(int(m), None)) is not None:
+                self.rows -= len(r.users)
+
+    def raters(self, sink: Sink, model, stored: pd.DataFrame, movies: list[int]) -> dict[int, Raters]:
+        """The raters of `movies` once this batch's `stored` rows (from `store_raters`, already in
+        the table) are in: cached movies get them merged, the others are read from the table."""
+        if self.version != model.version:
+            self.clear()
+            self.version = model.version
+        for m, new in group_raters(stored, model).items():
+            if m in self.movies:
+                self._put(m, merge_raters(self.movies[m], new))
+        missing = [m for m in movies if m not in self.movies]
+        for m, r in load_raters(sink, model, missing).items() if missing else ():
+            self._put(m, r)
+        out = {}
+        for m in movies:
+            if m in self.movies:
+                self.movies.move_to_end(m)
+                out[m] = self.movies[m]
+        while self.rows > self.max_rows and len(self.movies) > len(out):
+            self.rows -= len(self.movies.popitem(last=False)[1].users)
+        return out
+
+    def _put(self, movie: int, r: Raters) -> None:
+        self.drop([movie])
+        self.movies[movie] = r
+        self.rows += len(r.users)
 
 
 def drop_raters(sink: Sink, movies: list[int]) -> None:

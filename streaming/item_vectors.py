@@ -30,7 +30,7 @@ from streamrec.item_overlay import (
 from streamrec.model_store import ModelStore
 from streamrec.sink import Sink, item_raters, item_vectors
 
-from .item_folder import drop_raters, load_raters, solve_all, store_raters
+from .item_folder import RaterCache, drop_raters, load_raters, solve_all, store_raters
 
 LOG = logs.get("stream")
 
@@ -46,6 +46,7 @@ class ItemVectorWriter:
         self._prior_cache: dict = {}
         self._prior_version: str | None = None
         self._overlay: ItemOverlay | None = None  # what the executors were last given
+        self._raters = RaterCache()
 
     def model(self):
         version = self.store.current_version()
@@ -69,14 +70,16 @@ class ItemVectorWriter:
         the movies they touch, upsert their vectors, then refresh the overlay."""
         if ratings.empty:
             return
-        store_raters(sink, ratings)
+        stored = store_raters(sink, ratings)
         model = self.model()
         if model is None:  # no version yet: the raters wait for one
             return
         movies = np.unique(ratings["movie_id"].to_numpy(np.int64))
         served = model.items.serves(movies)
         drop_raters(sink, movies[served].tolist())
-        solved = solve_all(model, load_raters(sink, model, movies[~served].tolist()), self._priors(model))
+        self._raters.drop(movies[served])
+        raters = self._raters.raters(sink, model, stored, movies[~served].tolist())
+        solved = solve_all(model, raters, self._priors(model))
         self._upsert(sink, model.version, solved, now)
         self.publish(sink, solved)
 
@@ -130,6 +133,7 @@ class ItemVectorWriter:
         model = self.model()
         if model is None or model.version != version:
             return
+        self._raters.clear()  # its raters were read for the version before
         stored = pd.DataFrame([r._asdict() for r in sink.query(sa.select(item_vectors))],
                               columns=[c.name for c in item_vectors.columns])  # fmt: skip
         servable = model.items.serves(stored["movie_id"].to_numpy(np.int64))

@@ -253,6 +253,56 @@ def test_the_item_raters_keep_each_raters_latest_rating_and_forget_other_version
     sink.close()
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40))
+def test_the_driver_s_rater_cache_gives_exactly_what_the_table_holds(tmp_path_factory, seed, max_rows):
+    """streaming.item_folder.RaterCache: batch after batch (re-ratings later, earlier and at the same
+    event time, a batch applied twice as after a rolled-back transaction, vectors of another
+    version, movies becoming served, a version swap, a cache smaller than the raters), the raters
+    it returns are exactly those `load_raters` reads from the sink."""
+    from types import SimpleNamespace
+
+    from streaming.item_folder import RaterCache, drop_raters, load_raters, store_raters
+    from streamrec.sink import Sink
+
+    rng = np.random.default_rng(seed)
+    sink = Sink(f"sqlite:///{tmp_path_factory.mktemp('raters') / 'sink.db'}")
+    sink.create_schema()
+    model = SimpleNamespace(version="v1", ranking=SimpleNamespace(rank=2), items=SimpleNamespace(rank=1))
+    cache = RaterCache(max_rows=max_rows)
+    cols = ["movie_id", "user_id", "rating", "ts", "model_version", "rvec", "evec", "ebias"]
+    batch = None
+    for step in range(12):
+        if step == 8:
+            model = SimpleNamespace(**{**vars(model), "version": "v2"})
+        if batch is None or rng.random() > 0.2:  # else: the same batch again
+            n = int(rng.integers(1, 12))
+            fresh = rng.random(n) < 0.7
+            batch = pd.DataFrame({
+                "movie_id": rng.integers(1, 6, n), "user_id": rng.integers(1, 8, n),
+                "rating": rng.integers(1, 11, n) / 2, "ts": rng.integers(0, 6, n),
+                "model_version": [rng.choice(["v1", "v2", None]) for _ in range(n)],
+                "rvec": [list(rng.normal(size=2)) if f else None for f in fresh],
+                "evec": [list(rng.normal(size=1)) if f else None for f in fresh],
+                "ebias": np.where(fresh, rng.normal(size=n), np.nan),
+            }, columns=cols)  # fmt: skip
+        with sink.transaction():
+            stored = store_raters(sink, batch)
+            movies = sorted(set(batch["movie_id"].tolist()))
+            served = [m for m in movies if rng.random() < 0.1]
+            drop_raters(sink, served)
+            cache.drop(served)
+            wanted = [m for m in movies if m not in served]
+            got = cache.raters(sink, model, stored, wanted)
+            want = load_raters(sink, model, wanted)
+        assert sorted(got) == sorted(want)
+        for m in want:
+            for field in ("users", "ratings", "ts", "rvec", "evec", "ebias", "versions"):
+                np.testing.assert_array_equal(getattr(got[m], field), getattr(want[m], field), err_msg=field)
+        assert cache.rows <= max(max_rows, sum(len(r.users) for r in want.values()))
+    sink.close()
+
+
 # -- explanations (streamrec.explain) ---------------------------------------------------------
 
 
