@@ -12,7 +12,7 @@ measured is what is served.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 
@@ -199,19 +199,11 @@ class Scorer:
         out = [np.full((m, k), -1) for _ in weights]
         if n == 0:
             return out
-        step = max(1, SCORE_CELLS // n)
-        for a in range(0, m, step):
-            b = min(m, a + step)
+        for a, b in user_chunks(m, n):
             chunk = users.subset(slice(a, b))
             personal = chunk.rank_vectors.astype(np.float64) @ self.ranking.factors64.T
-            blocked = np.zeros(personal.shape, bool)
-            if self.items.servable is not None:
-                blocked[:, ~self.items.servable] = True
-            for j, ids in enumerate((exclude or [])[a:b]):
-                if len(ids):
-                    pos, known = self.items.rows(np.asarray(ids))
-                    blocked[j, pos[known]] = True
-            personal[blocked] = -np.inf
+            mask_unservable(personal, self.items, self.items.servable, (exclude or [])[a:b])
+            blocked = np.isneginf(personal)  # the personal scores are finite: -inf is the mask
             alone = chunk.n_used == 0  # nothing personal: the prior alone, whatever the weight
             prior_alone = np.where(blocked[alone], -np.inf, self.prior)
             personal32, prior32 = personal.astype(np.float32), self.prior.astype(np.float32)
@@ -243,6 +235,27 @@ class Scorer:
         return out
 
 
+def user_chunks(m: int, n_items: int) -> Iterator[tuple[int, int]]:
+    """(a, b) bounds of consecutive chunks of m users whose dense score matrix over n_items
+    movies stays within SCORE_CELLS cells."""
+    step = max(1, SCORE_CELLS // max(1, n_items))
+    for a in range(0, m, step):
+        yield a, min(m, a + step)
+
+
+def mask_unservable(
+    s: np.ndarray, items: ItemFactors, allowed: np.ndarray | None, exclude: Sequence[np.ndarray]
+) -> None:
+    """Set -inf in place in a chunk's (users, items) scores: the columns `allowed` (a mask over
+    items, None: all) leaves out, and in row j the movie ids `exclude[j]` (the user's own)."""
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
+    for j, ids in enumerate(exclude):
+        if len(ids):
+            pos, known = items.rows(np.asarray(ids))
+            s[j, pos[known]] = -np.inf
+
+
 def rank_in_chunks(
     items: ItemFactors,
     m: int,
@@ -259,16 +272,9 @@ def rank_in_chunks(
     (130k warm users x 59k movies is 61 GB of float64), and one matrix product per chunk is what
     keeps list metrics over every user fast (a loop per user took minutes at that size)."""
     rows, scores = np.full((m, k), -1), np.full((m, k), -np.inf)
-    step = max(1, SCORE_CELLS // max(1, len(items.ids)))
-    for a in range(0, m, step):
-        b = min(m, a + step)
+    for a, b in user_chunks(m, len(items.ids)):
         s = score(a, b)
-        if allowed is not None:
-            s[:, ~allowed] = -np.inf
-        for j, ids in enumerate((exclude or [])[a:b]):
-            if len(ids):
-                pos, known = items.rows(np.asarray(ids))
-                s[j, pos[known]] = -np.inf
+        mask_unservable(s, items, allowed, (exclude or [])[a:b])
         rows[a:b] = top_rows(s, k)
         scores[a:b] = np.take_along_axis(s, np.maximum(rows[a:b], 0), axis=1)
     return rows, scores
