@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from . import logs
 from .errors import DataError
@@ -122,22 +123,23 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def grace_minutes(root: Path) -> float | None:
+def grace_minutes(root: Path, table: DeltaTable | None = None) -> float | None:
     """The table's grace in minutes (its deletedFileRetentionDuration), None when it has none or
-    one this module cannot read (Delta's default then is a week)."""
-    value = open_table(root).metadata().configuration.get(GRACE_PROPERTY)
+    one this module cannot read (Delta's default then is a week). `table`: `root` already open."""
+    value = (table or open_table(root)).metadata().configuration.get(GRACE_PROPERTY)
     m = _INTERVAL.fullmatch((value or "").strip().lower())
     return int(m[1]) * _MINUTES[m[2]] if m else None
 
 
-def set_grace(root: Path, minutes: int | None = None) -> float:
+def set_grace(root: Path, minutes: int | None = None, table: DeltaTable | None = None) -> float:
     """Make the table's grace `minutes` (None: keep the table's, or set GRACE_MINUTES on a table
     created without one). A change is a metadata commit: a stream's append that loaded the
     table before it fails once and is retried (streamrec.event_log). Returns the grace."""
-    current = grace_minutes(root)
+    table = table or open_table(root)
+    current = grace_minutes(root, table)
     wanted = minutes if minutes is not None else (current if current is not None else GRACE_MINUTES)
     if current != wanted:
-        open_table(root).alter.set_table_properties({GRACE_PROPERTY: f"interval {wanted} minutes"},
+        table.alter.set_table_properties({GRACE_PROPERTY: f"interval {wanted} minutes"},
                                                     raise_if_not_exists=False)  # fmt: skip
     return wanted
 
@@ -147,20 +149,21 @@ def compact(root: Path, model_root: Path | None = None, grace: int | None = None
     `grace` in minutes (None: the table's, see `set_grace`). Returns what it did."""
     t0 = time.monotonic()
     migrated = migrate(root)
-    grace_min = set_grace(root, grace)
-    table = open_table(root)
+    table = open_table(root)  # once: each step below leaves it at the version it committed
+    grace_min = set_grace(root, grace, table)
+    table.update_incremental()  # the grace's commit, and the stream's appends since the open
     before = len(table.file_uris())
     target = target_bytes(table_bytes(table))
     metrics = table.optimize.compact(target_size=target)
     keep = kept_versions(root, model_root)
-    removed = vacuum(root, keep)
-    table = open_table(root)  # after the vacuum's own commits
+    removed = vacuum(root, keep, table)
+    table.update_incremental()  # after the vacuum's own commits
     table.create_checkpoint()  # a fresh snapshot reads one checkpoint, not every commit since
-    pruned = prune_log(root, [*keep, table.version()], grace_min)
+    pruned = prune_log(root, [*keep, table.version()], grace_min, latest=table.version())
     return {
         "migrated_events": migrated,
         "files_before": before,
-        "files_after": len(open_table(root).file_uris()),
+        "files_after": len(table.file_uris()),
         "files_compacted": int(metrics.get("numFilesRemoved", 0)),
         "target_bytes": target,
         "grace_minutes": grace_min,
@@ -168,19 +171,19 @@ def compact(root: Path, model_root: Path | None = None, grace: int | None = None
         "kept_versions": keep,
         "log_files_deleted": len(pruned),
         "oldest_version": log_start(root),  # the oldest version the log still loads
-        "version": open_table(root).version(),
+        "version": table.version(),
         "seconds": round(time.monotonic() - t0, 3),
     }
 
 
-def vacuum(root: Path, keep_versions: list[int]) -> list[str]:
+def vacuum(root: Path, keep_versions: list[int], table: DeltaTable | None = None) -> list[str]:
     """Delete data files that neither the latest version, nor a kept version, nor the table's grace
     (`set_grace`) needs: files a compaction replaced go once their removal is older than the grace,
     files the log does not know once they are. Never runs on a legacy log (vacuum deletes files
     the Delta log does not know)."""
     if legacy_files(root):
         raise RuntimeError(f"{root} still holds a legacy event log: migrate it first")
-    table = open_table(root)
+    table = table or open_table(root)
     current = table.version()
     keep = sorted({v for v in keep_versions if v <= current})
     return table.vacuum(retention_hours=None, dry_run=False, enforce_retention_duration=False,
@@ -191,7 +194,9 @@ def vacuum(root: Path, keep_versions: list[int]) -> list[str]:
 _LOG_FILE = re.compile(r"(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)")
 
 
-def prune_log(root: Path, needed: list[int], grace_minutes: float = GRACE_MINUTES) -> list[str]:
+def prune_log(
+    root: Path, needed: list[int], grace_minutes: float = GRACE_MINUTES, latest: int | None = None
+) -> list[str]:
     """Delete the `_delta_log` files (commits, checkpoints) below the newest checkpoint at or before
     the oldest `needed` version (or the latest), so that every version from that one on still
     loads: a reader starts from the newest checkpoint at or before its version and replays the
@@ -210,7 +215,7 @@ def prune_log(root: Path, needed: list[int], grace_minutes: float = GRACE_MINUTE
     (a month of commits kept, and no way to set it after the fact nor per call) and it would
     prune below a checkpoint written a moment ago, under a reader that listed the log before."""
     log = root / "_delta_log"
-    latest = open_table(root).version()
+    latest = open_table(root).version() if latest is None else latest  # the caller's, when it has it
     oldest = min([v for v in needed if 0 <= v <= latest] + [latest])
     if not (log / f"{oldest:020d}.checkpoint.parquet").exists():
         # delta-rs checkpoints the version a table is loaded at, and leaves _last_checkpoint on the
