@@ -1,0 +1,34 @@
+"""bench/stream_growth.py's summary: pure logic on synthetic timings (the run itself is a benchmark)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bench.stream_growth import summarise
+
+
+def _progress(name: str, at: float, rows: int, ms: int) -> dict:
+    stamp = dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
+    return {"name": name, "timestamp": stamp, "numInputRows": rows, "batchDuration": ms}
+
+
+def test_the_growth_summary_buckets_medians_and_the_lock_wait_by_minutes_from_the_start():
+    t0 = 1_000_000.0
+    timings = [(t0 - 5, "items.apply", 9.0)]  # before the replay started: left out
+    for i, (write, collect, apply) in enumerate([(0.5, 0.2, 0.1), (0.7, 0.2, 0.1), (1.0, 0.3, 0.1)]):
+        at = t0 + 10 + i
+        timings += [(at, "aggregates.write", write), (at, "aggregates.collect", collect),
+                    (at, "aggregates.apply", apply), (at, "items.apply", 0.1 * (i + 1))]  # fmt: skip
+    timings += [(t0 + 130, "items.apply", 0.4), (t0 + 131, "items.apply", 0.6)]
+    progress = [
+        _progress("foldin", t0 + 20, 100, 900),
+        _progress("foldin", t0 + 30, 0, 5),
+        _progress("foldin", t0 + 140, 300, 1500),
+        _progress("foldin", t0 + 150, 200, 1300),
+    ]
+    out = summarise(timings, progress, t0, bucket_s=120)
+    assert out["items.apply"] == {0: 200.0, 2: 500.0}  # medians in ms, keyed by minute
+    assert out["foldin batch ms"] == {0: 900.0, 2: 1400.0}  # an idle batch (0 rows) is left out
+    assert out["foldin rows"] == {0: 100.0, 2: 250.0}
+    # mean write 733.3 - mean collect 233.3 - mean apply 100 ms
+    assert out["aggregates lock wait"] == {0: 400.0}
