@@ -39,7 +39,7 @@ STEP_TIMEOUT_S = float(os.environ.get("STREAMREC_BENCH_SCALE_STEP_TIMEOUT", 2400
 # from a worktree of that commit: STREAMREC_BENCH_SCALE_BEFORE sizes, STREAMREC_BENCH_SCALE_BEFORE_REV.
 BEFORE_REV = os.environ.get("STREAMREC_BENCH_SCALE_BEFORE_REV", "d33d248")
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("local", "before", "cluster", "direct")
+MODES = ("local", "before", "cluster", "direct", "direct_cluster")
 # The drain's batches are capped, so the stream's driver memory shows what the history costs it,
 # not one batch holding all of the replayed 20 % (5M events at 25M). Each row records its cap:
 # sizes compare on the driver's memory only at the same cap (STREAMREC_BENCH_SCALE_DRAIN_BATCH;
@@ -191,22 +191,33 @@ def write_event_log(data: Path, home: Path, batch: int = DRAIN_BATCH) -> dict:
     return {"seconds": round(time.monotonic() - t, 1), "events": len(events), "appends": len(starts)}
 
 
-def run_direct(n: int, tmp: Path) -> dict:
+def run_direct(n: int, tmp: Path, cluster: bool = False) -> dict:
     """`retrain --once --force --split-at 0.8` at `n` ratings on an event log written directly
     (write_event_log), with no model before it (so the gate's comparison with CURRENT is skipped:
-    the scoring of at most EVAL_USERS_MAX users' holdout)."""
+    the scoring of at most EVAL_USERS_MAX users' holdout). `cluster`: against `streamrec cluster
+    up` (started and purged here), where the driver JVM and the executors are apart, with
+    STREAMREC_BENCH_SCALE_CLUSTER_EXECUTOR_MEMORY per executor (default 4g: ALS's blocks of 25M
+    ratings do not fit the cluster's 1g default)."""
     data = tmp / f"synthetic-{n}"
     if not data.exists():
         write_dataset(n, tmp)
-    home = tmp / f"home-direct-{n}"
+    home = tmp / f"home-direct{'-cluster' if cluster else ''}-{n}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env |= {"STREAMREC_HOME": str(home), "STREAMREC_DATA": str(data)}
     out = {"ratings": n, "date": time.strftime("%Y-%m-%d %H:%M"), "log": write_event_log(data, home)}
-    print(f"scale direct {n:,}: event log of {out['log']['events']:,} events in {out['log']['appends']} "
+    label = "direct cluster" if cluster else "direct"
+    print(f"scale {label} {n:,}: event log of {out['log']['events']:,} events in {out['log']['appends']} "
           f"appends ({out['log']['seconds']:.0f} s)", flush=True)  # fmt: skip
+    if cluster:
+        memory = os.environ.get("STREAMREC_BENCH_SCALE_CLUSTER_EXECUTOR_MEMORY", "4g")
+        for line in _cli(env, "cluster", "up", "--worker-memory", memory).splitlines():  # export NAME=value
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+        env |= {"STREAMREC_SPARK_EXECUTOR_MEMORY": memory}
+        out["executor_memory"] = memory
     try:
         out["retrain"] = _step(env, "retrain", "--once", "--force", "--split-at", "0.8")
-        _said(n, "retrain", out["retrain"])
+        _said(n, "retrain", out["retrain"], label)
         # Again in the same home, as a `retrain --every` loop's later runs (the Parquet image of the
         # CSV exists, CURRENT too): once per STREAMREC_BENCH_SCALE_DIRECT_AGAIN heap (e.g. "6g,3g":
         # the JVM's RSS fills the heap it is given; a smaller one says what it needs).
@@ -225,15 +236,18 @@ def run_direct(n: int, tmp: Path) -> dict:
                 "0.8",
             )
             out["again"].append({"driver_memory": heap, **step})
-            _said(n, f"retrain again (heap {heap})", step)
+            _said(n, f"retrain again (heap {heap})", step, label)
     finally:
+        if cluster:
+            subprocess.run([sys.executable, "-m", "streamrec.cli", "cluster", "down", "--purge"], env=env,
+                           capture_output=True)  # fmt: skip
         shutil.rmtree(home, ignore_errors=True)
     return out
 
 
-def _said(n: int, what: str, r: dict) -> None:
+def _said(n: int, what: str, r: dict, label: str = "direct") -> None:
     roles = ", ".join(f"{k} {mb:,}" for k, mb in r["peak_mb"].items() if mb)
-    print(f"scale direct {n:,}: {what} {r['seconds']:.0f} s, peak {r['peak_rss_mb']:,} MB ({roles})"
+    print(f"scale {label} {n:,}: {what} {r['seconds']:.0f} s, peak {r['peak_rss_mb']:,} MB ({roles})"
           + (f"; failed: {r['error'][-300:]}" if "error" in r else ""), flush=True)  # fmt: skip
 
 
@@ -336,6 +350,9 @@ def run(
         # without the drain, which at 25M does not finish within STEP_TIMEOUT_S.
         if direct := _sizes("STREAMREC_BENCH_SCALE_DIRECT_LOG", ""):
             out["direct"] = [run_direct(n, Path(tmp)) for n in sorted(direct)]
+        # The same on the cluster: the driver JVM apart from the executors that hold the blocks.
+        if direct := _sizes("STREAMREC_BENCH_SCALE_DIRECT_CLUSTER", ""):
+            out["direct_cluster"] = [run_direct(n, Path(tmp), cluster=True) for n in sorted(direct)]
     return out
 
 

@@ -3,7 +3,15 @@
 import sqlalchemy as sa
 
 from streaming.retention import DAY, Retention, apply_retention
-from streamrec.sink import RETENTION_INDEXES, Sink, dead_letters, live_eval, stream_batches, stream_metrics, trending
+from streamrec.sink import (
+    RETENTION_INDEXES,
+    Sink,
+    dead_letters,
+    live_eval,
+    stream_batches,
+    stream_metrics,
+    trending,
+)
 
 NOW = 1_800_000_000.0
 
