@@ -91,8 +91,10 @@ def test_the_retention_deletes_by_index_also_in_a_sink_created_before_the_indexe
     plans = {}
     for table, col in ((stream_metrics, "at"), (trending, "window_end"), (live_eval, "bucket"),
                        (dead_letters, "batch_id")):  # fmt: skip
-        stmt = sa.delete(table).where(table.c[col] < 5).compile(sink.engine, compile_kwargs={"literal_binds": True})
+        stmt = sa.delete(table).where(table.c[col] < 5)
+        stmt = stmt.compile(sink.engine, compile_kwargs={"literal_binds": True})
         with sink.engine.connect() as c:
             plans[table.name] = " ".join(str(r[-1]) for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}"))
-    assert all(f"USING INDEX ix_{name}_" in plan or "USING COVERING INDEX" in plan
-               for name, plan in plans.items()), plans
+    assert all(
+        f"USING INDEX ix_{name}_" in plan or "USING COVERING INDEX" in plan for name, plan in plans.items()
+    ), plans
