@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.charts import scale_modes, write_charts
+from bench.growth_report import growth_section
 from bench.soak_report import soak_section
 
 
@@ -885,6 +886,8 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += _scale(results["scale"], img)
     if "api" in results:
         lines += _api(results["api"])
+    if "growth" in results:
+        lines += growth_section(results["growth"])
     if "soak" in results:
         lines += soak_section(results["soak"], img)
     path.write_text("\n".join(lines))

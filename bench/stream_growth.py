@@ -2,16 +2,18 @@
 events/s, new users every pass) without its faults, retrains or API, one stream at a time in
 this process, with timers around the batch writers' steps.
 
-    .venv/bin/python -m bench.stream_growth [minutes]   # per variant (default 6); ~16 min in all
+    .venv/bin/python -m bench.stream_growth [minutes] [reload|cache ...]
+        # minutes per variant (default 6), both variants by default: ~16 min in all
 
 Two variants, one after the other on one broker and one trained model (`train --split-at 0.8`),
 each with its own topic, checkpoints, event log and sink:
   reload  the item fold-in as it was: every batch reads back and decodes the stored raters of
           every streamed movie it touched (streaming.item_folder.load_raters);
   cache   the driver keeps them between batches (streaming.item_folder.RaterCache).
-Printed per variant and time bucket: medians of each query's batch duration and rows and of the
-item fold-in's step (`items.apply`), and the aggregates' mean wait for the sink's write lock
-(their write minus their collect and apply: the fold-in's transaction holds it meanwhile).
+Printed per variant and time bucket: medians of each query's batch duration and rows, of Spark's
+own steps (progress `durationMs`) and state-store commits, of the item fold-in's step
+(`items.apply`), and the aggregates' mean wait for the sink's write lock (their write minus their
+collect and apply: the fold-in's transaction holds it meanwhile).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ BUCKET_S = 120.0
 TIMED = ("write_batch", "apply_deltas", "apply_user_outputs", "prune")
 
 
-def run(minutes: float = 6.0) -> dict:
+VARIANTS = ("reload", "cache")
+
+
+def run(minutes: float = 6.0, variants: tuple[str, ...] = VARIANTS) -> dict:
     from streamrec.kafka_local import free_port_pair
 
     with tempfile.TemporaryDirectory(prefix="streamrec-growth-") as tmp:
@@ -45,7 +50,7 @@ def run(minutes: float = 6.0) -> dict:
         _cli(env, "kafka", "start")
         try:
             _cli(env, "train", "--split-at", "0.8")
-            return {name: _variant(home, env, name, minutes) for name in ("reload", "cache")}
+            return {name: _variant(home, env, name, minutes) for name in variants}
         finally:
             _cli(env, "kafka", "stop")
 
@@ -185,6 +190,13 @@ def summarise(timings: list, progress: list, t0: float, bucket_s: float = BUCKET
             b = int((at - t0) // bucket_s)
             series[f"{p['name']} batch ms"][b].append(p["batchDuration"])
             series[f"{p['name']} rows"][b].append(p["numInputRows"])
+            for step, ms in p.get("durationMs", {}).items():
+                if step != "triggerExecution":
+                    series[f"{p['name']} {step} ms"][b].append(ms)
+            if p.get("stateOperators"):
+                ops = p["stateOperators"]
+                series[f"{p['name']} state commit ms"][b].append(sum(o.get("commitTimeMs", 0) for o in ops))
+                series[f"{p['name']} state rows"][b].append(sum(o.get("numRowsTotal", 0) for o in ops))
     out = {name: {int(b * bucket_s / 60): round(float(np.median(v)), 1) for b, v in sorted(by.items())}
            for name, by in series.items()}  # fmt: skip
     # The lock wait from means (the mean of a difference is the difference of the means).
@@ -195,18 +207,36 @@ def summarise(timings: list, progress: list, t0: float, bucket_s: float = BUCKET
     return out
 
 
+def save(res: dict, minutes: float) -> None:
+    """Into docs/benchmark-results.json (`growth`, the variants run replacing their earlier runs),
+    and docs/benchmarks.md rendered again."""
+    import datetime as dt
+
+    from bench.common import machine
+    from bench.report import write_markdown
+    from streamrec.settings import PROJECT_ROOT
+
+    out = PROJECT_ROOT / "docs" / "benchmark-results.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    growth = results.setdefault("growth", {"variants": {}})
+    growth |= {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "minutes": minutes}
+    growth["variants"].update(res)
+    out.write_text(json.dumps(results, indent=2))
+    write_markdown(results, PROJECT_ROOT / "docs" / "benchmarks.md")
+
+
 def _mean_gap(whole: list[float], *parts: list[float]) -> float:
     return float(np.mean(whole) - sum(np.mean(p) if p else 0.0 for p in parts))
 
 
 if __name__ == "__main__":
-    res = run(float(sys.argv[1]) if len(sys.argv) > 1 else 6.0)
-    keys = ("items.apply", "aggregates lock wait", "aggregates batch ms", "foldin batch ms",
-            "aggregates rows", "foldin rows")  # fmt: skip
+    args = sys.argv[1:]
+    res = run(float(args[0]) if args else 6.0, tuple(args[1:]) or VARIANTS)
+    first = ("items.apply", "aggregates lock wait", "aggregates batch ms", "foldin batch ms")
     for name, out in res.items():
         print(f"\n{name}")
-        for k in keys:
-            print(
-                f"  {k:24s}"
-                + "".join(f"{out.get(k, {}).get(m, float('nan')):9.0f}" for m in sorted(out[keys[0]]))
-            )
+        minutes = sorted(out["aggregates batch ms"])
+        print(f"  {'minute':34s}" + "".join(f"{m:8d}" for m in minutes))
+        for k in [*first, *sorted(set(out) - set(first))]:
+            print(f"  {k:34s}" + "".join(f"{out[k].get(m, float('nan')):8.0f}" for m in minutes))
+    save(res, float(args[0]) if args else 6.0)
