@@ -41,7 +41,8 @@ def growth_section(g: dict) -> list[str]:
     for name, v in g["variants"].items():
         cols = _columns(v["aggregates batch ms"])
         head = " | ".join(f"min {m}" for m in cols)
-        lines += [f"**{name}**", "", f"| ms (median) | {head} | growth |", "|---|" + "---:|" * (len(cols) + 1)]
+        rule = "|---|" + "---:|" * (len(cols) + 1)
+        lines += [f"**{name}**", "", f"| ms (median) | {head} | growth |", rule]
         for key, label, indent in ROWS:
             s = {int(m): x for m, x in v.get(key, {}).items()}
             if not s:
