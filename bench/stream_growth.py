@@ -2,14 +2,17 @@
 events/s, new users every pass) without its faults, retrains or API, one stream at a time in
 this process, with timers around the batch writers' steps.
 
-    .venv/bin/python -m bench.stream_growth [minutes] [reload|cache ...]
-        # minutes per variant (default 6), both variants by default: ~16 min in all
+    .venv/bin/python -m bench.stream_growth [minutes] [filecontext|reload|cache ...]
+        # minutes per variant (default 6), filecontext and cache by default: ~16 min in all
 
-Two variants, one after the other on one broker and one trained model (`train --split-at 0.8`),
-each with its own topic, checkpoints, event log and sink:
-  reload  the item fold-in as it was: every batch reads back and decodes the stored raters of
-          every streamed movie it touched (streaming.item_folder.load_raters);
-  cache   the driver keeps them between batches (streaming.item_folder.RaterCache).
+Variants, one after the other on one broker and one trained model (`train --split-at 0.8`), each
+with its own topic, checkpoints, event log and sink:
+  filecontext  Spark's default checkpoint file manager (FileContext), which forks `readlink` and
+               `chmod` per checkpoint file on a local path; the stream now writes them through the
+               FileSystem API (streamrec.spark.CHECKPOINT_FILE_MANAGER);
+  reload       the item fold-in as it was: every batch reads back and decodes the stored raters
+               of every streamed movie it touched (streaming.item_folder.load_raters);
+  cache        the stream as it is (the rater cache, streaming.item_folder.RaterCache).
 Printed per variant and time bucket: medians of each query's batch duration and rows, of Spark's
 own steps (progress `durationMs`) and state-store commits, of the item fold-in's step
 (`items.apply`), and the aggregates' mean wait for the sink's write lock (their write minus their
@@ -36,7 +39,9 @@ BUCKET_S = 120.0
 TIMED = ("write_batch", "apply_deltas", "apply_user_outputs", "prune")
 
 
-VARIANTS = ("reload", "cache")
+VARIANTS = ("filecontext", "cache")
+FILE_CONTEXT = "org.apache.spark.sql.execution.streaming.checkpointing.FileContextBasedCheckpointFileManager"
+MANAGER_KEY = "spark.sql.streaming.checkpointFileManagerClass"  # read by each query when it starts
 
 
 def run(minutes: float = 6.0, variants: tuple[str, ...] = VARIANTS) -> dict:
@@ -93,6 +98,9 @@ def _variant(home: Path, env: dict, name: str, minutes: float) -> dict:
     patches[(job, "once_per_batch")] = timed_once
     if name == "reload":
         patches[(item_vectors, "RaterCache")] = _Reloading
+    manager = spark.conf.get(MANAGER_KEY)
+    if name == "filecontext":
+        spark.conf.set(MANAGER_KEY, FILE_CONTEXT)
     saved = {k: getattr(*k) for k in patches}
     for (owner, attr), f in patches.items():
         setattr(owner, attr, f)
@@ -122,6 +130,7 @@ def _variant(home: Path, env: dict, name: str, minutes: float) -> dict:
         stop.set()
         stream.join(300)
         spark.streams.removeListener(listener)
+        spark.conf.set(MANAGER_KEY, manager)
         for (owner, attr), f in saved.items():
             setattr(owner, attr, f)
     return summarise(timings, progress, t0)

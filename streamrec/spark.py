@@ -18,6 +18,9 @@ from .jars import jar_dir
 from .settings import spark_storage
 
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+CHECKPOINT_FILE_MANAGER = (
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+)
 _CONF = Path(__file__).with_name("spark_conf")
 
 
@@ -67,6 +70,13 @@ def get_spark(app: str = "streamrec", shuffle_partitions: int | None = None):
         # Commit a changelog per batch instead of a RocksDB snapshot: the fold-in's state commit
         # fell from ~450 to ~270 ms per batch. Backward compatible with existing checkpoints.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # Checkpoint files (offset and commit logs, RocksDB's changelogs and snapshots) written
+        # through Hadoop's FileSystem API. The default FileContext one, on a local path without
+        # libhadoop, forks `readlink` and `chmod` for every file it renames or creates; in a
+        # long-running stream those forks grew from ~100 to ~300 ms per batch in 40 minutes
+        # (jstack on the stream's JVM; docs/benchmarks.md). A rename on a local file system is
+        # atomic either way.
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
         "spark.sql.adaptive.enabled": "true",
         # Shuffle files and unpersisted blocks are deleted once the driver's GC finds them
         # unreferenced; a `retrain --every` JVM can idle for its whole interval without one

@@ -34,6 +34,7 @@ from streamrec.kafka_admin import ensure_topic, producer
 from streamrec.model_store import ModelStore, write_npz
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA, PROJECT_ROOT
+from streamrec.spark import CHECKPOINT_FILE_MANAGER
 from tests.bad_records import BAD_KINDS, corpus, reason_matches
 from tests.streamcheck import (
     assert_aggregates_exact,
@@ -200,7 +201,9 @@ def _publish_perturbed_copy(store: ModelStore, model) -> str:
     return store.publish(staged, meta)
 
 
-def test_the_trigger_and_the_polling_delay_reach_both_queries_when_they_start(spark, kafka, topic, tmp_path):
+def test_the_trigger_polling_delay_and_checkpoint_files_reach_both_queries_when_they_start(
+    spark, kafka, topic, tmp_path
+):
     """Spark reads spark.sql.streaming.pollingDelay once, when a query starts (a field of its
     StreamExecution): the stream sets it before starting its queries; later changes are not seen."""
     ensure_topic(kafka, topic)
@@ -221,6 +224,11 @@ def test_the_trigger_and_the_polling_delay_reach_both_queries_when_they_start(sp
             "aggregates": 250, "foldin": 250}  # fmt: skip
         assert {n: running[n].trigger().intervalMs() for n in ("aggregates", "foldin")} == {
             "aggregates": 0, "foldin": 0}  # fmt: skip
+        # Their offset and commit logs are written through the FileSystem API: the FileContext
+        # default forks `readlink`/`chmod` per file on a local path (streamrec.spark).
+        managers = {log.fileManager().getClass().getName()
+                    for q in running.values() for log in (q.offsetLog(), q.commitLog())}  # fmt: skip
+        assert managers == {CHECKPOINT_FILE_MANAGER}
     finally:
         stop.set()
         thread.join(120)
