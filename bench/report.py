@@ -679,6 +679,7 @@ def _scale(sc: dict, img: dict[str, str]) -> list[str]:
                   f"{grow('stream', 'peak_rss_mb')} in memory; the retrain {grow('retrain', 'seconds')} "
                   f"and {grow('retrain', 'peak_rss_mb')}.", ""]  # fmt: skip
     lines += _scale_targets({**modes, "direct": sc.get("direct", [])})
+    lines += _direct_cluster(sc.get("direct_cluster", []))
     lines += [SCALE_NOTES, ""]
     return lines
 
@@ -704,6 +705,39 @@ def _direct_growth(direct: list[dict]) -> list[str]:
         return []
     pairs = [(done[0], done[-1])] + ([(done[-2], done[-1])] if len(done) > 2 else [])
     return [line for lo, hi in pairs for line in _growth_table(lo, hi)]
+
+
+def _direct_cluster(runs: list[dict]) -> list[str]:
+    """The direct retrain on `streamrec cluster up`, where the driver JVM is apart from the
+    executors (in local mode one JVM is both): issue 22's memory target on the driver's two
+    processes, from the smallest to the largest size."""
+    done = sorted((d for d in runs if _ok(d, "retrain")), key=lambda d: d["ratings"])
+    if not done:
+        return []
+    mem = done[0].get("executor_memory", "4g")
+    lines = [f"**The retrain on the cluster** (`STREAMREC_BENCH_SCALE_DIRECT_CLUSTER`; `streamrec cluster "
+             f"up --worker-memory {mem}`, the retrain's 2 one-core executors with {mem} each; the same "
+             "direct event log, fresh home): the driver's two processes apart from the executors "
+             "that hold ALS's blocks.", "",
+             "| ratings | measured | seconds | Python driver | driver JVM | executors (JVMs + Python) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for d in done:
+        r = d["retrain"]
+        m = r["peak_mb"]
+        lines.append(f"| {d['ratings']:,} | {d['date']} | {r['seconds']:,.0f} | {m['driver']:,} MB | "
+                     f"{m['jvm']:,} MB | {m['executors']:,} MB |")  # fmt: skip
+    failed = [d for d in runs if not _ok(d, "retrain")]
+    lines += [f"| {d['ratings']:,} | {d['date']} | failed: {d.get('retrain', d).get('error', '')[-160:]} "
+              "| | | |" for d in failed]  # fmt: skip
+    if len(done) > 1:
+        a, b = done[0]["retrain"]["peak_mb"], done[-1]["retrain"]["peak_mb"]
+        grow = {k: b[k] / a[k] for k in ("driver", "jvm", "executors")}
+        verdict = " and ".join(f"the {n} {grow[k]:.2f}x (**{'met' if grow[k] <= 1.5 else 'missed'}**)"
+                               for k, n in (("driver", "Python driver"), ("jvm", "driver JVM")))  # fmt: skip
+        lines += ["", f"From {done[0]['ratings']:,} to {done[-1]['ratings']:,} ratings: {verdict} "
+                  f"against the <= 1.5x target; the executors {grow['executors']:.2f}x (they hold the "
+                  "data by design)."]  # fmt: skip
+    return [*lines, ""]
 
 
 def _growth_table(lo: dict, hi: dict) -> list[str]:
