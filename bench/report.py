@@ -716,25 +716,28 @@ def _direct_cluster(runs: list[dict]) -> list[str]:
         return []
     mem = done[0].get("executor_memory", "4g")
     lines = [f"**The retrain on the cluster** (`STREAMREC_BENCH_SCALE_DIRECT_CLUSTER`; `streamrec cluster "
-             f"up --worker-memory {mem}`, the retrain's 2 one-core executors with {mem} each; the same "
-             "direct event log, fresh home): the driver's two processes apart from the executors "
-             "that hold ALS's blocks.", "",
-             "| ratings | measured | seconds | Python driver | driver JVM | executors (JVMs + Python) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             f"up --worker-memory {mem}`, the retrain's 2 one-core executors with {mem} each; `retrain "
+             "--once --force --split-at 0.8` in a fresh home, its event log written directly as "
+             "above): the driver's two processes apart from the executors that hold ALS's blocks.", "",
+             "| size | trained on | measured | seconds | Python driver | driver JVM "
+             "| executors (JVMs + Python) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for d in done:
         r = d["retrain"]
         m = r["peak_mb"]
-        lines.append(f"| {d['ratings']:,} | {d['date']} | {r['seconds']:,.0f} | {m['driver']:,} MB | "
-                     f"{m['jvm']:,} MB | {m['executors']:,} MB |")  # fmt: skip
+        lines.append(f"| {d['ratings']:,} | {d.get('trained_on', d['ratings']):,} | {d['date']} | "
+                     f"{r['seconds']:,.0f} | {m['driver']:,} MB | {m['jvm']:,} MB | "
+                     f"{m['executors']:,} MB |")  # fmt: skip
     failed = [d for d in runs if not _ok(d, "retrain")]
-    lines += [f"| {d['ratings']:,} | {d['date']} | failed: {d.get('retrain', d).get('error', '')[-160:]} "
+    lines += [f"| {d['ratings']:,} | | {d['date']} | failed: {d.get('retrain', d).get('error', '')[-160:]} "
               "| | | |" for d in failed]  # fmt: skip
+    lines += sorted({f"\n{d['note'][0].upper()}{d['note'][1:]}." for d in done if d.get("note")})
     if len(done) > 1:
         a, b = done[0]["retrain"]["peak_mb"], done[-1]["retrain"]["peak_mb"]
         grow = {k: b[k] / a[k] for k in ("driver", "jvm", "executors")}
         verdict = " and ".join(f"the {n} {grow[k]:.2f}x (**{'met' if grow[k] <= 1.5 else 'missed'}**)"
                                for k, n in (("driver", "Python driver"), ("jvm", "driver JVM")))  # fmt: skip
-        lines += ["", f"From {done[0]['ratings']:,} to {done[-1]['ratings']:,} ratings: {verdict} "
+        n0, n1 = (d.get("trained_on", d["ratings"]) for d in (done[0], done[-1]))
+        lines += ["", f"From {n0:,} to {n1:,} ratings trained on ({n1 / n0:.0f}x): {verdict} "
                   f"against the <= 1.5x target; the executors {grow['executors']:.2f}x (they hold the "
                   "data by design)."]  # fmt: skip
     return [*lines, ""]

@@ -170,8 +170,8 @@ def _step(env: dict, *args: str) -> dict:
     return res
 
 
-def write_event_log(data: Path, home: Path, batch: int = DRAIN_BATCH) -> dict:
-    """The newest 20 % of `data` appended to home's event log by the stream's own writer
+def write_event_log(data: Path, storage: Path, batch: int = DRAIN_BATCH) -> dict:
+    """The newest 20 % of `data` appended to the event log under `storage` by the stream's own writer
     (streamrec.event_log.write_batch), `batch` events per append with Kafka-like coordinates:
     the table a drain of the replay leaves, without the stream. Returns its size and time."""
     from streamrec.event_log import event_log_dir, write_batch
@@ -184,7 +184,7 @@ def write_event_log(data: Path, home: Path, batch: int = DRAIN_BATCH) -> dict:
     del ratings
     events = live.assign(topic="ratings", partition=0, offset=np.arange(len(live), dtype=np.int64),
                          kafka_ts=time.time() + np.arange(len(live)) / 1e4)  # fmt: skip
-    root = event_log_dir(home)
+    root = event_log_dir(storage)
     starts = range(0, len(events), batch)
     for i, start in enumerate(starts):
         write_batch(root, i, events.iloc[start : start + batch])
@@ -204,10 +204,8 @@ def run_direct(n: int, tmp: Path, cluster: bool = False) -> dict:
     home = tmp / f"home-direct{'-cluster' if cluster else ''}-{n}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env |= {"STREAMREC_HOME": str(home), "STREAMREC_DATA": str(data)}
-    out = {"ratings": n, "date": time.strftime("%Y-%m-%d %H:%M"), "log": write_event_log(data, home)}
+    out: dict = {"ratings": n, "date": time.strftime("%Y-%m-%d %H:%M")}
     label = "direct cluster" if cluster else "direct"
-    print(f"scale {label} {n:,}: event log of {out['log']['events']:,} events in {out['log']['appends']} "
-          f"appends ({out['log']['seconds']:.0f} s)", flush=True)  # fmt: skip
     if cluster:
         memory = os.environ.get("STREAMREC_BENCH_SCALE_CLUSTER_EXECUTOR_MEMORY", "4g")
         for line in _cli(env, "cluster", "up", "--worker-memory", memory).splitlines():  # export NAME=value
@@ -215,6 +213,11 @@ def run_direct(n: int, tmp: Path, cluster: bool = False) -> dict:
             env[name] = shlex.split(value)[0]
         env |= {"STREAMREC_SPARK_EXECUTOR_MEMORY": memory}
         out["executor_memory"] = memory
+    # Where the retrain looks for it: the Spark storage (the home in local mode; the cluster's
+    # shared directory, which every worker reaches, on the cluster).
+    out["log"] = write_event_log(data, Path(env.get("STREAMREC_SPARK_STORAGE", home)))
+    print(f"scale {label} {n:,}: event log of {out['log']['events']:,} events in {out['log']['appends']} "
+          f"appends ({out['log']['seconds']:.0f} s)", flush=True)  # fmt: skip
     try:
         out["retrain"] = _step(env, "retrain", "--once", "--force", "--split-at", "0.8")
         _said(n, "retrain", out["retrain"], label)
