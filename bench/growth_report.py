@@ -24,10 +24,20 @@ ROWS = (  # (key in a variant's summary, label, indent): the steps that make up 
 )
 
 
-def _columns(series: dict, every: int = 6) -> list[int]:
-    """Every `every` minutes, and the last whole bucket (the very last one is cut by the stop)."""
+LABELS = {
+    "filecontext": "filecontext: Spark's default checkpoint file manager (FileContext, which forks "
+    "`readlink`/`chmod` per checkpoint file on a local path)",
+    "cache": "cache: the stream as it is (checkpoint files through the FileSystem API, the rater cache)",
+    "reload": "reload: the item fold-in's former path (every touched movie's raters read back each batch)",
+}
+
+
+def _columns(series: dict) -> list[int]:
+    """Every bucket up to 12 of them, else every 6 minutes; up to the last whole bucket (the very
+    last one is cut by the stop)."""
     minutes = sorted(int(m) for m in series)
     last = minutes[-2] if len(minutes) > 1 else minutes[-1]
+    every = 6 if len(minutes) > 12 else 1
     return sorted({m for m in minutes if m % every == 0 and m <= last} | {last})
 
 
@@ -42,12 +52,17 @@ def growth_section(g: dict) -> list[str]:
         cols = _columns(v["aggregates batch ms"])
         head = " | ".join(f"min {m}" for m in cols)
         rule = "|---|" + "---:|" * (len(cols) + 1)
-        lines += [f"**{name}**", "", f"| ms (median) | {head} | growth |", rule]
+        lines += [
+            f"**{LABELS.get(name, name)}**",
+            "",
+            f"| ms (median) | {head} | growth from min {cols[1] if len(cols) > 2 else cols[0]} |",
+            rule,
+        ]
         for key, label, indent in ROWS:
             s = {int(m): x for m, x in v.get(key, {}).items()}
             if not s:
                 continue
-            a, b = s.get(cols[0]), s.get(cols[-1])
+            a, b = s.get(cols[1] if len(cols) > 2 else cols[0]), s.get(cols[-1])  # after the warm-up
             growth = f"{b / a - 1:+.0%}" if a and b is not None else ""
             cells = " | ".join("" if s.get(m) is None else f"{s[m]:,.0f}" for m in cols)
             lines.append(f"| {'&nbsp;' * 3 * indent}{label} | {cells} | {growth} |")
