@@ -166,18 +166,9 @@ def _timed(out: list, name: str, f):
 
 
 def _listener(out: list):
-    from pyspark.sql.streaming import StreamingQueryListener
+    from streaming.metrics import ProgressOnly
 
-    class Progress(StreamingQueryListener):
-        def onQueryStarted(self, event) -> None:
-            pass
-
-        def onQueryIdle(self, event) -> None:
-            pass
-
-        def onQueryTerminated(self, event) -> None:
-            pass
-
+    class Progress(ProgressOnly):
         def onQueryProgress(self, event) -> None:
             out.append(json.loads(event.progress.json))
 

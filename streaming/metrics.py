@@ -59,14 +59,8 @@ def record_progress(sink: Sink, progress: dict) -> dict:
     return values
 
 
-class ProgressListener(StreamingQueryListener):
-    """Live: writes each batch's progress to stream_metrics and logs one compact line."""
-
-    def __init__(self, sink_url: str, quiet: bool = False):
-        self.sink_url = sink_url
-        self.quiet = quiet
-        self._sink: Sink | None = None
-        self._lock = threading.Lock()
+class ProgressOnly(StreamingQueryListener):
+    """A listener for batch progress only: the other events are ignored."""
 
     def onQueryStarted(self, event) -> None:
         pass
@@ -76,6 +70,16 @@ class ProgressListener(StreamingQueryListener):
 
     def onQueryTerminated(self, event) -> None:
         pass
+
+
+class ProgressListener(ProgressOnly):
+    """Live: writes each batch's progress to stream_metrics and logs one compact line."""
+
+    def __init__(self, sink_url: str, quiet: bool = False):
+        self.sink_url = sink_url
+        self.quiet = quiet
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
 
     def onQueryProgress(self, event) -> None:
         progress = json.loads(event.progress.json)
