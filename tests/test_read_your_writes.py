@@ -178,13 +178,15 @@ def test_events_produced_straight_to_kafka_show_within_the_tails_lag(home, kafka
 
 def test_a_second_server_sees_events_posted_through_the_first(home, kafka, history):
     root, url, topic = home
-    with serve(root, url, kafka, topic) as a, serve(root, url, kafka, topic, tail_wait=0.5) as b:
+    # The wait's bound is generous so that the test checks the catch-up, not how fast a loaded
+    # machine delivers it (0.5 s timed out once in a full run on 2 cores, 2026-12-03).
+    with serve(root, url, kafka, topic) as a, serve(root, url, kafka, topic, tail_wait=5.0) as b:
         stale = 0
         for t in range(10):
             user = 2_100_000_300 + t
             posted = _events(user, [(260, 5.0), (2571, 4.5), (1 + t, 3.0)])
             a.post(posted)
-            body = b.get(user)  # at once: B waits (<= 0.5 s) for its tail to reach the topic's end
+            body = b.get(user)  # at once: B waits (<= 5 s) for its tail to reach the topic's end
             stale += body["pending_events"] != 3 or bool({e["movie_id"] for e in posted} & set(_ids(body)))
             if t == 0:
                 assert _ids(body) == expected_list(b, history, user, posted)[0]
