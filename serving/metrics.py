@@ -131,6 +131,7 @@ class _StreamCollector:
         except Exception:  # noqa: BLE001
             pass
         yield dead
+        yield from _ratings_index_gauges(svc.lists.ratings_index())
         lag = GaugeMetricFamily(
             "streamrec_stream_lag_records", "records in the topic not yet read by a query", labels=["query"]
         )
@@ -168,6 +169,17 @@ class _StreamCollector:
                 ends = None
             self._ends = (time.monotonic(), ends)
             return ends
+
+
+def _ratings_index_gauges(index):
+    """Its size: rows grow with the data, files stay bounded by the event log's compaction."""
+    rows = GaugeMetricFamily("streamrec_ratings_index_rows", "ratings held for request-time fold-in")
+    files = GaugeMetricFamily("streamrec_ratings_index_files", "event-log files the ratings index has read")
+    if index is not None:  # None before the first model load
+        rows.add_metric([], float(len(index)))
+        files.add_metric([], float(index.files))
+    yield rows
+    yield files
 
 
 class _TailCollector:

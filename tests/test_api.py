@@ -212,11 +212,15 @@ def test_health_readiness_and_metrics(api, trained):
     assert checks["model"] == {"ok": True, "version": model.version} and checks["sink"]["ok"]
     assert checks["broker"]["ok"] is False
     api.get("/movies/260")
+    assert api.get("/recommendations/1", params={"k": 3}).status_code == 200  # loads the ratings index
     text = api.get("/metrics").text
     assert 'streamrec_http_requests_total{method="GET",route="/movies/{movie_id}",status="200"}' in text
     assert f'streamrec_model_info{{version="{model.version}"}} 1.0' in text
     assert 'streamrec_stream_latency_p95_seconds{query="aggregates"} 0.902' in text
     assert "streamrec_dead_letters 2.0" in text
+    index = api.app.state.service.lists.ratings_index()
+    assert len(index) > 0 and f"streamrec_ratings_index_rows {float(len(index))}" in text
+    assert f"streamrec_ratings_index_files {float(index.files)}" in text
 
 
 def test_dashboard_and_its_vendored_chart_library_are_served(api):
