@@ -22,12 +22,11 @@ HISTORY_ARRIVAL = -np.inf  # the model's training window arrived before any logg
 
 @dataclass(frozen=True)
 class Rows:
-    """One row per (user, movie), sorted by `key` (user-major, so one user's rows are adjacent)."""
+    """One row per (user, movie), sorted by `key` (user-major, so one user's rows are adjacent).
+    36 bytes a rating: the ids live in the key only."""
 
     key: np.ndarray  # int64: user in the high 32 bits, movie in the low 32
-    users: np.ndarray
-    movies: np.ndarray
-    ratings: np.ndarray
+    ratings: np.ndarray  # float32: half stars are exact
     timestamps: np.ndarray
     kafka_ts: np.ndarray  # arrival: Kafka time, then offset (HISTORY_ARRIVAL for the history)
     offsets: np.ndarray
@@ -35,15 +34,22 @@ class Rows:
     def __len__(self) -> int:
         return len(self.key)
 
+    @property
+    def users(self) -> np.ndarray:
+        return self.key >> 32
+
+    @property
+    def movies(self) -> np.ndarray:
+        return (self.key & 0xFFFFFFFF).astype(np.int32).astype(np.int64)
+
     def user(self, user_id: int) -> pd.DataFrame:
         """The user's rows (movie_id, rating, timestamp); empty when unknown."""
-        lo, hi = np.searchsorted(self.users, user_id, "left"), np.searchsorted(self.users, user_id, "right")
+        first = np.int64(user_id) << 32  # the user's keys: first .. first | 0xFFFFFFFF
+        lo = np.searchsorted(self.key, first, "left")
+        hi = np.searchsorted(self.key, first | 0xFFFFFFFF, "right")
+        mine = Rows(*(getattr(self, f.name)[lo:hi] for f in fields(Rows)))
         return pd.DataFrame(
-            {
-                "movie_id": self.movies[lo:hi],
-                "rating": self.ratings[lo:hi],
-                "timestamp": self.timestamps[lo:hi],
-            }
+            {"movie_id": mine.movies, "rating": mine.ratings.astype(np.float64), "timestamp": mine.timestamps}
         )
 
 
@@ -63,14 +69,12 @@ def rows_of(frame: pd.DataFrame) -> Rows:
         kafka_ts = np.full(len(frame), HISTORY_ARRIVAL)
         offsets = np.arange(len(frame), dtype=np.int64)  # ties of the history keep the later row
     cols = {
-        "users": users,
-        "movies": frame["movie_id"].to_numpy(np.int64),
-        "ratings": frame["rating"].to_numpy(np.float64),
+        "ratings": frame["rating"].to_numpy(np.float32),
         "timestamps": frame["timestamp"].to_numpy(np.int64),
         "kafka_ts": kafka_ts,
         "offsets": offsets,
     }
-    key = pair_key(cols["users"], cols["movies"])
+    key = pair_key(users, frame["movie_id"].to_numpy(np.int64))
     order = np.lexsort((cols["offsets"], cols["kafka_ts"], cols["timestamps"], key))  # key-major
     key = key[order]
     last = np.ones(len(key), dtype=bool)

@@ -17,8 +17,9 @@ def _frame(rows: list[tuple], logged: bool) -> pd.DataFrame:
 
 def _as_frame(rows) -> pd.DataFrame:
     return pd.DataFrame(
-        {"user_id": rows.users, "movie_id": rows.movies, "rating": rows.ratings, "timestamp": rows.timestamps}
-    )
+        {"user_id": rows.users, "movie_id": rows.movies, "rating": rows.ratings.astype("float64"),
+         "timestamp": rows.timestamps}
+    )  # fmt: skip
 
 
 def _reference(history: pd.DataFrame, log: pd.DataFrame) -> pd.DataFrame:
