@@ -72,7 +72,9 @@ class RatingsIndex:
             mine = frame[frame["topic"] == self._topic]
             for p, o in mine.groupby("partition")["offset"].max().items():
                 self._next[int(p)] = max(self._next.get(int(p), 0), int(o) + 1)
-        return frame[RATING_COLUMNS + arrival].astype(RATING_DTYPES)
+        if not arrival:  # a log older than its arrival columns: after the history, in file order
+            frame = frame.assign(kafka_ts=0.0, offset=range(len(frame)))
+        return frame[RATING_COLUMNS + list(ARRIVAL)].astype(RATING_DTYPES)
 
     def refresh(self, force: bool = False) -> bool:
         """Read event-log files committed since the last look (at most once per interval)."""
@@ -83,12 +85,11 @@ class RatingsIndex:
             self._checked = now
             active = committed_files(self._event_log)
             new = [f for f in active if f not in self._seen]
-            self._seen = set(active)  # files a compaction replaced are gone from the log
-            if not new:
-                return False
-            rows = rows_of(pd.concat([self._read(f) for f in new], ignore_index=True))
-            self._snapshot = Snapshot(merge(self._snapshot.rows, rows), dict(self._next))
-            return True
+            if new:
+                rows = rows_of(pd.concat([self._read(f) for f in new], ignore_index=True))
+                self._snapshot = Snapshot(merge(self._snapshot.rows, rows), dict(self._next))
+            self._seen = set(active)  # once read: files a compaction replaced are gone from the log
+            return bool(new)
 
     def user(self, user_id: int) -> pd.DataFrame:
         """The user's ratings (movie_id, rating, timestamp), latest per movie; empty when unknown."""
