@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 
@@ -14,6 +16,7 @@ import pytest
 
 from producer.replay import replay
 from streamrec.history import window
+from streamrec.kafka_admin import ensure_topic
 from streamrec.kafka_local import LocalKafka, free_port_pair
 from streamrec.movielens import load_ratings
 from streamrec.settings import BUNDLED_DATA
@@ -197,3 +200,36 @@ def test_confirmed_counts_acknowledgements_even_when_a_send_fails_at_once(kafka,
     ok = replay(events, kafka, topic, progress=False, client="kafka-python")
     assert ok.confirmed == ok.sent == 50 and ok.failed == 0 and ok.error is None
     assert len(consume_all(kafka, topic, 50)) == 50  # exactly what was confirmed
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_an_interrupted_replay_confirms_exactly_what_the_topic_holds(kafka, topic, ratings, client):
+    """A SIGTERM mid-loop (what the soak sends): the replay stops between sends, flushes, and its
+    confirmed count is the topic's record count, neither more nor less."""
+    ensure_topic(kafka, topic, partitions=3)
+    early = []  # a signal before replay took over would otherwise end pytest itself
+    previous = signal.signal(signal.SIGTERM, lambda *_: early.append(True))
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        res = replay(window(ratings, limit=200), kafka, topic, progress=False, client=client, loop=True,
+                     rate=2000, limit=2000 * 20)  # fmt: skip
+    finally:
+        timer.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert not early and res.interrupted and res.error is None
+    assert 0 < res.confirmed == res.sent < 2000 * 20
+    assert _records(kafka, topic) == res.confirmed
+
+
+def _records(bootstrap: str, topic: str) -> int:
+    """Records in the topic, from its partitions' offsets (no transactions: one offset a record)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends, starts = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+        return sum(ends[p] - starts[p] for p in parts)
+    finally:
+        consumer.close()
