@@ -8,10 +8,8 @@ events is the count of the broker's acknowledgements, taken after a final flush.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import signal
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ from tqdm import tqdm
 from streamrec.errors import InvalidRequest
 from streamrec.events import MAX_ID, encode
 from streamrec.kafka_admin import ensure_topic, producer
+from streamrec.stop_signals import stop_requested
 
 # Throughput settings (see docs/benchmarks.md): big batches and a short linger amortise
 # kafka-python's per-request cost; gzip cuts the bytes its GIL-bound sender thread moves
@@ -135,28 +134,6 @@ def _polling(poll: Callable[[float], object], stop: threading.Event, slice_s: fl
 
 
 CLIENTS = ("auto", "confluent", "kafka-python")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def stop_requested() -> Iterator[threading.Event]:
-    """Ctrl-C and SIGTERM set the event instead of raising, while the send loop runs.
-
-    Raised where they land, they could cut a send between the record's enqueueing and its
-    callback's attachment, or cut an acknowledgement's callback short: a record stored but not
-    counted (one in a soak hour of 1.8M, 2026-12-03). The loop checks the event between sends."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread
-        yield stop
-        return
-    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    for s in STOP_SIGNALS:
-        signal.signal(s, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def default_client() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 
 import numpy as np
 import pandas as pd
@@ -344,7 +345,9 @@ def test_tuning_scores_every_candidate_and_picks_the_best(spark):
 def test_retrain_failure_leaves_current_in_place(store_copy, capsys, caplog):
     store, v1 = store_copy
     worse = ["retrain", "--once", "--no-bias", "--rank", "2", "--iters", "1", "--reg", "0.01"]
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     assert main(worse) == 1
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers  # its own ones are gone
     # progress goes through logging (pytest's capture here; stderr under the CLI), the summary to stdout
     assert "failed, CURRENT unchanged" in caplog.text and "0 published" in capsys.readouterr().out
     assert store.current_version() == v1 and store.versions() == [v1]

@@ -1,15 +1,12 @@
 """A looped replay's events, without a broker: new user ids every pass, the contract's id bound;
 the send loop's stop on a signal."""
 
-import os
-import signal
 import threading
 import time
 
 import pandas as pd
-import pytest
 
-from producer.replay import STOP_SIGNALS, _Pacer, _polling, loop_stride, looped, stop_requested
+from producer.replay import _Pacer, _polling, loop_stride, looped
 from streamrec.events import MAX_ID
 
 
@@ -33,17 +30,6 @@ def test_the_loop_ends_before_a_user_id_would_pass_the_contract():
 def test_speedup_pacing_continues_across_passes():
     pacer = _Pacer(pd.Series([100, 110, 130]).to_numpy(), None, 10.0)
     assert [pacer.due(i) for i in range(5)] == [0.0, 1.0, 3.0, 3.1, 4.1]
-
-
-def test_a_stop_signal_sets_the_event_instead_of_raising_and_the_handlers_come_back():
-    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    with stop_requested() as stop:
-        os.kill(os.getpid(), signal.SIGINT)  # raised where it landed, this cut sends short
-        assert stop.wait(5) and stop.is_set()
-    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C as before once the loop is over
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)
 
 
 def test_a_polling_wait_serves_reports_in_slices_and_ends_at_a_stop():
