@@ -202,7 +202,6 @@ def replay(
             with stop_requested() as stop:
                 for key, value in _paced(events, pacer, stop.wait, loop, limit):  # a stop ends a wait
                     if stop.is_set():
-                        interrupted = True
                         break
                     sent += 1  # attempted
                     try:
@@ -214,7 +213,7 @@ def replay(
                         break
                     if sent % 2000 == 0:
                         bar.update(2000)
-                interrupted = interrupted or stop.is_set()
+                interrupted = stop.is_set()
             try:
                 p.flush(timeout=flush_s)
             except KafkaError as exc:  # the broker stayed away past the flush: report, don't crash

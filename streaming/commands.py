@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 
 import click
 
@@ -106,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from streamrec.kafka_admin import ensure_topic
     from streamrec.kafka_local import ensure_broker
     from streamrec.spark import get_spark
+    from streamrec.stop_signals import stop_requested
 
     from .job import reset, run_stream
 
@@ -115,18 +114,11 @@ def run(args: argparse.Namespace) -> int:
     if args.reset:
         reset(cfg)
         print(f"stream state reset (checkpoints, event log, sink tables in {cfg.sink_url})")
-    stop = threading.Event()
-
-    def request_stop(signum, frame) -> None:
-        print("stopping at the next batch boundary...", flush=True)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, request_stop)
-    spark = get_spark("streamrec-stream")
-    if not args.available_now:
-        print(f"streaming {args.topic}@{bootstrap} -> {cfg.sink_url} (Ctrl-C to stop)", flush=True)
-    res = run_stream(spark, cfg, stop)
+    with stop_requested(lambda: print("stopping at the next batch boundary...", flush=True)) as stop:
+        spark = get_spark("streamrec-stream")
+        if not args.available_now:
+            print(f"streaming {args.topic}@{bootstrap} -> {cfg.sink_url} (Ctrl-C to stop)", flush=True)
+        res = run_stream(spark, cfg, stop)
     print(
         f"stream stopped after {res['seconds']}s: {res['batches']} batches, "
         f"{res['rating_events']:,} rating events in aggregates (history included), "
