@@ -137,6 +137,11 @@ def _soak_figure(soak: dict, plt):
     events.legend(fontsize=7, loc="upper right")
     lines(axes[3], "stream_p95_ms", 1 / 1000)
     axes[3].set(title="Stream: p95 of the batches' p95 end-to-end latency, per sample", ylabel="seconds")
+    for i, (a, b) in enumerate((soak.get("retrain") or {}).get("runs", [])):  # recorded since 2026-12-03
+        label = "retrain running" if i == 0 else None
+        axes[3].axvspan(a / 60, b / 60, color="#f2c14e", alpha=0.3, linewidth=0, label=label)
+    if (soak.get("retrain") or {}).get("runs"):
+        axes[3].legend(fontsize=7, ncol=3, loc="upper left")
     api = [(x, s["api_p99_ms"]) for x, s in zip(t, samples, strict=True) if s.get("api_p99_ms") is not None]
     axes[4].plot([x for x, _ in api], [v for _, v in api], color="#c44e52", label="API p99")
     axes[4].set(title="API: p99 per sample (GET /recommendations, POST /events)", ylabel="ms",

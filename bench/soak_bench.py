@@ -6,7 +6,8 @@ them: a private broker; `train --split-at 0.8`; `stream` (defaults); `serve` wit
 a light load (GET /recommendations/{id} ~3/s, POST /events every 5 s, each request's latency
 recorded); `replay --loop --rate 500` (the newest 20 % again and again, new user ids each pass);
 `retrain --every 10m --force` (a hot swap each time it publishes; at Linux's idle CPU priority,
-SCHED_IDLE, STREAMREC_BENCH_SOAK_RETRAIN_IDLE=1, or else under `nice -n` STREAMREC_BENCH_SOAK_RETRAIN_NICE). At 1/3 of the run the stream
+SCHED_IDLE, with STREAMREC_BENCH_SOAK_RETRAIN_IDLE=1, else under `nice -n`
+STREAMREC_BENCH_SOAK_RETRAIN_NICE). At 1/3 of the run the stream
 is SIGKILLed (its whole process group: driver, JVM, Python workers) and started again; at 2/3 the
 broker is stopped and started (`streamrec kafka stop` / `start`). Every STREAMREC_BENCH_SOAK_SAMPLE
 seconds (15): resident memory of every process by role, disk used by each store, the event log's
@@ -390,6 +391,12 @@ def _finish(result, home, broker, engine, live, stream, replay, retrain, api, t0
         ),
         "models": _models(home),
     }
+    # Each run's span in the run's seconds, from the model's publish time and how long it took.
+    result["retrain"]["runs"] = [
+        [round(m["published_at"] - m["seconds"] - wall0, 1), round(m["published_at"] - wall0, 1)]
+        for m in result["retrain"]["models"]
+        if m.get("published_at") and m.get("seconds") and m["published_at"] >= wall0
+    ]
     with contextlib.suppress(sa.exc.SQLAlchemyError), engine.connect() as c:
         result["dead_letters"] = c.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar()
     log(f"drained in {result['drain_s']:.0f} s: {result['loss']}")
@@ -414,11 +421,18 @@ def _models(home: Path) -> list[dict]:
                 "version": meta.parent.name,
                 "ratings": (m.get("counts") or {}).get("ratings"),
                 "seconds": m.get("seconds"),
+                "published_at": _epoch(m.get("created_at")),
                 "gate_passed": gate.get("passed"),
                 "gate_reason": gate.get("reason"),
             }
         )
     return out
+
+
+def _epoch(iso: str | None) -> float | None:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 def _triples(rows) -> Counter:

@@ -73,6 +73,7 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
             f"{_yes(v['none_lost'])} |"
         )
     ws, we = v["latency_windows"]["start"], v["latency_windows"]["end"]
+    lines += _split_lines(v.get("retrain_split"))
     lines += [
         "",
         f"Latency windows: minutes {ws[0] / 60:.1f}-{ws[1] / 60:.1f} (start, after a warm-up as long) "
@@ -122,6 +123,32 @@ def soak_section(s: dict, img: dict[str, str]) -> list[str]:
         f"Summary: {s.get('summary', '')}",
         "",
     ]
+    return lines
+
+
+def _split_lines(split: dict | None) -> list[str]:
+    """The judged latency read apart (not judged): outside the retrain's runs and during them."""
+    if not split:
+        return []
+
+    def change(x: dict) -> str:
+        if x.get("ratio") is None:
+            return "-"
+        n = f"{x['n_start']} / {x['n_end']} batches"
+        return f"{x['start']:,.0f} -> {x['end']:,.0f} ms ({x['ratio']:.2f}x; {n})"
+
+    r = split["retrain_s"]
+    lines = [
+        "",
+        f"Read apart (not judged): a retrain ran {r['start']:.0f} s of the start window and "
+        f"{r['end']:.0f} s of the end one (from each model's publish time and run time).",
+        "",
+        "| query | p95 outside the retrain's runs | p95 during them |",
+        "|---|---|---|",
+    ]
+    for name, x in split.items():
+        if name != "retrain_s":
+            lines.append(f"| {name} | {change(x['outside'])} | {change(x['during'])} |")
     return lines
 
 

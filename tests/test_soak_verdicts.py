@@ -120,3 +120,22 @@ def test_the_retrains_jvm_is_judged_per_event_as_it_holds_the_data():
     r["data_roles"] = ["retrain JVM"]
     v = verdicts(r)
     assert v["flat"] and v["growth"]["rss per event retrain JVM"]["growth"] < 0
+
+
+def test_the_latency_is_read_apart_outside_and_during_the_retrains_runs_but_judged_whole():
+    r = _result(rss_late=1000.0, p95_late=950.0, lost=0)
+    assert "retrain_split" not in verdicts(r)  # no runs recorded: nothing to read apart
+    runs = [[110.0, 112.0], [310.0, 370.0]]  # a far longer run in the end window
+    r["retrain"] = {"runs": runs}
+    r["batch_p95_ms"]["aggregates"] = [
+        (t, 3000.0 if any(a <= t <= b for a, b in runs) else v) for t, v in r["batch_p95_ms"]["aggregates"]
+    ]
+    v = verdicts(r)
+    assert not v["latency_ok"]  # the judged figure mixes both: the end window is 60 % retrain
+    split = v["retrain_split"]
+    assert split["retrain_s"] == {"start": 2.0, "end": 60.0}
+    outside = split["stream aggregates batch p95"]["outside"]
+    assert (outside["start"], outside["end"], outside["ok"]) == (900.0, 950.0, True)
+    assert (outside["n_start"], outside["n_end"]) == (100 - 3, 100 - 61)
+    during = split["stream aggregates batch p95"]["during"]
+    assert (during["start"], during["end"], during["ratio"]) == (3000.0, 3000.0, 1.0)
