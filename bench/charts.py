@@ -137,6 +137,10 @@ def _soak_figure(soak: dict, plt):
     events.legend(fontsize=7, loc="upper right")
     lines(axes[3], "stream_p95_ms", 1 / 1000)
     axes[3].set(title="Stream: p95 of the batches' p95 end-to-end latency, per sample", ylabel="seconds")
+    axes[3].set_yscale("log")  # seconds at steady state, a minute after the SIGKILL: both readable
+    axes[3].set_yticks([1, 2, 3, 5, 10, 20, 50], minor=False)
+    axes[3].yaxis.set_major_formatter("{x:g}")
+    axes[3].yaxis.set_minor_formatter("")
     for i, (a, b) in enumerate((soak.get("retrain") or {}).get("runs", [])):  # recorded since 2026-12-03
         label = "retrain running" if i == 0 else None
         axes[3].axvspan(a / 60, b / 60, color="#f2c14e", alpha=0.3, linewidth=0, label=label)

@@ -80,9 +80,10 @@ def settings() -> dict:
         # hours before 2026-12-02 19:00 ran it at 0; its CPU share grows with the data it learns
         # from, and the end window's stream latency grew with it (docs/benchmarks.md).
         "retrain_nice": int(env("STREAMREC_BENCH_SOAK_RETRAIN_NICE", "10")),
-        # Stronger than nice: under nice 10 (weight 110 against the stream's 1024) the aggregates'
-        # p95 still rose ~50 % while a retrain ran on the 2 cores (the fifth hour, 2026-12-03). The
-        # hours before 2026-12-03 14:00 ran without it.
+        # Tried because under nice 10 the aggregates' p95 still rose ~50 % while a retrain ran (the
+        # fifth hour). It isolates no better on this VM (the sixth hour: an idle-priority busy loop
+        # still slowed the stream 9-25 %) and the retrains ran ~1.4x longer; the default because
+        # the hour in docs/benchmarks.md ran with it. The hours before 2026-12-03 13:55 ran without.
         "retrain_idle": env("STREAMREC_BENCH_SOAK_RETRAIN_IDLE", "1") not in ("0", ""),
         "sample_s": float(env("STREAMREC_BENCH_SOAK_SAMPLE", "15")),
     }
