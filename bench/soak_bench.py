@@ -20,6 +20,7 @@ bench/soak_probes.py).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import subprocess
 import tempfile
@@ -431,8 +432,6 @@ def _models(home: Path) -> list[dict]:
 
 
 def _epoch(iso: str | None) -> float | None:
-    import datetime as dt
-
     return dt.datetime.fromisoformat(iso).timestamp() if iso else None
 
 

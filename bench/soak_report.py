@@ -153,7 +153,7 @@ def _split_lines(split: dict | None) -> list[str]:
 
 
 def _niceness(cfg: dict) -> str:
-    if cfg.get("retrain_idle"):  # runs before 2026-12-03 14:00 recorded none: they ran without
+    if cfg.get("retrain_idle"):  # runs before 2026-12-03 13:55 recorded none: they ran without
         return "at Linux's idle CPU priority (SCHED_IDLE: only CPU time no other process wants)"
     n = cfg.get("retrain_nice", 0)  # runs before 2026-12-02 19:00 recorded none: they ran at 0
     return f"under `nice -n {n}`, below the stream's CPU priority" if n else "at the stream's CPU priority"

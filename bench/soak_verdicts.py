@@ -137,8 +137,11 @@ def latency_change(points: Series, start: tuple[float, float], end: tuple[float,
 
 def split_by_runs(points: Series, runs: Sequence[Sequence[float]]) -> tuple[list, list]:
     """(points outside every run, points inside one); a run is [start, end] in the points' time."""
-    inside = [(t, v) for t, v in points if any(a <= t <= b for a, b in runs)]
-    return [(t, v) for t, v in points if not any(a <= t <= b for a, b in runs)], inside
+    outside: list = []
+    inside: list = []
+    for t, v in points:
+        (inside if any(a <= t <= b for a, b in runs) else outside).append((t, v))
+    return outside, inside
 
 
 def covered_s(runs: Sequence[Sequence[float]], lo: float, hi: float) -> float:
