@@ -393,7 +393,8 @@ def _finish(result, home, broker, engine, live, stream, replay, retrain, api, t0
         ),
         "models": _models(home),
     }
-    # Each run's span in the run's seconds, from the model's publish time and how long it took.
+    # Each run's span in the run's seconds, from the model's publish time and how long it took. A
+    # run that failed publishes nothing and is missing here: its minutes count as outside a run.
     result["retrain"]["runs"] = [
         [round(m["published_at"] - m["seconds"] - wall0, 1), round(m["published_at"] - wall0, 1)]
         for m in result["retrain"]["models"]
