@@ -284,16 +284,14 @@ def test_without_kafka_or_its_topic_lists_are_served_at_once(home, kafka):
         app = create_app(cfg)
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             app.state.service.lists.current()  # the model's first load is not what is measured
-            times = []
             for _ in range(5):
-                t0 = time.monotonic()
                 r = client.get("/recommendations/2100000600")
-                times.append(time.monotonic() - t0)
                 assert r.status_code == 200 and r.json()["source"] == "popularity"
-            print(f"bootstrap {bootstrap}, topic {t}: GET p-max {1000 * max(times):.1f} ms")
-            assert max(times) < 0.25  # no wait for a tail that is not there (the wait would be 0.5 s)
             tail = app.state.service.tail
             assert (tail is None) == (bootstrap is None) and (tail is None or not tail.status().connected)
+            # No GET waited for a tail that is not there (counted where a wait starts; a wall-clock
+            # bound here failed once on a loaded machine with no tail at all: a 0.47 s GET).
+            assert tail is None or tail.status().waits == 0
             if tail is not None:
                 assert "streamrec_tail_connected 0.0" in client.get("/metrics").text
         if bootstrap is not None:  # stopped promptly with the server
